@@ -1,0 +1,330 @@
+"""Input conventions: turn any accepted input into a list of ``(H, W, C)`` arrays.
+
+This is the only module that knows about PIL images, lists of images, tabular
+``(N, P)`` rows and object arrays. Everything downstream (the reference state,
+the method kernels) sees a :class:`Batch`: a list of C-contiguous ``(H, W, C)``
+arrays of one supported dtype, plus an optional list of boolean ``(H, W)`` masks.
+:func:`restore` turns the processed arrays back into the caller's container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: dtypes accepted as images; integer outputs are rounded and clipped to them.
+SUPPORTED_DTYPES = (
+    np.dtype(np.uint8),
+    np.dtype(np.uint16),
+    np.dtype(np.int16),
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+)
+#: integer dtypes that are accepted too (the scikit-learn view of a feature
+#: matrix); they have no exact histogram and are matched through float64.
+WIDE_INT_DTYPES = (
+    np.dtype(np.int8),
+    np.dtype(np.int32),
+    np.dtype(np.int64),
+    np.dtype(np.uint32),
+    np.dtype(np.uint64),
+)
+_DTYPE_NAMES = "uint8, uint16, int16, float32 or float64"
+
+# PIL mode -> (numpy dtype, number of matched channels, passthrough alpha)
+_PIL_MODES = {
+    "L": (np.uint8, 1, False),
+    "LA": (np.uint8, 1, True),
+    "RGB": (np.uint8, 3, False),
+    "RGBA": (np.uint8, 3, True),
+    "I;16": (np.uint16, 1, False),
+    "I": (np.uint16, 1, False),
+    "F": (np.float32, 1, False),
+}
+
+
+@dataclass
+class Batch:
+    """Images normalised to ``(H, W, C)`` arrays, and how to give them back.
+
+    Attributes
+    ----------
+    images : list of ndarray
+        One ``(H, W, C)`` array per image, all of one dtype and channel count.
+    masks : list of ndarray or None
+        One boolean ``(H, W)`` array per image, or None (all pixels).
+    kind : str
+        The caller's container: ``"array4"``, ``"array3"``, ``"tabular"``,
+        ``"list"``, ``"pil"`` or ``"image"`` (a single ndarray image).
+    meta : dict
+        What :func:`restore` needs to rebuild the container.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray] | None
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.images[0].dtype
+
+    @property
+    def n_channels(self) -> int:
+        return self.images[0].shape[2]
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of counted pixels (masked pixels only, when masks are given)."""
+        if self.masks is None:
+            return sum(im.shape[0] * im.shape[1] for im in self.images)
+        return int(sum(int(m.sum()) for m in self.masks))
+
+
+def _is_pil(obj: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a hard dependency
+        return False
+    return isinstance(obj, Image.Image)
+
+
+def check_dtype(arr: np.ndarray, name: str) -> np.ndarray:
+    """Return ``arr`` with a supported dtype, or raise a clear error.
+
+    Object arrays holding numbers are converted to float64, as scikit-learn
+    does; complex, bool, string and object arrays of non-numbers are refused.
+    """
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} must hold numbers; got an object array that cannot be "
+                f"converted to float64 ({exc})"
+            ) from None
+    if arr.dtype in SUPPORTED_DTYPES or arr.dtype in WIDE_INT_DTYPES:
+        return arr
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}; got dtype {arr.dtype}")
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} must not contain NaN or infinity")
+
+
+def _as_hwc(img: np.ndarray, name: str) -> np.ndarray:
+    if img.ndim == 2:
+        img = img[:, :, None]
+    elif img.ndim != 3:
+        raise ValueError(
+            f"{name} must be a 2-D (H, W) or 3-D (H, W, C) image; got shape {img.shape}"
+        )
+    if img.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {img.shape}")
+    return img
+
+
+def _mask_list(mask: Any, shapes: list[tuple[int, int]], name: str) -> list[np.ndarray] | None:
+    """Validate ``mask`` against the spatial shapes of the images."""
+    if mask is None:
+        return None
+    if isinstance(mask, np.ndarray) and len(shapes) == 1 and mask.shape == shapes[0]:
+        masks = [mask]
+    elif isinstance(mask, np.ndarray) and mask.ndim == 3:
+        masks = list(mask)
+    elif isinstance(mask, (list, tuple)):
+        masks = [np.asarray(m) for m in mask]
+    elif isinstance(mask, np.ndarray) and mask.ndim == 2 and len(shapes) == mask.shape[0]:
+        masks = list(mask[:, None, :])  # tabular rows: one (1, P) mask per row
+    else:
+        got = getattr(mask, "shape", type(mask).__name__)
+        raise ValueError(
+            f"{name} must be one boolean mask per image with the images' spatial "
+            f"shape {shapes[0] if len(set(shapes)) == 1 else '(per image)'}; got {got}"
+        )
+    if len(masks) != len(shapes):
+        raise ValueError(f"{name} must hold one mask per image ({len(shapes)}); got {len(masks)}")
+    out = []
+    for i, (m, shape) in enumerate(zip(masks, shapes)):
+        m = np.asarray(m)
+        if m.dtype != bool:
+            raise TypeError(f"{name} must be boolean; got dtype {m.dtype} for image {i}")
+        if m.shape != shape:
+            raise ValueError(
+                f"{name} for image {i} must have shape {shape} (the image's height and "
+                f"width); got {m.shape}"
+            )
+        if not m.any():
+            raise ValueError(f"{name} for image {i} selects no pixels")
+        out.append(np.ascontiguousarray(m))
+    return out
+
+
+def to_batch(X: Any, mask: Any = None, *, name: str = "X") -> Batch:
+    """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
+
+    Accepted: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``; a list
+    or tuple of ``(H, W)`` / ``(H, W, C)`` images of any sizes; a single
+    ``PIL.Image``. Raises ``TypeError`` / ``ValueError`` naming ``name``.
+    """
+    if _is_pil(X):
+        img, meta = _from_pil(X, name)
+        batch_images, kind = [img], "pil"
+    elif isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            raise ValueError(f"{name} must hold at least one image; got an empty {type(X).__name__}")
+        batch_images, kind, meta = [], "list", {"container": type(X), "ndims": [], "pil": []}
+        for i, item in enumerate(X):
+            if _is_pil(item):
+                img, pil_meta = _from_pil(item, f"{name}[{i}]")
+                meta["pil"].append(pil_meta)
+                meta["ndims"].append(None)
+            else:
+                arr = check_dtype(np.asarray(item), f"{name}[{i}]")
+                meta["pil"].append(None)
+                meta["ndims"].append(arr.ndim)
+                img = _as_hwc(arr, f"{name}[{i}]")
+            batch_images.append(img)
+    elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+        arr = check_dtype(np.asarray(X), name)
+        if arr.size == 0:
+            raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+        meta = {}
+        if arr.ndim == 4:
+            kind, batch_images = "array4", list(arr)
+        elif arr.ndim == 3:
+            kind, batch_images = "array3", list(arr[..., None])
+        elif arr.ndim == 2:
+            kind, batch_images = "tabular", list(arr[:, None, :, None])
+        else:
+            raise ValueError(
+                f"{name} must be an array of shape (N, H, W, C), (N, H, W) or (N, P), "
+                f"a list of images or a PIL image; got an array of shape {arr.shape}"
+            )
+    else:
+        raise TypeError(
+            f"{name} must be a numpy array, a list of images or a PIL image; "
+            f"got {type(X).__name__}"
+        )
+
+    dtypes = {im.dtype for im in batch_images}
+    if len(dtypes) > 1:
+        raise TypeError(f"{name} must hold images of one dtype; got {sorted(map(str, dtypes))}")
+    channels = {im.shape[2] for im in batch_images}
+    if len(channels) > 1:
+        raise ValueError(
+            f"{name} must hold images with one channel count; got {sorted(channels)}"
+        )
+    images = []
+    for i, im in enumerate(batch_images):
+        if im.shape[0] == 0 or im.shape[1] == 0:
+            raise ValueError(f"{name} image {i} must not be empty; got shape {im.shape}")
+        _check_finite(im, name)
+        images.append(np.ascontiguousarray(im))
+    masks = _mask_list(mask, [im.shape[:2] for im in images], "mask")
+    return Batch(images, masks, kind, meta)
+
+
+def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
+    """Preallocate the output of an ndarray batch.
+
+    Returns ``(full, views)``: ``full`` is the array :func:`restore` returns and
+    ``views[i]`` is a writable ``(H, W, C)`` view of image ``i`` inside it, so
+    transforming a batch needs no second full-size copy. Lists and PIL images
+    give ``(None, None)``.
+    """
+    if batch.kind not in ("array4", "array3", "tabular"):
+        return None, None
+    full = np.empty((len(batch.images), *batch.images[0].shape), dtype=batch.dtype)
+    return full, list(full)
+
+
+def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
+    """Put processed ``(H, W, C)`` arrays back into the caller's container.
+
+    ``outputs`` is a list of arrays, or for ndarray batches the ``full`` array
+    of :func:`allocate_output`.
+    """
+    kind, meta = batch.kind, batch.meta
+    if kind in ("array4", "array3", "tabular"):
+        full = outputs if isinstance(outputs, np.ndarray) else np.stack(outputs)
+        if kind == "array3":
+            return full[..., 0]
+        if kind == "tabular":
+            return full.reshape(full.shape[0], -1)
+        return full
+    if kind == "pil":
+        return _to_pil(outputs[0], meta)
+    result = []
+    for out, ndim, pil_meta in zip(outputs, meta["ndims"], meta["pil"]):
+        if pil_meta is not None:
+            result.append(_to_pil(out, pil_meta))
+        else:
+            result.append(out[:, :, 0] if ndim == 2 else out)
+    return meta["container"](result)
+
+
+def wrap_single(image: Any, name: str = "image") -> tuple[Any, Callable[[Any], Any]]:
+    """One image (``(H, W)``/``(H, W, C)`` ndarray or PIL) as a one-image batch.
+
+    Returns the batch to hand to the estimator and a function that unwraps the
+    estimator's output back into one image of the caller's type.
+    """
+    if _is_pil(image):
+        return image, lambda out: out
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be one image of shape (H, W) or (H, W, C); got shape {arr.shape}"
+        )
+    return [arr], lambda out: out[0]
+
+
+def _from_pil(img: Any, name: str) -> tuple[np.ndarray, dict]:
+    mode = img.mode
+    if mode not in _PIL_MODES:
+        raise ValueError(
+            f"{name} must be a PIL image of mode {', '.join(_PIL_MODES)}; got mode "
+            f"{mode!r} (convert it first, e.g. image.convert('RGB'))"
+        )
+    dtype, n_colour, has_alpha = _PIL_MODES[mode]
+    arr = np.asarray(img)
+    if mode == "I":
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(
+                f"{name} is a 32-bit PIL image (mode 'I') with values outside 0..65535; "
+                f"convert it to a numpy array and pass that instead"
+            )
+    arr = arr.astype(dtype, copy=False)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    alpha = arr[:, :, n_colour:].copy() if has_alpha else None
+    colour = np.ascontiguousarray(arr[:, :, :n_colour])
+    return _as_hwc(colour, name), {"mode": mode, "alpha": alpha, "info": dict(img.info)}
+
+
+def _to_pil(arr: np.ndarray, meta: dict) -> Any:
+    from PIL import Image
+
+    mode = meta["mode"]
+    if meta["alpha"] is not None:
+        arr = np.concatenate([arr, meta["alpha"]], axis=2)
+    if arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if mode == "I":
+        out = Image.fromarray(arr.astype(np.int32), mode="I")
+    elif mode == "I;16":
+        out = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint16))
+        if out.mode != "I;16":  # older Pillow: build it from bytes
+            out = Image.frombytes("I;16", out.size, arr.astype("<u2").tobytes())
+    else:
+        out = Image.fromarray(np.ascontiguousarray(arr))
+        if out.mode != mode:
+            out = out.convert(mode)
+    return out

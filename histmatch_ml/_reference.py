@@ -1,0 +1,230 @@
+"""The learned reference state, per channel, as plain arrays.
+
+Two representations, chosen by the reference dtype:
+
+* **exact histograms** for 8- and 16-bit integer dtypes (uint8, int8, uint16,
+  int16): one count per representable level, ``(C, 256)`` or ``(C, 65536)``
+  int64. Pooling and merging are exact (counts add up), and the cost does not
+  depend on the values present (a uint16 image holding 65535 is as cheap as
+  one holding 10).
+* **quantile sketches** for floats and wide integers: ``n_quantiles`` values of
+  the pooled quantile function at evenly spaced probabilities ``0 .. 1`` (the
+  Hazen/midpoint plotting position). Merging two sketches evaluates the
+  mixture of their piecewise-linear distributions exactly and resamples it on
+  the grid; see :func:`merge_quantiles` for the tolerance.
+
+Both expose the same *quantile function*: :func:`quantile_points` returns
+``(p, v)`` knots such that ``np.interp(q, p, v)`` is the reference value at
+probability ``q``. Everything here is a pure function of arrays.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_EXACT = {
+    np.dtype(np.uint8): (256, 0),
+    np.dtype(np.int8): (256, 128),
+    np.dtype(np.uint16): (65536, 0),
+    np.dtype(np.int16): (65536, 32768),
+}
+
+
+def has_exact_levels(dtype: np.dtype) -> bool:
+    """True when ``dtype`` gets exact full-range histograms (8/16-bit integers)."""
+    return np.dtype(dtype) in _EXACT
+
+
+def level_count_and_offset(dtype: np.dtype) -> tuple[int, int]:
+    """Number of levels of an 8/16-bit integer dtype, and ``index - value``."""
+    return _EXACT[np.dtype(dtype)]
+
+
+def level_values(dtype: np.dtype) -> np.ndarray:
+    """The value of every level index of an 8/16-bit integer dtype (float64)."""
+    n, offset = level_count_and_offset(dtype)
+    return np.arange(n, dtype=np.float64) - offset
+
+
+def level_index(channel: np.ndarray) -> np.ndarray:
+    """View an 8/16-bit integer array as unsigned level indices (no copy)."""
+    dt = channel.dtype
+    if dt == np.int16:
+        return channel.view(np.uint16) ^ np.uint16(0x8000)
+    if dt == np.int8:
+        return channel.view(np.uint8) ^ np.uint8(0x80)
+    return channel
+
+
+def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Per-channel level histograms ``(C, L)`` int64 of one ``(H, W, C)`` 8/16-bit image.
+
+    uint8 images use ``cv2.calcHist`` on the interleaved image (no channel
+    copies; exact below 2**24 pixels per bin); other dtypes ``np.bincount``.
+    """
+    n_levels, _ = level_count_and_offset(image.dtype)
+    n_channels = image.shape[2]
+    if image.dtype == np.uint8 and image.shape[0] * image.shape[1] < 2**24:
+        m = None if mask is None else mask.view(np.uint8)
+        return np.stack(
+            [cv2.calcHist([image], [c], m, [256], [0, 256])[:, 0] for c in range(n_channels)]
+        ).astype(np.int64)
+    index = level_index(image)
+    hists = []
+    for c in range(n_channels):
+        values = index[:, :, c].ravel() if mask is None else index[:, :, c][mask]
+        hists.append(np.bincount(values, minlength=n_levels))
+    return np.stack(hists).astype(np.int64, copy=False)
+
+
+def pooled_histograms(images: list[np.ndarray], masks: list[np.ndarray] | None) -> np.ndarray:
+    """Per-channel histograms ``(C, L)`` pooled over all (masked) pixels of ``images``."""
+    total = None
+    for i, image in enumerate(images):
+        h = image_histograms(image, None if masks is None else masks[i])
+        total = h if total is None else total + h
+    return total
+
+
+def pooled_channel_values(
+    images: list[np.ndarray], masks: list[np.ndarray] | None, channel: int
+) -> np.ndarray:
+    """All (masked) values of one channel over ``images``, as float64."""
+    parts = [
+        (im[:, :, channel] if masks is None else im[:, :, channel][masks[i]]).ravel()
+        for i, im in enumerate(images)
+    ]
+    return np.concatenate(parts).astype(np.float64, copy=False)
+
+
+def probability_grid(n_quantiles: int) -> np.ndarray:
+    """The probabilities at which sketches store quantiles: ``linspace(0, 1, n)``."""
+    return np.linspace(0.0, 1.0, n_quantiles)
+
+
+def quantiles_of(values: np.ndarray, n_quantiles: int) -> np.ndarray:
+    """Midpoint (Hazen) quantiles of ``values`` at :func:`probability_grid`."""
+    return np.quantile(values, probability_grid(n_quantiles), method="hazen")
+
+
+def pooled_quantiles(
+    images: list[np.ndarray], masks: list[np.ndarray] | None, n_quantiles: int
+) -> np.ndarray:
+    """Per-channel quantile sketches ``(C, n_quantiles)`` of the pooled pixels."""
+    n_channels = images[0].shape[2]
+    return np.stack(
+        [
+            quantiles_of(pooled_channel_values(images, masks, c), n_quantiles)
+            for c in range(n_channels)
+        ]
+    )
+
+
+def _cdf_limits(values: np.ndarray, probs: np.ndarray, x: np.ndarray) -> tuple:
+    """Left and right limits of the CDF of a piecewise-linear quantile function.
+
+    The distribution whose quantile function interpolates ``(probs, values)``
+    linearly is a mixture of uniform pieces (and atoms where ``values``
+    repeat); its CDF is evaluated exactly at the points ``x``.
+    """
+
+    def limit(side: str) -> np.ndarray:
+        idx = np.searchsorted(values, x, side=side)
+        hi = np.clip(idx, 1, len(values) - 1)
+        lo = hi - 1
+        span = values[hi] - values[lo]
+        frac = np.divide(x - values[lo], span, out=np.zeros_like(x), where=span > 0)
+        out = probs[lo] + np.clip(frac, 0.0, 1.0) * (probs[hi] - probs[lo])
+        out[idx == 0] = 0.0
+        out[idx == len(values)] = 1.0
+        return out
+
+    return limit("left"), limit("right")
+
+
+def merge_quantiles(qa: np.ndarray, na: int, qb: np.ndarray, nb: int) -> np.ndarray:
+    """Merge two quantile sketches ``(C, n)`` weighted by their pixel counts.
+
+    The result is the grid resampling of the exact mixture of the two
+    piecewise-linear distributions. Each sketch's CDF is within ``1 / (n - 1)``
+    of its data's empirical CDF, so the merged quantile at probability ``p``
+    lies between the pooled data's quantiles at ``p - 1/(n-1) - 1/N`` and
+    ``p + 1/(n-1) + 1/N`` (``N`` pixels in all): the documented tolerance of
+    ``partial_fit`` for floats.
+    """
+    n_q = qa.shape[1]
+    probs = probability_grid(n_q)
+    wa, wb = na / (na + nb), nb / (na + nb)
+    out = np.empty_like(qa, dtype=np.float64)
+    for c in range(qa.shape[0]):
+        x = np.unique(np.concatenate([qa[c], qb[c]]))
+        la, ra = _cdf_limits(qa[c], probs, x)
+        lb, rb = _cdf_limits(qb[c], probs, x)
+        # knots of the merged quantile function: (F(x-), x) and (F(x), x)
+        p = np.empty(2 * len(x))
+        p[0::2] = wa * la + wb * lb
+        p[1::2] = wa * ra + wb * rb
+        v = np.repeat(x, 2)
+        p = np.maximum.accumulate(np.clip(p, 0.0, 1.0))
+        out[c] = _interp_nondecreasing(probs, p, v)
+    return out
+
+
+def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``np.interp`` for knots ``p`` that may repeat (vertical steps)."""
+    idx = np.searchsorted(p, q, side="right")
+    hi = np.clip(idx, 1, len(p) - 1)
+    lo = hi - 1
+    span = p[hi] - p[lo]
+    frac = np.divide(q - p[lo], span, out=np.ones_like(q), where=span > 0)
+    out = v[lo] + np.clip(frac, 0.0, 1.0) * (v[hi] - v[lo])
+    out[idx == 0] = v[0]
+    out[idx >= len(p)] = v[-1]
+    return out
+
+
+def histogram_quantile_points(hist: np.ndarray, values: np.ndarray) -> tuple:
+    """Quantile-function knots of one level histogram (midpoint convention).
+
+    Level ``v`` holding ``h`` of ``N`` pixels sits at probability
+    ``(count below + h / 2) / N``; between occupied levels the quantile
+    function is linear.
+    """
+    occupied = hist > 0
+    h = hist[occupied].astype(np.float64)
+    cum = np.cumsum(h)
+    return (cum - h / 2.0) / cum[-1], values[occupied]
+
+
+def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Knots ``(p, v)`` of the reference quantile function of one channel."""
+    if "histograms" in state:
+        values = level_values(np.dtype(str(state["dtype"])))
+        return histogram_quantile_points(state["histograms"][channel], values)
+    q = state["quantiles"][channel]
+    return probability_grid(len(q)), q
+
+
+def learn(
+    images: list[np.ndarray], masks: list[np.ndarray] | None, n_quantiles: int
+) -> dict[str, np.ndarray]:
+    """The per-channel reference state of ``images`` (see the module docstring)."""
+    dtype = images[0].dtype
+    if has_exact_levels(dtype):
+        return {"histograms": pooled_histograms(images, masks), "dtype": np.array(dtype.name)}
+    return {
+        "quantiles": pooled_quantiles(images, masks, n_quantiles),
+        "dtype": np.array(dtype.name),
+    }
+
+
+def merge(a: dict, na: int, b: dict, nb: int) -> dict[str, np.ndarray]:
+    """Merge two per-channel states learned on ``na`` and ``nb`` pixels."""
+    if "histograms" in a:
+        return {"histograms": a["histograms"] + b["histograms"], "dtype": a["dtype"]}
+    qb = b["quantiles"]
+    if qb.shape[1] != a["quantiles"].shape[1]:  # resample onto a's grid
+        probs = probability_grid(a["quantiles"].shape[1])
+        qb = np.stack([np.interp(probs, probability_grid(qb.shape[1]), row) for row in qb])
+    return {"quantiles": merge_quantiles(a["quantiles"], na, qb, nb), "dtype": a["dtype"]}

@@ -1,0 +1,338 @@
+"""``HistogramMatcher``: the scikit-learn estimator (plumbing only).
+
+Inputs go through :mod:`histmatch_ml._images`, the learned state lives in plain
+arrays built by the method modules in :mod:`histmatch_ml.methods`; this module
+only validates parameters, keeps the fitted attributes and loops over images.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _images
+from .methods import available_methods, get_method
+
+_FITTED = (
+    "method_",
+    "reference_",
+    "dtype_",
+    "n_channels_",
+    "n_images_seen_",
+    "n_pixels_seen_",
+    "n_features_in_",
+    "feature_names_in_",
+)
+
+
+def _is_tabular(X: Any) -> bool:
+    """True for a 2-D feature matrix (the scikit-learn view), dense or sparse."""
+    if sparse.issparse(X):
+        return True
+    if isinstance(X, (list, tuple)) or _images._is_pil(X):
+        return False
+    return hasattr(X, "__array__") and np.ndim(X) == 2
+
+
+class HistogramMatcher(TransformerMixin, BaseEstimator):
+    """Match the histograms of images to a reference learned from a set of images.
+
+    ``fit`` pools the pixels of any number of reference images (optionally
+    masked) into one reference distribution per channel; ``transform`` remaps
+    every image of a batch to it, each image on its own. The learned state is
+    mergeable, so ``partial_fit`` over chunks equals ``fit`` on all of them.
+
+    Parameters
+    ----------
+    method : {"per_channel", "exact", "lab"}, default="per_channel"
+        ``"per_channel"``: classic CDF matching of each channel.
+        ``"exact"``: exact histogram specification (the output histogram equals
+        the reference's, pixel for pixel). ``"lab"``: joint colour matching in
+        CIELAB (RGB images only).
+    strength : float in [0, 1], default=1.0
+        Blend between the input (0) and the fully matched image (1).
+    n_quantiles : int >= 2, default=1024
+        Size of the quantile sketch kept for float (and 32/64-bit integer)
+        references and for the projections of ``"lab"``. 8- and 16-bit integer
+        references keep exact full-range histograms instead.
+    ordering : {"variational", "local_means"}, default="variational"
+        Strict ordering used by ``method="exact"`` to break ties between equal
+        pixel values.
+    n_iter : int >= 1, default=20
+        Iterations of the sliced transport used by ``method="lab"``.
+    lab_mode : {"joint", "marginal"}, default="joint"
+        ``method="lab"``: match the joint 3-D colour distribution, or each LAB
+        channel on its own.
+    regrain : bool, default=False
+        ``method="lab"``: restore the source's fine structure after transfer.
+    random_state : int, RandomState instance or None, default=None
+        Seeds every random choice (the projection directions of ``"lab"``);
+        ``"per_channel"`` and ``"exact"`` are deterministic.
+
+    Attributes
+    ----------
+    method_ : str
+        The method the reference state was learned with.
+    reference_ : dict of str to ndarray
+        The learned reference state, plain arrays only. For ``per_channel``
+        and ``exact``: ``"histograms"`` of shape ``(n_channels_, 256 or
+        65536)`` (8/16-bit references) or ``"quantiles"`` of shape
+        ``(n_channels_, n_quantiles)`` (float references), and ``"dtype"``.
+    dtype_ : str
+        dtype of the reference images.
+    n_channels_ : int
+        Channels per reference image (1 for greyscale and tabular input).
+    n_images_seen_ : int
+        Number of reference images learned from.
+    n_pixels_seen_ : int
+        Number of reference pixels learned from (masked pixels only).
+    n_features_in_ : int
+        Pixels per row; set only when fitted on a 2-D ``(N, P)`` array.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Set only when fitted on a DataFrame with string column names.
+
+    See Also
+    --------
+    match_histograms : One image matched to one reference.
+    skimage.exposure.match_histograms : Per-channel matching to a single image.
+    sklearn.preprocessing.QuantileTransformer : Per-feature quantile mapping.
+
+    Notes
+    -----
+    Accepted inputs: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``
+    (rows of flattened greyscale pixels); a list or tuple of ``(H, W)`` /
+    ``(H, W, C)`` images of any sizes (a list comes back); a single
+    ``PIL.Image`` (the same mode comes back; an alpha channel is kept as is).
+    Supported dtypes are uint8, uint16, int16, float32 and float64; the output
+    has the input's dtype, integers rounded to nearest and clipped, floats
+    never clipped or quantised. Masks are boolean, one per image, of the
+    image's height and width: only masked pixels are counted and changed.
+
+    Both conventions are midpoint ones: a level holding ``h`` of ``n`` pixels
+    sits at probability ``(count below + h / 2) / n``, in the image and in
+    the reference, so an image matched to its own histogram is unchanged.
+
+    For float references, ``partial_fit`` merges quantile sketches: the merged
+    quantile at probability ``p`` lies between the pooled data's quantiles at
+    ``p -/+ (1 / (n_quantiles - 1) + 1 / N)``. For 8/16-bit references the
+    merge is exact.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml import HistogramMatcher
+    >>> rng = np.random.default_rng(0)
+    >>> refs = rng.integers(100, 200, size=(4, 32, 32, 3), dtype=np.uint8)
+    >>> images = rng.integers(0, 80, size=(2, 16, 16, 3), dtype=np.uint8)
+    >>> matcher = HistogramMatcher().fit(refs)
+    >>> out = matcher.transform(images)
+    >>> out.shape, out.dtype
+    ((2, 16, 16, 3), dtype('uint8'))
+    >>> bool(out.min() >= 100 and out.max() <= 199)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "method": [StrOptions(set(available_methods()))],
+        "strength": [Interval(Real, 0, 1, closed="both")],
+        "n_quantiles": [Interval(Integral, 2, None, closed="left")],
+        "ordering": [StrOptions({"variational", "local_means"})],
+        "n_iter": [Interval(Integral, 1, None, closed="left")],
+        "lab_mode": [StrOptions({"joint", "marginal"})],
+        "regrain": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        method: str = "per_channel",
+        *,
+        strength: float = 1.0,
+        n_quantiles: int = 1024,
+        ordering: str = "variational",
+        n_iter: int = 20,
+        lab_mode: str = "joint",
+        regrain: bool = False,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        self.method = method
+        self.strength = strength
+        self.n_quantiles = n_quantiles
+        self.ordering = ordering
+        self.n_iter = n_iter
+        self.lab_mode = lab_mode
+        self.regrain = regrain
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def _checked_method(self):
+        """Validate the parameters; return the method object and its params."""
+        self._validate_params()
+        method = get_method(self.method)
+        params = self.get_params(deep=False)
+        params["strength"] = float(params["strength"])
+        method.check_params(params)
+        return method, params
+
+    def _batch(self, X: Any, mask: Any, *, reset: bool):
+        if _is_tabular(X):
+            X = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=True)
+        return _images.to_batch(X, mask)
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:
+        """Learn the reference distribution from a set of reference images.
+
+        Parameters
+        ----------
+        X : array-like, list of images or PIL.Image
+            Reference images (see Notes of the class for the accepted forms).
+            Images may have different sizes; their pixels are pooled.
+        y : None
+            Ignored; present for API consistency.
+        mask : array-like of bool or list of arrays, optional
+            One ``(H, W)`` boolean mask per image; only masked pixels count.
+
+        Returns
+        -------
+        self : HistogramMatcher
+            The fitted estimator.
+        """
+        for attr in _FITTED:
+            if hasattr(self, attr):
+                delattr(self, attr)
+        return self._learn(X, mask)
+
+    def partial_fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:
+        """Add more reference images to the learned distribution.
+
+        ``partial_fit(a); partial_fit(b)`` equals ``fit([a, b])`` exactly for
+        8/16-bit references and within the tolerance given in the class Notes
+        for floats.
+
+        Parameters
+        ----------
+        X : array-like, list of images or PIL.Image
+            More reference images, of the dtype and channel count seen so far.
+        y : None
+            Ignored; present for API consistency.
+        mask : array-like of bool or list of arrays, optional
+            One ``(H, W)`` boolean mask per image.
+
+        Returns
+        -------
+        self : HistogramMatcher
+            The updated estimator.
+        """
+        return self._learn(X, mask)
+
+    def _learn(self, X: Any, mask: Any) -> HistogramMatcher:
+        method, params = self._checked_method()
+        first = not hasattr(self, "reference_")
+        batch = self._batch(X, mask, reset=first)
+        method.check_channels(batch.n_channels, "X")
+        if first:
+            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+            state = method.learn(batch, params, np.random.default_rng(seed))
+            self.method_ = method.name
+            self.reference_ = state
+            self.dtype_ = batch.dtype.name
+            self.n_channels_ = batch.n_channels
+            self.n_images_seen_ = len(batch.images)
+            self.n_pixels_seen_ = batch.n_pixels
+            return self
+        if method.name != self.method_:
+            raise ValueError(
+                f"method is {self.method!r} but the matcher was fitted with "
+                f"{self.method_!r}; call fit to start again"
+            )
+        if batch.dtype.name != self.dtype_:
+            raise TypeError(
+                f"X must have the dtype of the references seen so far ({self.dtype_}); "
+                f"got {batch.dtype.name}"
+            )
+        self._check_channels(batch)
+        state = method.learn(batch, params, None, like=self.reference_)
+        self.reference_ = method.merge(
+            self.reference_, self.n_pixels_seen_, state, batch.n_pixels, params
+        )
+        self.n_images_seen_ += len(batch.images)
+        self.n_pixels_seen_ += batch.n_pixels
+        return self
+
+    def _check_channels(self, batch) -> None:
+        if batch.n_channels != self.n_channels_:
+            raise ValueError(
+                f"X must have {self.n_channels_} channel(s), as the references; "
+                f"got {batch.n_channels}"
+            )
+
+    # --------------------------------------------------------------- transform
+    def transform(self, X: Any, *, mask: Any = None) -> Any:
+        """Match every image of ``X`` to the learned reference.
+
+        Parameters
+        ----------
+        X : array-like, list of images or PIL.Image
+            Images to match; same channel count as the references, any sizes.
+            Each image is matched on its own.
+        mask : array-like of bool or list of arrays, optional
+            One ``(H, W)`` boolean mask per image: only masked pixels are
+            counted and changed, the others are returned untouched.
+
+        Returns
+        -------
+        X_matched : same container, shape and dtype as ``X``
+            A new array / list / PIL image; ``X`` is never modified.
+        """
+        check_is_fitted(self, "reference_")
+        method, params = self._checked_method()
+        if get_method(self.method_).state_kind != method.state_kind:
+            raise ValueError(
+                f"method is {self.method!r} but the matcher was fitted with "
+                f"{self.method_!r}, whose learned state it cannot use; call fit again"
+            )
+        batch = self._batch(X, mask, reset=False)
+        self._check_channels(batch)
+        method.check_channels(batch.n_channels, "X")
+        full, views = _images.allocate_output(batch)
+        outputs = []
+        for i, image in enumerate(batch.images):
+            m = None if batch.masks is None else batch.masks[i]
+            matched = method.apply(image, m, self.reference_, params)
+            if views is None:
+                outputs.append(matched)
+            else:
+                views[i][...] = matched
+        return _images.restore(batch, outputs if views is None else full)
+
+    def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:
+        """Fit to ``X`` and match ``X`` itself (masks apply to both steps).
+
+        Parameters
+        ----------
+        X : array-like, list of images or PIL.Image
+            Images used as references and then matched.
+        y : None
+            Ignored; present for API consistency.
+        mask : array-like of bool or list of arrays, optional
+            One ``(H, W)`` boolean mask per image.
+
+        Returns
+        -------
+        X_matched : same container, shape and dtype as ``X``
+        """
+        return self.fit(X, mask=mask).transform(X, mask=mask)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags

@@ -1,0 +1,118 @@
+"""The interface every matching method implements, and helpers they share.
+
+A method is a small stateless object registered under a name. The estimator
+(:class:`histmatch_ml.HistogramMatcher`) only ever calls these four hooks, so
+adding a method means adding one module to this package:
+
+* ``check_params(params)`` - validate the estimator parameters it reads;
+* ``learn(batch, params, rng, like)`` - learn a state (a dict of plain arrays)
+  from a :class:`~histmatch_ml._images.Batch` of reference images; ``like`` is
+  an existing state to align with (for ``partial_fit``), or None;
+* ``merge(a, na, b, nb, params)`` - combine two states learned on ``na`` and
+  ``nb`` pixels;
+* ``apply(image, mask, state, params)`` - match one ``(H, W, C)`` image and
+  return the result in the image's dtype, pixels outside ``mask`` untouched.
+
+Kernels are pure functions of arrays: no estimator, no global state, and
+randomness only through the ``numpy.random.Generator`` passed to ``learn``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import _reference
+
+_REGISTRY: dict[str, MatchingMethod] = {}
+
+
+class MatchingMethod(ABC):
+    """Base class of a matching method (see the module docstring)."""
+
+    #: registry name, the value of ``HistogramMatcher(method=...)``
+    name: ClassVar[str] = ""
+    #: methods with the same ``state_kind`` can use each other's fitted state
+    state_kind: ClassVar[str] = "channels"
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise ``ValueError``/``TypeError`` for parameters this method rejects."""
+
+    def check_channels(self, n_channels: int, name: str) -> None:
+        """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
+
+    def learn(self, batch, params: dict[str, Any], rng: np.random.Generator, like=None) -> dict:
+        """Per-channel exact histograms / quantile sketches of the batch."""
+        return _reference.learn(batch.images, batch.masks, params["n_quantiles"])
+
+    def merge(self, a: dict, na: int, b: dict, nb: int, params: dict[str, Any]) -> dict:
+        """Merge two per-channel states (exact for histograms)."""
+        return _reference.merge(a, na, b, nb)
+
+    @abstractmethod
+    def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
+        """Match one ``(H, W, C)`` image; same dtype out, unmasked pixels untouched."""
+
+
+def register(cls: type[MatchingMethod]) -> type[MatchingMethod]:
+    """Class decorator: make ``cls`` available as ``method=cls.name``."""
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_method(name: Any) -> MatchingMethod:
+    """The registered method called ``name``; ``ValueError`` naming the choices."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"method must be one of {sorted(_REGISTRY)}; got {name!r}")
+    return _REGISTRY[name]
+
+
+def available_methods() -> list[str]:
+    """Names of the registered methods."""
+    return sorted(_REGISTRY)
+
+
+def value_range(dtype: np.dtype) -> tuple[float, float] | None:
+    """(min, max) of an integer dtype, None for floats."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return None
+
+
+def blend(original: np.ndarray, matched: np.ndarray, strength: float, dtype: np.dtype) -> np.ndarray:
+    """``(1 - strength) * original + strength * matched``, cast to ``dtype``.
+
+    Integers are rounded to nearest and clipped to the dtype's range; floats
+    are cast without clipping or quantising. Works on whole images and on
+    per-level lookup tables alike.
+    """
+    dtype = np.dtype(dtype)
+    if strength != 1.0:
+        work = np.result_type(matched.dtype, np.float32)
+        matched = original.astype(work, copy=False) + np.asarray(strength, dtype=work) * (
+            matched - original.astype(work, copy=False)
+        )
+    bounds = value_range(dtype)
+    if bounds is None:
+        return matched.astype(dtype, copy=False)
+    out = np.rint(matched)
+    np.clip(out, bounds[0], bounds[1], out=out)
+    return out.astype(dtype)
+
+
+def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Copy the pixels of ``image`` outside ``mask`` back into ``out`` (in place)."""
+    if mask is not None:
+        np.copyto(out, image, where=~mask[:, :, None])
+    return out
+
+
+def finish(
+    image: np.ndarray, matched: np.ndarray, mask: np.ndarray | None, strength: float
+) -> np.ndarray:
+    """Blend by ``strength``, cast to the image dtype and restore unmasked pixels."""
+    return keep_unmasked(blend(image, matched, strength, image.dtype), image, mask)

@@ -1,0 +1,98 @@
+"""Distances between value distributions, used to measure matching quality."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _images, _reference
+
+
+def _channel_values(image: Any, mask: Any, name: str) -> list[np.ndarray]:
+    """Per-channel 1-D value arrays of one image (masked pixels only)."""
+    batch, _ = _images.wrap_single(image, name)
+    b = _images.to_batch(batch, mask, name=name)
+    img = b.images[0]
+    m = None if b.masks is None else b.masks[0]
+    return [img[:, :, c] if m is None else img[:, :, c][m] for c in range(img.shape[2])]
+
+
+def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:
+    """Wasserstein-1 distance between two 1-D samples of any sizes.
+
+    Equal to the integral of ``|F_u - F_v|``, the area between the two
+    empirical CDFs; for histograms of integers it is the earth mover's
+    distance in grey levels.
+
+    Parameters
+    ----------
+    u, v : array-like
+        Samples (any shape; flattened).
+
+    Returns
+    -------
+    float
+        The distance, in the units of the values.
+
+    Examples
+    --------
+    >>> from histmatch_ml.metrics import wasserstein_1d
+    >>> wasserstein_1d([0, 1, 2], [1, 2, 3])
+    1.0
+    """
+    u = np.asarray(u).ravel()
+    v = np.asarray(v).ravel()
+    if u.size == 0 or v.size == 0:
+        raise ValueError("u and v must not be empty")
+    dtype = np.result_type(u.dtype, v.dtype)
+    if _reference.has_exact_levels(dtype) and dtype == u.dtype == v.dtype:
+        n_levels, _ = _reference.level_count_and_offset(dtype)
+        cu = np.cumsum(np.bincount(_reference.level_index(u), minlength=n_levels)) / u.size
+        cv = np.cumsum(np.bincount(_reference.level_index(v), minlength=n_levels)) / v.size
+        return float(np.abs(cu - cv)[:-1].sum())
+    su = np.sort(u.astype(np.float64))
+    sv = np.sort(v.astype(np.float64))
+    x = np.concatenate([su, sv])
+    x.sort()
+    fu = np.searchsorted(su, x[:-1], side="right") / su.size
+    fv = np.searchsorted(sv, x[:-1], side="right") / sv.size
+    return float(np.sum(np.abs(fu - fv) * np.diff(x)))
+
+
+def histogram_distance(
+    image: Any, reference: Any, *, mask: Any = None, reference_mask: Any = None
+) -> np.ndarray:
+    """Per-channel Wasserstein-1 distance between two images' value histograms.
+
+    The measure used to compare matching methods: 0 means the matched image
+    has exactly the reference's histogram (up to the pixel counts).
+
+    Parameters
+    ----------
+    image, reference : ndarray of shape (H, W) or (H, W, C), or PIL.Image
+        The two images; sizes may differ, channel counts must agree.
+    mask, reference_mask : ndarray of bool, optional
+        Count only these pixels.
+
+    Returns
+    -------
+    ndarray of shape (C,)
+        One distance per channel, in the images' value units.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.metrics import histogram_distance
+    >>> a = np.zeros((4, 4), dtype=np.uint8)
+    >>> histogram_distance(a, a + 3)
+    array([3.])
+    """
+    a = _channel_values(image, mask, "image")
+    b = _channel_values(reference, reference_mask, "reference")
+    if len(a) != len(b):
+        raise ValueError(
+            f"image and reference must have the same number of channels; got {len(a)} "
+            f"and {len(b)}"
+        )
+    return np.array([wasserstein_1d(x, y) for x, y in zip(a, b)])
