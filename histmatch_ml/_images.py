@@ -9,8 +9,8 @@ arrays of one supported dtype, plus an optional list of boolean ``(H, W)`` masks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -178,7 +178,9 @@ def to_batch(X: Any, mask: Any = None, *, name: str = "X") -> Batch:
         batch_images, kind = [img], "pil"
     elif isinstance(X, (list, tuple)):
         if len(X) == 0:
-            raise ValueError(f"{name} must hold at least one image; got an empty {type(X).__name__}")
+            raise ValueError(
+                f"{name} must hold at least one image; got an empty {type(X).__name__}"
+            )
         batch_images, kind, meta = [], "list", {"container": type(X), "ndims": [], "pil": []}
         for i, item in enumerate(X):
             if _is_pil(item):
@@ -218,9 +220,7 @@ def to_batch(X: Any, mask: Any = None, *, name: str = "X") -> Batch:
         raise TypeError(f"{name} must hold images of one dtype; got {sorted(map(str, dtypes))}")
     channels = {im.shape[2] for im in batch_images}
     if len(channels) > 1:
-        raise ValueError(
-            f"{name} must hold images with one channel count; got {sorted(channels)}"
-        )
+        raise ValueError(f"{name} must hold images with one channel count; got {sorted(channels)}")
     images = []
     for i, im in enumerate(batch_images):
         if im.shape[0] == 0 or im.shape[1] == 0:

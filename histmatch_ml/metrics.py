@@ -92,7 +92,6 @@ def histogram_distance(
     b = _channel_values(reference, reference_mask, "reference")
     if len(a) != len(b):
         raise ValueError(
-            f"image and reference must have the same number of channels; got {len(a)} "
-            f"and {len(b)}"
+            f"image and reference must have the same number of channels; got {len(a)} and {len(b)}"
         )
     return np.array([wasserstein_1d(x, y) for x, y in zip(a, b)])

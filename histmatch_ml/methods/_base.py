@@ -83,7 +83,9 @@ def value_range(dtype: np.dtype) -> tuple[float, float] | None:
     return None
 
 
-def blend(original: np.ndarray, matched: np.ndarray, strength: float, dtype: np.dtype) -> np.ndarray:
+def blend(
+    original: np.ndarray, matched: np.ndarray, strength: float, dtype: np.dtype
+) -> np.ndarray:
     """``(1 - strength) * original + strength * matched``, cast to ``dtype``.
 
     Integers are rounded to nearest and clipped to the dtype's range; floats

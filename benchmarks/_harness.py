@@ -1,0 +1,109 @@
+"""Shared timing helpers for the benchmark scripts (not part of the package).
+
+Every script times this package and its peers *in the same run* on the same
+inputs and reports medians and ratios, because absolute times on a shared
+machine are noise. Usage::
+
+    from _harness import median_time, peak_bytes, Table
+    t = Table("case", "histmatch_ml", "skimage")
+    ours = median_time(lambda: matcher.transform(x))
+    theirs = median_time(lambda: skimage_match(x, ref))
+    t.row("uint8 RGB 512", ours, theirs)        # times in seconds -> ms columns
+    print(t.markdown(ratio=("skimage", "histmatch_ml")))
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+
+
+def median_time(
+    fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2, min_time: float = 0.0
+) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], *, repeat: int = 15, warmup: int = 2
+) -> dict[str, float]:
+    """Medians of several callables timed round-robin, so machine load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak memory allocated by ``fn()`` as seen by tracemalloc (numpy reports to it)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak
+
+
+def machine() -> str:
+    """One line describing when and where the run happened."""
+    return (
+        f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+
+
+class Table:
+    """A markdown table of times; time columns are given in seconds, shown in ms."""
+
+    def __init__(self, *columns: str) -> None:
+        self.columns = list(columns)
+        self.rows: list[list[object]] = []
+
+    def row(self, *values: object) -> None:
+        self.rows.append(list(values))
+
+    def markdown(self, ratio: tuple[str, str] | None = None) -> str:
+        """Render; ``ratio=(a, b)`` appends a column ``a / b`` (how many times b beats a)."""
+        cols = list(self.columns)
+        if ratio:
+            cols.append(f"{ratio[0]} / {ratio[1]}")
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in self.rows:
+            cells = []
+            for v in r:
+                if isinstance(v, float):
+                    cells.append(f"{v * 1e3:.2f} ms")
+                elif v is None:
+                    cells.append("-")
+                else:
+                    cells.append(str(v))
+            if ratio:
+                a, b = (r[self.columns.index(c)] for c in ratio)
+                cells.append(
+                    f"{a / b:.1f}x" if isinstance(a, float) and isinstance(b, float) else "-"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""Shared fixtures: real photos bundled with scikit-image (no network)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+#: (source, reference) pairs of bundled RGB photos of different sizes
+RGB_PAIRS = [("astronaut", "coffee"), ("chelsea", "rocket"), ("coffee", "astronaut")]
+#: bundled greyscale photos
+GREY = ["camera", "coins", "moon", "brick", "grass", "gravel"]
+
+
+def load(name: str) -> np.ndarray:
+    """A bundled scikit-image sample image by name."""
+    return getattr(data, name)()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    return data.coffee()
+
+
+@pytest.fixture(scope="session")
+def camera() -> np.ndarray:
+    return data.camera()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
