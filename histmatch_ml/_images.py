@@ -295,12 +295,11 @@ def _from_pil(img: Any, name: str) -> tuple[np.ndarray, dict]:
         )
     dtype, n_colour, has_alpha = _PIL_MODES[mode]
     arr = np.asarray(img)
-    if mode == "I":
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ValueError(
-                f"{name} is a 32-bit PIL image (mode 'I') with values outside 0..65535; "
-                f"convert it to a numpy array and pass that instead"
-            )
+    if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(
+            f"{name} is a 32-bit PIL image (mode 'I') with values outside 0..65535; "
+            f"convert it to a numpy array and pass that instead"
+        )
     arr = arr.astype(dtype, copy=False)
     if arr.ndim == 2:
         arr = arr[:, :, None]
