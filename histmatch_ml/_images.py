@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import sparse
+from sklearn.utils.validation import validate_data
 
 #: dtypes accepted as images; integer outputs are rounded and clipped to them.
 SUPPORTED_DTYPES = (
@@ -166,13 +168,36 @@ def _mask_list(mask: Any, shapes: list[tuple[int, int]], name: str) -> list[np.n
     return out
 
 
-def to_batch(X: Any, mask: Any = None, *, name: str = "X") -> Batch:
+def is_tabular(X: Any) -> bool:
+    """True for a 2-D feature matrix (the scikit-learn view), dense or sparse.
+
+    That is a 2-D array-like (ndarray, DataFrame, sparse matrix) or a list of
+    1-D rows; a list of 2-D/3-D items is a list of images instead.
+    """
+    if sparse.issparse(X):
+        return True
+    if _is_pil(X):
+        return False
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(not _is_pil(r) and np.ndim(r) == 1 for r in X)
+    return hasattr(X, "__array__") and np.asarray(X).ndim == 2
+
+
+def to_batch(
+    X: Any, mask: Any = None, *, name: str = "X", estimator: Any = None, reset: bool = False
+) -> Batch:
     """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
 
     Accepted: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``; a list
     or tuple of ``(H, W)`` / ``(H, W, C)`` images of any sizes; a single
     ``PIL.Image``. Raises ``TypeError`` / ``ValueError`` naming ``name``.
+
+    With ``estimator``, tabular input goes through scikit-learn's
+    ``validate_data`` first (``n_features_in_``, ``feature_names_in_``,
+    DataFrames, sparse refusal), with ``reset`` as in scikit-learn.
     """
+    if estimator is not None and is_tabular(X):
+        X = validate_data(estimator, X, reset=reset, dtype=None, ensure_all_finite=True)
     if _is_pil(X):
         img, meta = _from_pil(X, name)
         batch_images, kind = [img], "pil"
@@ -207,7 +232,9 @@ def to_batch(X: Any, mask: Any = None, *, name: str = "X") -> Batch:
         else:
             raise ValueError(
                 f"{name} must be an array of shape (N, H, W, C), (N, H, W) or (N, P), "
-                f"a list of images or a PIL image; got an array of shape {arr.shape}"
+                f"a list of images or a PIL image; got an array of shape {arr.shape}. "
+                f"Reshape your data: one image is X[None] or [image]; one feature "
+                f"row is X.reshape(1, -1)"
             )
     else:
         raise TypeError(

@@ -11,11 +11,10 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from . import _images
 from .methods import available_methods, get_method
@@ -30,15 +29,6 @@ _FITTED = (
     "n_features_in_",
     "feature_names_in_",
 )
-
-
-def _is_tabular(X: Any) -> bool:
-    """True for a 2-D feature matrix (the scikit-learn view), dense or sparse."""
-    if sparse.issparse(X):
-        return True
-    if isinstance(X, (list, tuple)) or _images._is_pil(X):
-        return False
-    return hasattr(X, "__array__") and np.ndim(X) == 2
 
 
 class HistogramMatcher(TransformerMixin, BaseEstimator):
@@ -181,11 +171,6 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         method.check_params(params)
         return method, params
 
-    def _batch(self, X: Any, mask: Any, *, reset: bool):
-        if _is_tabular(X):
-            X = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=True)
-        return _images.to_batch(X, mask)
-
     # --------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:
         """Learn the reference distribution from a set of reference images.
@@ -236,7 +221,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
     def _learn(self, X: Any, mask: Any) -> HistogramMatcher:
         method, params = self._checked_method()
         first = not hasattr(self, "reference_")
-        batch = self._batch(X, mask, reset=first)
+        batch = _images.to_batch(X, mask, estimator=self, reset=first)
         method.check_channels(batch.n_channels, "X")
         if first:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
@@ -299,7 +284,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
                 f"method is {self.method!r} but the matcher was fitted with "
                 f"{self.method_!r}, whose learned state it cannot use; call fit again"
             )
-        batch = self._batch(X, mask, reset=False)
+        batch = _images.to_batch(X, mask, estimator=self, reset=False)
         self._check_channels(batch)
         method.check_channels(batch.n_channels, "X")
         full, views = _images.allocate_output(batch)

@@ -50,7 +50,7 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
         self.dtype = dtype
 
     def _rows(self, X: Any) -> np.ndarray:
-        batch = _images.to_batch(X)
+        batch = _images.to_batch(X, estimator=self, reset=False)
         shapes = {im.shape for im in batch.images}
         if len(shapes) > 1:
             raise ValueError(
@@ -73,7 +73,7 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
         -------
         self : ImageFlattener
         """
-        batch = _images.to_batch(X)
+        batch = _images.to_batch(X, estimator=self, reset=True)
         self.image_shape_ = tuple(batch.images[0].shape)
         self.n_features_in_ = int(np.prod(self.image_shape_))
         return self
