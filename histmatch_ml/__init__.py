@@ -5,10 +5,17 @@ of images and matches any batch to it (per-channel, exact specification or
 joint CIELAB), plus a one-shot function for a single image.
 """
 
+from .augment import RandomHistogramMatching
 from .functions import match_histograms
 from .matcher import HistogramMatcher
 from .preprocessing import ImageFlattener
 
 __version__ = "0.1.0"
 
-__all__ = ["HistogramMatcher", "ImageFlattener", "__version__", "match_histograms"]
+__all__ = [
+    "HistogramMatcher",
+    "ImageFlattener",
+    "RandomHistogramMatching",
+    "__version__",
+    "match_histograms",
+]
