@@ -43,6 +43,8 @@ MEMORY_TARGET = 2.0
 #: W1 error of the sort-free float path, as a fraction of the value range
 FLOAT_ERROR_TARGET = 4e-4
 BATCH = 32
+#: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
+SMOKE_ARGS = ("--quick", "--size", "64")
 
 
 def _photo(name: str, size: int | None) -> np.ndarray:
