@@ -4,6 +4,7 @@ Importing this package registers every method; adding a method means adding a
 module here and importing it below.
 """
 
+from . import exact  # noqa: F401  (registers "exact")
 from . import per_channel  # noqa: F401  (registers "per_channel")
 from ._base import MatchingMethod, available_methods, get_method, register
 
