@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,6 +33,7 @@ from _harness import Table, interleaved_medians, machine, peak_bytes
 from skimage import data
 from skimage.exposure import match_histograms as sk_match
 
+import histmatch_ml
 from histmatch_ml import HistogramMatcher, _reference, match_histograms
 from histmatch_ml.methods.per_channel import midpoint_cdf
 from histmatch_ml.metrics import histogram_distance, wasserstein_1d
@@ -273,17 +276,25 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
 
 
 def bench_memory(report: Report, size: int | None) -> None:
-    """Row (6): peak traced allocation of a batch transform, in batch bytes."""
+    """Row (6): peak traced allocation of a batch transform, in batch bytes.
+
+    The peak includes the returned array (1x the batch), so 1x is the floor.
+    """
     src, ref = _photo("astronaut", size), _photo("coffee", size)
     batch = _gamma_batch(src, BATCH)
-    matcher = _fitted(ref)
+    _memory_row(report, "uint8", batch, ref)
+    _memory_row(report, "float32", _to_float(batch), _to_float(ref))
+
+
+def _memory_row(report: Report, kind: str, batch: np.ndarray, reference: np.ndarray) -> None:
+    matcher = _fitted(reference)
     matcher.transform(batch[:1])  # warm caches outside the measurement
     ours = peak_bytes(lambda: matcher.transform(batch)) / batch.nbytes
-    theirs = peak_bytes(lambda: [_sk(im, ref) for im in batch]) / batch.nbytes
+    theirs = peak_bytes(lambda: [_sk(im, reference) for im in batch]) / batch.nbytes
     report.value_row(
-        f"peak memory of transform, uint8 batch {BATCH} "
-        f"({batch.nbytes / 2**20:.0f} MiB; incl. the 1x output)",
-        "skimage (32 calls)",
+        f"peak memory of transform, {kind} batch {BATCH} "
+        f"({batch.nbytes / 2**20:.0f} MiB), incl. the 1x output",
+        f"skimage ({BATCH} calls)",
         f"{ours:.2f}x batch",
         f"{theirs:.2f}x batch",
         None,
@@ -331,6 +342,27 @@ def bench_quality(report: Report, size: int | None) -> None:
         )
 
 
+def revision() -> str:
+    """The package version and, in a git checkout, the commit measured."""
+    text = f"histmatch_ml {histmatch_ml.__version__}"
+    root = Path(histmatch_ml.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "histmatch_ml"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return text
+    if commit:
+        text += f" at {commit}" + (" + uncommitted changes" if dirty else "")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> Report:
     """Run the benchmark, print the table and return the :class:`Report`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -344,7 +376,10 @@ def main(argv: Sequence[str] | None = None) -> Report:
     bench_speed(report, args.size, repeat, warmup)
     bench_memory(report, args.size)
     bench_quality(report, args.size)
-    print(f"histmatch_ml core benchmark ({machine()}; medians of {repeat} interleaved runs)\n")
+    print(
+        f"histmatch_ml core benchmark: {revision()}; {machine()}; "
+        f"medians of {repeat} interleaved runs\n"
+    )
     print(report.table.markdown())
     missed = [case for case, met in report.verdicts if not met]
     print(f"\ntargets: {len(report.verdicts) - len(missed)}/{len(report.verdicts)} met")
