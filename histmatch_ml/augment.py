@@ -163,7 +163,7 @@ class RandomHistogramMatching(BaseEstimator):
         One learned reference state per reference (per image or per group),
         in the format of :attr:`HistogramMatcher.reference_
         <histmatch_ml.HistogramMatcher>`.
-    reference_labels_ : ndarray of shape (n_references_,)
+    reference_labels_ : ndarray of shape (`n_references_`,)
         The group label of each reference (sorted unique ``groups``), or the
         index of its image when ``groups`` is None.
     n_references_ : int
@@ -294,12 +294,24 @@ class RandomHistogramMatching(BaseEstimator):
             return None if rs is None else int(rs)
         if isinstance(rs, np.random.Generator):
             return int(rs.integers(np.iinfo(np.int32).max))
-        if isinstance(rs, np.random.RandomState):
-            return int(rs.randint(np.iinfo(np.int32).max))
-        raise ValueError(
-            "random_state must be an int, a numpy Generator, a RandomState instance or "
-            f"None; got {rs!r}"
-        )
+        return int(rs.randint(np.iinfo(np.int32).max))  # a RandomState
+
+    def _validate_params(self) -> None:
+        """Check every parameter; ``ValueError``/``TypeError`` naming the one at fault."""
+        self._strength_range()
+        self._check_p()
+        self._method_params()
+        get_method(self.method)
+        rs = self.random_state
+        if not (
+            rs is None
+            or (isinstance(rs, Integral) and not isinstance(rs, bool))
+            or isinstance(rs, (np.random.Generator, np.random.RandomState))
+        ):
+            raise ValueError(
+                "random_state must be an int, a numpy Generator, a RandomState instance "
+                f"or None; got {rs!r}"
+            )
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -325,8 +337,7 @@ class RandomHistogramMatching(BaseEstimator):
         self : RandomHistogramMatching
             The fitted augmenter; its random stream restarts.
         """
-        self._strength_range()
-        self._check_p()
+        self._validate_params()
         extra = self._method_params()
         method = get_method(self.method)
         batch = _images.to_batch(_as_images(references, "references"), mask, name="references")
