@@ -11,7 +11,9 @@ adding a method means adding one module to this package:
 * ``merge(a, na, b, nb, params)`` - combine two states learned on ``na`` and
   ``nb`` pixels;
 * ``apply(image, mask, state, params)`` - match one ``(H, W, C)`` image and
-  return the result in the image's dtype, pixels outside ``mask`` untouched.
+  return the result in the image's dtype, pixels outside ``mask`` untouched
+  (``apply_into`` does the same into a preallocated array; override it when
+  the method can write in place).
 
 Kernels are pure functions of arrays: no estimator, no global state, and
 randomness only through the ``numpy.random.Generator`` passed to ``learn``.
@@ -54,6 +56,15 @@ class MatchingMethod(ABC):
     @abstractmethod
     def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
         """Match one ``(H, W, C)`` image; same dtype out, unmasked pixels untouched."""
+
+    def apply_into(
+        self, image: np.ndarray, mask, state: dict, params: dict[str, Any], out: np.ndarray
+    ) -> None:
+        """Like :meth:`apply`, writing into ``out`` (a view into a batch's output).
+
+        Methods that can write their result in place override this to save a copy.
+        """
+        out[...] = self.apply(image, mask, state, params)
 
 
 def register(cls: type[MatchingMethod]) -> type[MatchingMethod]:

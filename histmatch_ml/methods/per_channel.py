@@ -9,9 +9,10 @@ with the same convention. Equal values stay equal and the map is monotone.
   representable levels; blending by ``strength``, rounding and clipping are
   folded into the table, which ``cv2.LUT`` (uint8) or a gather applies.
 * floats and wide integers: sort-free. Each channel is placed on a 65,536-node
-  grid over its own range, counted with ``bincount``, and the matched value of
-  every pixel is the linear interpolation between the two neighbouring nodes,
-  so outputs are continuous in the input (never quantised).
+  grid over its own range and counted with ``bincount`` (see
+  :func:`match_float_channel`); the matched value of every pixel is the linear
+  interpolation between two neighbouring nodes, so outputs are continuous in
+  the input (never quantised) and repeated values stay exact.
 """
 
 from __future__ import annotations
@@ -45,14 +46,22 @@ def level_lut(src_hist: np.ndarray, state: dict, strength: float, dtype: np.dtyp
     return blend(levels, matched, strength, dtype)
 
 
-def apply_lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Apply per-channel lookup tables ``(C, L)`` to an 8/16-bit ``(H, W, C)`` image."""
+def apply_lut(image: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Apply per-channel lookup tables ``(C, L)`` to an 8/16-bit ``(H, W, C)`` image.
+
+    Writes into ``out`` (same shape and dtype as ``image``) when given.
+    """
     n_channels = image.shape[2]
+    if out is None:
+        out = np.empty_like(image)
     if image.dtype == np.uint8 and n_channels <= 4:
         table = np.ascontiguousarray(lut.T).reshape(1, 256, n_channels)
-        return cv2.LUT(image, table).reshape(image.shape)
+        if n_channels == 1:
+            cv2.LUT(image[:, :, 0], table, dst=out[:, :, 0])
+        else:
+            cv2.LUT(image, table, dst=out)
+        return out
     index = _reference.level_index(image)
-    out = np.empty_like(image)
     for c in range(n_channels):
         np.take(lut[c], index[:, :, c], out=out[:, :, c])
     return out
@@ -63,25 +72,49 @@ def match_float_channel(
 ) -> np.ndarray:
     """Matched values of one 2-D float channel (sort-free grid path).
 
+    The channel's range is cut into ``FLOAT_GRID_NODES - 1`` equal cells. One
+    ``bincount`` gives each cell's pixel count and a weighted one the mean
+    position of its pixels; every occupied cell becomes a knot at that mean,
+    valued ``Q_ref`` (knots ``p_ref``, ``v_ref``) at the cell's midpoint CDF.
+    The knots are resampled on the uniform grid and each pixel takes the linear
+    interpolation between its two neighbouring grid nodes: continuous in the
+    input, monotone, and exact for repeated values wherever they fall. Values
+    closer than ``1 / (FLOAT_GRID_NODES - 1)`` of the channel's range share a
+    cell, and so a CDF value: the resolution of the method.
+
     Returns an array of ``channel``'s float dtype (float64 for integers).
     """
     work = channel.dtype if channel.dtype.kind == "f" else np.dtype(np.float64)
-    x = channel.astype(work, copy=False)
+    x = np.ascontiguousarray(channel, dtype=work)
     values = x if mask is None else x[mask]
     lo, hi = values.min(), values.max()
     if hi == lo:  # one value: it sits at the median of the reference
         return np.full(x.shape, np.interp(0.5, p_ref, v_ref), dtype=work)
     k = FLOAT_GRID_NODES
-    t = (x - lo) * work.type((k - 1) / (float(hi) - float(lo)))
-    np.clip(t, 0, k - 1, out=t)
-    t_counted = t if mask is None else t[mask]
-    counts = np.bincount(np.rint(t_counted).astype(np.intp).ravel(), minlength=k)
-    node_values = np.interp(midpoint_cdf(counts), p_ref, v_ref).astype(work)
-    steps = np.diff(node_values)
-    i = t.astype(np.intp)
-    np.minimum(i, k - 2, out=i)
-    t -= i  # now the fraction between nodes i and i + 1
-    return node_values[i] + t * steps[i]
+    # (x - lo) >= 0 exactly, and the top maps just below node k - 1, so that
+    # floor(t) <= k - 2 without clipping (needed only for unmasked outliers)
+    t = np.subtract(x, lo)
+    t *= work.type((k - 1 - 1 / 64) / (float(hi) - float(lo)))
+    if mask is not None:
+        np.clip(t, 0, k - 1 - 1 / 64, out=t)
+    cell = t.astype(np.intp)
+    t -= cell  # t is now the fraction between nodes cell and cell + 1
+    counted, frac = (cell.ravel(), t.ravel()) if mask is None else (cell[mask], t[mask])
+    counts = np.bincount(counted, minlength=k)
+    sums = np.bincount(counted, weights=frac, minlength=k)
+    occupied = np.flatnonzero(counts)
+    n_cell = counts[occupied]
+    knot_t = occupied + sums[occupied] / n_cell
+    knot_v = np.interp(midpoint_cdf(n_cell), p_ref, v_ref)
+    needed = np.union1d(occupied, occupied + 1)  # the only nodes pixels read
+    nodes = np.zeros(k, dtype=work)
+    nodes[needed] = np.interp(needed, knot_t, knot_v)
+    steps = np.zeros_like(nodes)
+    steps[:-1] = np.diff(nodes)
+    out = nodes[cell]
+    t *= steps[cell]
+    out += t
+    return out
 
 
 @register
@@ -91,13 +124,20 @@ class PerChannel(MatchingMethod):
     name = "per_channel"
 
     def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
-        strength = params["strength"]
         if _reference.has_exact_levels(image.dtype):
-            src_hist = _reference.image_histograms(image, mask)
-            out = apply_lut(image, level_lut(src_hist, state, strength, image.dtype))
-            return keep_unmasked(out, image, mask)
+            out = np.empty_like(image)
+            self.apply_into(image, mask, state, params, out)
+            return out
         matched = np.empty(image.shape, dtype=np.result_type(image.dtype, np.float32))
         for c in range(image.shape[2]):
             p, v = _reference.quantile_points(state, c)
             matched[:, :, c] = match_float_channel(image[:, :, c], mask, p, v)
-        return finish(image, matched, mask, strength)
+        return finish(image, matched, mask, params["strength"])
+
+    def apply_into(self, image, mask, state, params, out) -> None:
+        if not _reference.has_exact_levels(image.dtype):
+            out[...] = self.apply(image, mask, state, params)
+            return
+        src_hist = _reference.image_histograms(image, mask)
+        lut = level_lut(src_hist, state, params["strength"], image.dtype)
+        keep_unmasked(apply_lut(image, lut, out=out), image, mask)
