@@ -636,7 +636,7 @@ def _check_fitted_state(estimator: Any) -> None:
     if "dtype_" in attrs:
         _check_dtype_name(attrs["dtype_"], "dtype_")
     method = get_method(attrs["method_"]) if "method_" in attrs else None
-    totals = _check_channel_states(attrs, n_channels)
+    totals = _check_states(attrs, n_channels)
     seen = attrs.get("n_pixels_seen_")
     if "reference_" in totals and seen is not None and totals["reference_"] != seen:
         raise ValueError(
@@ -660,29 +660,66 @@ def _check_dtype_name(value: Any, name: str) -> np.dtype:
     return dtype
 
 
-def _check_channel_states(value: Any, n_channels: int | None, where: str = "") -> dict:
-    """Check every per-channel reference state (see :mod:`._reference`) found in ``value``.
+_CHANNEL_KEYS = ({"dtype", "histograms"}, {"dtype", "quantiles"})
 
-    Returns ``{path: pixels counted}`` for the histogram states.
+
+def _check_states(value: Any, n_channels: int | None, where: str = "") -> dict[str, int]:
+    """Check every reference state found in ``value`` (nested dicts and lists).
+
+    Two layouts are known: the per-channel state of :mod:`._reference`
+    (``dtype`` + ``histograms`` or ``quantiles``) and the projection state of
+    ``method="lab"`` (``dtype`` + ``rotations`` + the quantiles along the rotated
+    axes). Returns
+    ``{path: pixels counted}`` for the histogram states.
     """
     totals: dict[str, int] = {}
     if isinstance(value, dict):
-        is_state = "dtype" in value and ("histograms" in value or "quantiles" in value)
-        if is_state:
-            total = _check_channel_state(value, n_channels, where or "state")
+        keys = set(value)
+        if keys in _CHANNEL_KEYS:
+            total = _check_channel_state(value, n_channels, where.lstrip("/") or "state")
             if total is not None:
-                totals[where] = total
-        for key, item in value.items():
-            if not (is_state and key in ("dtype", "histograms", "quantiles")):
-                totals.update(_check_channel_states(item, n_channels, f"{where}/{key}"))
+                totals[where.lstrip("/")] = total
+        elif len(keys) == 3 and {"dtype", "rotations"} < keys:
+            _check_lab_state(value, where.lstrip("/") or "state")
+        else:
+            for key, item in value.items():
+                totals.update(_check_states(item, n_channels, f"{where}/{key}"))
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            totals.update(_check_channel_states(item, n_channels, f"{where}/{i}"))
-    return {k.lstrip("/"): v for k, v in totals.items()}
+            totals.update(_check_states(item, n_channels, f"{where}/{i}"))
+    return totals
+
+
+def _check_quantile_rows(arr: Any, where: str, rows: int | None) -> None:
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.ndim != 2:
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{where} must be a 2-D float array; got {got}")
+    if arr.shape[1] < 2 or arr.shape[0] < 1 or (rows is not None and arr.shape[0] != rows):
+        expected = "(rows, >= 2)" if rows is None else f"({rows}, >= 2)"
+        raise ValueError(f"{where} must have shape {expected}; got {arr.shape}")
+    if (np.diff(arr, axis=1) < 0).any():
+        raise ValueError(f"{where} must be non-decreasing along each row")
+
+
+def _check_lab_state(state: dict, where: str) -> None:
+    _check_dtype_name(state["dtype"], f"{where}['dtype']")
+    rot = state["rotations"]
+    if (
+        not isinstance(rot, np.ndarray)
+        or rot.dtype.kind != "f"
+        or rot.ndim != 3
+        or rot.shape[0] < 1
+        or rot.shape[1:] != (3, 3)
+    ):
+        got = getattr(rot, "shape", type(rot).__name__)
+        raise ValueError(f"{where}['rotations'] must be floats of shape (k, 3, 3); got {got}")
+    if not np.allclose(rot @ rot.transpose(0, 2, 1), np.eye(3), atol=1e-6):
+        raise ValueError(f"{where}['rotations'] must be rotation matrices (orthonormal)")
+    (key,) = set(state) - {"dtype", "rotations"}
+    _check_quantile_rows(state[key], f"{where}[{key!r}]", 3 * rot.shape[0])
 
 
 def _check_channel_state(state: dict, n_channels: int | None, where: str) -> int | None:
-    where = where.lstrip("/")
     dtype = _check_dtype_name(state["dtype"], f"{where}['dtype']")
     key = "histograms" if "histograms" in state else "quantiles"
     arr = state[key]
@@ -695,13 +732,7 @@ def _check_channel_state(state: dict, n_channels: int | None, where: str) -> int
             f"got shape {arr.shape}"
         )
     if key == "quantiles":
-        if arr.dtype.kind != "f" or arr.shape[1] < 2:
-            raise ValueError(
-                f"{where}['quantiles'] must be floats of shape (channels, >= 2); got "
-                f"{arr.dtype} {arr.shape}"
-            )
-        if (np.diff(arr, axis=1) < 0).any():
-            raise ValueError(f"{where}['quantiles'] must be non-decreasing along each row")
+        _check_quantile_rows(arr, f"{where}['quantiles']", n_channels)
         return None
     if not _reference.has_exact_levels(dtype):
         raise ValueError(f"{where} holds histograms for dtype {dtype}, which has none")
@@ -799,7 +830,8 @@ def model_summary(path: PathLike) -> dict[str, Any]:
         found: dict[str, tuple[str, tuple]] = {}
         _expected_arrays(node, name, found)
         for key, (dtype, shape) in sorted(found.items()):
-            arrays[key] = f"{np.dtype(dtype).name} {shape}"
+            name = dtype if np.dtype(dtype).kind in "US" else np.dtype(dtype).name
+            arrays[key] = f"{name} {shape}"
     return {
         "class": meta["class"],
         "params": params,
