@@ -5,6 +5,7 @@ module here and importing it below.
 """
 
 from . import exact  # noqa: F401  (registers "exact")
+from . import lab  # noqa: F401  (registers "lab")
 from . import per_channel  # noqa: F401  (registers "per_channel")
 from ._base import MatchingMethod, available_methods, get_method, register
 
