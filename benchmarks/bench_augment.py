@@ -1,0 +1,189 @@
+"""Augmentation benchmark: ``RandomHistogramMatching`` per call against its peers.
+
+Times, in one run and on the same inputs (interleaved, so machine load hits
+every side alike), one call of a fitted ``RandomHistogramMatching`` (p=1,
+strength drawn from (0.5, 1.0), three references) against one
+``HistogramMatcher.transform`` of the same image (the cost of a single
+match, the floor a random augmentation should stay close to) and against
+albumentations' ``HistogramMatching`` given the same three reference images
+(it picks one, resizes it and recomputes its histogram at every call).
+
+Source: skimage ``astronaut`` (512x512 RGB); references: ``coffee``,
+``chelsea``, ``rocket``. Targets (issue 6, uint8 RGB 512x512): per call
+<= 1.5x ``HistogramMatcher.transform`` and >= 2x faster than albumentations.
+Run::
+
+    python benchmarks/bench_augment.py           # the full run (under a minute)
+    python benchmarks/bench_augment.py --quick   # fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from _harness import Table, interleaved_medians, machine
+from skimage import data
+
+from histmatch_ml import HistogramMatcher, RandomHistogramMatching
+
+#: per-call time over one HistogramMatcher.transform, at most
+MATCHER_TARGET = 1.5
+#: speed-up over albumentations HistogramMatching, at least
+ALBUMENTATIONS_TARGET = 2.0
+REFERENCES = ("coffee", "chelsea", "rocket")
+#: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
+SMOKE_ARGS = ("--quick", "--size", "64")
+
+
+def _photo(name: str, size: int | None) -> np.ndarray:
+    img = getattr(data, name)()
+    return img if size is None else np.ascontiguousarray(img[:size, :size])
+
+
+def _albumentations(refs: list[np.ndarray]) -> tuple[Callable, Callable] | None:
+    """albumentations ``HistogramMatching`` and our adapter, each in an ``A.Compose``."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
+    try:
+        import albumentations as A
+    except ImportError:
+        return None
+    theirs = A.Compose([A.HistogramMatching(blend_ratio=(0.5, 1.0), p=1.0)], seed=0)
+    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(refs)
+    ours = A.Compose([aug.as_albumentations()], seed=0)
+    return (
+        lambda image: theirs(image=image, hm_metadata=refs)["image"],
+        lambda image: ours(image=image)["image"],
+    )
+
+
+class Report:
+    """The table, plus one ``(case, met)`` verdict per target."""
+
+    def __init__(self) -> None:
+        self.table = Table(
+            "case",
+            "RandomHistogramMatching",
+            "HistogramMatcher.transform",
+            "albumentations",
+            "ours / matcher",
+            "albumentations / ours",
+            "target",
+        )
+        self.verdicts: list[tuple[str, bool]] = []
+
+    def row(
+        self,
+        case: str,
+        ours: float,
+        matcher: float | None,
+        alb: float | None,
+        check: bool = False,
+    ) -> None:
+        r_matcher = None if matcher is None else ours / matcher
+        r_alb = None if alb is None else alb / ours
+        target = None
+        if check:
+            met = r_matcher is not None and r_matcher <= MATCHER_TARGET
+            met_alb = r_alb is not None and r_alb >= ALBUMENTATIONS_TARGET
+            self.verdicts += [(f"{case} vs matcher", met), (f"{case} vs albumentations", met_alb)]
+            target = (
+                f"<= {MATCHER_TARGET}x matcher: {'met' if met else 'MISSED'}; "
+                f">= {ALBUMENTATIONS_TARGET}x albumentations: {'met' if met_alb else 'MISSED'}"
+            )
+        self.table.row(
+            case,
+            ours,
+            matcher,
+            alb,
+            None if r_matcher is None else f"{r_matcher:.2f}x",
+            None if r_alb is None else f"{r_alb:.1f}x",
+            target,
+        )
+
+
+def bench(report: Report, size: int | None, repeat: int, warmup: int) -> None:
+    src = _photo("astronaut", size)
+    refs = [_photo(name, size) for name in REFERENCES]
+    shape = "x".join(map(str, src.shape[:2]))
+    alb = _albumentations(refs)
+
+    # uint8 RGB: the target row, then the same call inside A.Compose
+    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(refs)
+    matcher = HistogramMatcher(strength=0.75).fit(refs[:1])
+    fns: dict[str, Callable[[], object]] = {
+        "ours": lambda: aug(src),
+        "matcher": lambda: matcher.transform(src[None]),
+    }
+    if alb is not None:
+        fns["alb"] = lambda: alb[0](src)
+        fns["alb_ours"] = lambda: alb[1](src)
+    t = interleaved_medians(fns, repeat=repeat, warmup=warmup)
+    case = f"uint8 RGB {shape}, one call"
+    report.row(case, t["ours"], t["matcher"], t.get("alb"), check=True)
+    if alb is not None:
+        report.row(f"uint8 RGB {shape}, inside A.Compose", t["alb_ours"], None, t["alb"])
+
+    # torch CHW uint8 tensor (conversion in and out included)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        tensor = torch.from_numpy(src).permute(2, 0, 1).contiguous()
+        t = interleaved_medians(
+            {"ours": lambda: aug(tensor), "matcher": lambda: matcher.transform(src[None])},
+            repeat=repeat,
+            warmup=warmup,
+        )
+        report.row(f"torch uint8 CHW {shape}, one call", t["ours"], t["matcher"], None)
+
+    # uint16 (albumentations raises TypeError on it) and float32 (it quantises to 8 bits)
+    src16, refs16 = src.astype(np.uint16) * 257, [r.astype(np.uint16) * 257 for r in refs]
+    aug16 = RandomHistogramMatching(p=1.0, random_state=0).fit(refs16)
+    m16 = HistogramMatcher(strength=0.75).fit(refs16[:1])
+    t = interleaved_medians(
+        {"ours": lambda: aug16(src16), "matcher": lambda: m16.transform(src16[None])},
+        repeat=repeat,
+        warmup=warmup,
+    )
+    report.row(f"uint16 RGB {shape}, one call", t["ours"], t["matcher"], None)
+
+    srcf = src.astype(np.float32) / 255
+    refsf = [r.astype(np.float32) / 255 for r in refs]
+    augf = RandomHistogramMatching(p=1.0, random_state=0).fit(refsf)
+    mf = HistogramMatcher(strength=0.75).fit(refsf[:1])
+    fns = {"ours": lambda: augf(srcf), "matcher": lambda: mf.transform(srcf[None])}
+    if alb is not None:
+        albf = _albumentations(refsf)
+        fns["alb"] = lambda: albf[0](srcf)
+    t = interleaved_medians(fns, repeat=repeat, warmup=warmup)
+    report.row(f"float32 RGB {shape} /255, one call", t["ours"], t["matcher"], t.get("alb"))
+
+
+def main(argv: Sequence[str] | None = None) -> Report:
+    """Run the benchmark, print the table and return the :class:`Report`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument(
+        "--size", type=int, default=None, help="crop every image to its top-left SIZE square"
+    )
+    args = parser.parse_args(argv)
+    repeat, warmup = (5, 1) if args.quick else (41, 3)
+    report = Report()
+    bench(report, args.size, repeat, warmup)
+    print(
+        f"histmatch_ml augmentation benchmark; {machine()}; medians of {repeat} interleaved runs\n"
+    )
+    print(report.table.markdown())
+    missed = [case for case, met in report.verdicts if not met]
+    print(f"\ntargets: {len(report.verdicts) - len(missed)}/{len(report.verdicts)} met")
+    for case in missed:
+        print(f"  missed: {case}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
