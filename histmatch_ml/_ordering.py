@@ -133,7 +133,36 @@ def ring_sums(channel: np.ndarray) -> list[np.ndarray]:
     return [cv2.filter2D(plane, depth, kernel, borderType=cv2.BORDER_REFLECT) for kernel in _RINGS]
 
 
+def _packed_key_uint8(channel: np.ndarray) -> np.ndarray:
+    """The 59-bit ``local_means`` key of a uint8 channel: value and five ring sums.
+
+    Bits, most significant first: value 8, then the rings of 4, 4, 4, 8 and 4
+    pixels in 10, 10, 10, 11 and 10 bits. Ring sums come from ``CV_16S``
+    filters (exact: at most 2040), the two halves are packed in uint32 first.
+    """
+    plane = np.ascontiguousarray(channel)
+    r2, r3, r4, r5, r6 = (
+        cv2.filter2D(plane, cv2.CV_16S, kernel, borderType=cv2.BORDER_REFLECT).view(np.uint16)
+        for kernel in _RINGS
+    )
+    high = plane.astype(np.uint32)  # value, r2, r3: 28 bits
+    for ring in (r2, r3):
+        high <<= np.uint32(10)
+        high |= ring
+    low = r4.astype(np.uint32)  # r4, r5, r6: 31 bits
+    low <<= np.uint32(11)
+    low |= r5
+    low <<= np.uint32(10)
+    low |= r6
+    key = high.astype(np.uint64)
+    key <<= np.uint64(31)
+    key |= low
+    return key.ravel()
+
+
 def _local_means_keys(channel: np.ndarray, index: np.ndarray | None) -> list:
+    if channel.dtype == np.uint8:
+        return [(_take(_packed_key_uint8(channel), index), 59)]
     plane, bits = _level_plane(channel)
     keys = [(_take(plane, index), bits)]
     for size, ring in zip(_RING_SIZES, ring_sums(channel)):
@@ -216,12 +245,11 @@ def variational_correction(
             # G^T: each difference pushes its two pixels apart
             t[step:] += g
             t[:-step] -= g
-        # d = -xi(beta * t) = alpha * beta * t / (beta * |t| - 1)
+        # d = -xi(beta * t) = alpha * t / (|t| - 1 / beta)
         np.abs(t, out=d)
-        d *= beta
-        d -= 1.0
+        d -= 1.0 / beta
         np.divide(t, d, out=d)
-        d *= alpha * beta
+        d *= alpha
     d += 0.0  # -0.0 -> +0.0, so equal corrections get equal keys
     return d.reshape(h, w)
 
@@ -271,8 +299,8 @@ def _pack(keys: list) -> np.ndarray:
             key, bits = _dense_rank(key)
         else:
             key = key.astype(np.uint64, copy=False)
-        if packed is None:
-            packed, width = key.copy(), bits
+        if packed is None:  # keys are fresh arrays built here: safe to update in place
+            packed, width = key, bits
             continue
         if width + bits > 64:
             packed, width = _dense_rank(packed)
@@ -288,18 +316,22 @@ def _sort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(packed)
     sorted_key = packed[order]
     tied = sorted_key[1:] == sorted_key[:-1]
-    if tied.any():
-        pos_bits = max((n - 1).bit_length(), 1)
-        if 2 * pos_bits <= 64:  # (tie group, position) packs into one uint64
-            group = np.empty(n, dtype=np.uint64)
-            group[0] = 0
-            np.cumsum(~tied, out=group[1:])
-            group <<= np.uint64(pos_bits)
-            group |= order.astype(np.uint64)
-            group.sort()
-            order = (group & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
-        else:
-            order = np.argsort(packed, kind="stable")
+    if not tied.any():
+        return order, tied
+    pos_bits = max((n - 1).bit_length(), 1)
+    if 2 * pos_bits > 64:  # (tie group, position) would not fit one uint64
+        return np.argsort(packed, kind="stable"), tied
+    # re-sort only the members of tied runs, by (run, position): runs are
+    # contiguous in ``order``, so each one is put back into its own slots
+    in_tie = np.zeros(n, dtype=bool)
+    in_tie[1:] = tied
+    in_tie[:-1] |= tied
+    members = np.flatnonzero(in_tie)
+    run = np.cumsum(~tied, dtype=np.uint64)[members - (members > 0)]
+    run <<= np.uint64(pos_bits)
+    run |= order[members].astype(np.uint64)
+    run.sort()
+    order[members] = (run & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
     return order, tied
 
 
