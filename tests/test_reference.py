@@ -1,0 +1,102 @@
+"""The learned reference state: exact histograms, quantile sketches, merging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from histmatch_ml import _reference
+
+
+@pytest.mark.parametrize(
+    ("dtype", "levels", "offset"),
+    [(np.uint8, 256, 0), (np.int8, 256, 128), (np.uint16, 65536, 0), (np.int16, 65536, 32768)],
+)
+def test_level_index_and_values_roundtrip(dtype, levels, offset):
+    info = np.iinfo(dtype)
+    values = np.array([info.min, -1 if info.min < 0 else 1, 0, info.max], dtype=dtype)
+    idx = _reference.level_index(values)
+    assert idx.dtype.kind == "u"
+    np.testing.assert_array_equal(idx.astype(np.int64), values.astype(np.int64) + offset)
+    np.testing.assert_array_equal(_reference.level_values(dtype)[idx], values)
+    assert _reference.level_count_and_offset(dtype) == (levels, offset)
+
+
+def test_image_histograms_with_and_without_mask():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)
+    mask = rng.random((50, 60)) < 0.3
+    h = _reference.image_histograms(img, None)
+    hm = _reference.image_histograms(img, mask)
+    for c in range(3):
+        np.testing.assert_array_equal(h[c], np.bincount(img[:, :, c].ravel(), minlength=256))
+        np.testing.assert_array_equal(hm[c], np.bincount(img[:, :, c][mask], minlength=256))
+    img16 = (img.astype(np.int16) - 128) * 200
+    h16 = _reference.image_histograms(img16, mask)
+    assert h16.shape == (3, 65536) and h16.sum() == 3 * mask.sum()
+
+
+def test_histogram_quantile_points_midpoint_convention():
+    hist = np.zeros(256, dtype=np.int64)
+    hist[[10, 20]] = [1, 3]
+    p, v = _reference.histogram_quantile_points(hist, np.arange(256.0))
+    np.testing.assert_allclose(p, [0.125, 0.625])
+    np.testing.assert_array_equal(v, [10, 20])
+
+
+def test_quantiles_are_hazen():
+    x = np.arange(10.0)
+    q = _reference.quantiles_of(x, 11)
+    assert q[0] == 0 and q[-1] == 9
+    assert q[5] == pytest.approx(4.5)
+
+
+def test_merge_histograms_is_exact():
+    rng = np.random.default_rng(1)
+    a = {"histograms": rng.integers(0, 9, (3, 256)), "dtype": np.array("uint8")}
+    b = {"histograms": rng.integers(0, 9, (3, 256)), "dtype": np.array("uint8")}
+    merged = _reference.merge(a, int(a["histograms"].sum()), b, int(b["histograms"].sum()))
+    np.testing.assert_array_equal(merged["histograms"], a["histograms"] + b["histograms"])
+
+
+def test_merge_quantiles_of_equal_halves_matches_pooled():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=20000)
+    n_q = 512
+    qa = _reference.quantiles_of(x[:10000], n_q)[None]
+    qb = _reference.quantiles_of(x[10000:], n_q)[None]
+    merged = _reference.merge_quantiles(qa, 10000, qb, 10000)[0]
+    pooled = _reference.quantiles_of(x, n_q)
+    assert np.abs(merged - pooled)[5:-5].max() < 0.02
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    a=hnp.arrays(np.float64, st.integers(1, 300), elements=st.floats(-100, 100)),
+    b=hnp.arrays(np.float64, st.integers(1, 300), elements=st.floats(-100, 100)),
+    n_q=st.integers(2, 64),
+)
+def test_property_merge_quantiles_within_documented_tolerance(a, b, n_q):
+    qa = _reference.quantiles_of(a, n_q)[None]
+    qb = _reference.quantiles_of(b, n_q)[None]
+    merged = _reference.merge_quantiles(qa, a.size, qb, b.size)[0]
+    pooled = np.concatenate([a, b])
+    probs = _reference.probability_grid(n_q)
+    tol = 1 / (n_q - 1) + 1 / pooled.size
+    lower = np.quantile(pooled, np.clip(probs - tol, 0, 1), method="hazen")
+    upper = np.quantile(pooled, np.clip(probs + tol, 0, 1), method="hazen")
+    assert np.all(np.diff(merged) >= 0)
+    assert np.all(merged >= lower - 1e-9) and np.all(merged <= upper + 1e-9)
+
+
+def test_merge_resamples_a_sketch_of_another_size():
+    rng = np.random.default_rng(3)
+    x = rng.random(5000)
+    a = {"quantiles": _reference.quantiles_of(x, 100)[None], "dtype": np.array("float64")}
+    b = {"quantiles": _reference.quantiles_of(x, 37)[None], "dtype": np.array("float64")}
+    merged = _reference.merge(a, 5000, b, 5000)
+    assert merged["quantiles"].shape == (1, 100)
+    assert np.abs(merged["quantiles"] - a["quantiles"]).max() < 0.03
