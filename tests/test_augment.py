@@ -13,6 +13,7 @@ from skimage import data
 from sklearn.exceptions import NotFittedError
 
 from histmatch_ml import HistogramMatcher, RandomHistogramMatching
+from histmatch_ml.methods import available_methods
 from histmatch_ml.metrics import wasserstein_1d
 
 # --------------------------------------------------------------------- helpers
@@ -104,6 +105,23 @@ def test_each_output_is_matched_to_one_reference(refs, source):
         seen.add(params["reference"])
         np.testing.assert_array_equal(a(source), _expected(refs, source, params))
     assert seen == {0, 1, 2}
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_every_method_replays_its_matcher(method):
+    """Same machinery as HistogramMatcher for every registered method."""
+    refs = [r[::2, ::2] for r in _refs_rgb()]
+    source = load("astronaut")[::8, ::8]
+    extra = {"n_iter": 3} if method == "lab" else {}
+    aug = RandomHistogramMatching(method, p=1.0, random_state=1, method_params=extra)
+    aug.fit(refs)
+    assert aug.method_ == method
+    for _ in range(2):
+        params = aug.sample_params()
+        matcher = HistogramMatcher(
+            method, strength=params["strength"], random_state=1, **extra
+        ).fit([refs[params["reference"]]])
+        np.testing.assert_array_equal(aug.apply(source, params), matcher.transform([source])[0])
 
 
 def test_full_strength_output_is_closest_to_its_reference(refs, source):
