@@ -156,3 +156,111 @@ def strict_ordering_ratio(image: Any, ordering: str = "variational", *, mask: An
         )
     mask_2d = None if b.masks is None else b.masks[0]
     return _ordering.unique_fraction(img[:, :, 0], mask_2d, ordering)
+
+
+def _lab_or_points(x: Any, name: str) -> np.ndarray:
+    """``(N, d)`` points as given, or the CIELAB pixels ``(N, 3)`` of an RGB image."""
+    if not _images._is_pil(x) and np.ndim(x) == 2:
+        points = np.asarray(x)
+        if points.dtype.kind not in "uif" or points.size == 0:
+            raise ValueError(
+                f"{name} must be a non-empty numeric (N, d) point set; got dtype "
+                f"{points.dtype} and shape {points.shape}"
+            )
+        return points.astype(np.float32, copy=False)
+    from . import _color
+
+    batch, _ = _images.wrap_single(x, name)
+    img = _images.to_batch(batch, name=name).images[0]
+    if img.shape[2] != 3:
+        raise ValueError(
+            f"{name} must be an RGB image (H, W, 3) or an (N, d) point set; got an image "
+            f"with {img.shape[2]} channel(s)"
+        )
+    return _color.rgb_to_lab(img.reshape(-1, 3), name)
+
+
+def _quantile_pieces(na: int, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pieces of ``[0, 1]`` on which the step quantile functions of ``na`` and ``nb``
+    sorted samples are both constant: the sample index of each, and the widths.
+    """
+    if na == nb:
+        index = np.arange(na)
+        return index, index, np.full(na, 1.0 / na)
+    ends = np.union1d(np.arange(1, na + 1, dtype=np.int64) * nb, np.arange(1, nb + 1) * na)
+    widths = np.diff(ends, prepend=0) / (na * nb)
+    return (ends - 1) // nb, (ends - 1) // na, widths
+
+
+def sliced_wasserstein(a: Any, b: Any, *, n_directions: int = 64, random_state: Any = 0) -> float:
+    """Sliced Wasserstein-1 distance between two colour (or point) distributions.
+
+    The mean, over ``n_directions`` random unit directions, of the exact
+    Wasserstein-1 distance between the two sets projected on the direction.
+    RGB images are compared through their CIELAB pixels (sRGB, D65), so the
+    result is in CIELAB units (about 1 to 2 is a just noticeable colour
+    difference); it measures how well the *joint* colour distribution of
+    ``a`` matches that of ``b``, which per-channel distances cannot see.
+
+    Parameters
+    ----------
+    a, b : ndarray or PIL.Image
+        RGB images ``(H, W, 3)`` (uint8, uint16, or floats in ``[0, 1]``;
+        sizes may differ), or point sets ``(N, d)`` used as given.
+    n_directions : int, default=64
+        Number of random projection directions.
+    random_state : int, numpy.random.Generator or None, default=0
+        Seed of the directions (``numpy.random.default_rng(random_state)``),
+        independent of any matcher's own random directions.
+
+    Returns
+    -------
+    float
+        The distance, in the points' units (CIELAB for images).
+
+    Raises
+    ------
+    ValueError
+        For images that are not RGB, point sets of different dimensions, or
+        ``n_directions < 1``.
+
+    See Also
+    --------
+    histogram_distance : Per-channel Wasserstein-1 distances.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.metrics import sliced_wasserstein
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 3))
+    >>> sliced_wasserstein(x, x)
+    0.0
+    >>> round(sliced_wasserstein(x, x + [3.0, 0.0, 0.0], n_directions=2000), 1)
+    1.5
+
+    Between an RGB image and a recoloured copy, in CIELAB units:
+
+    >>> from skimage import data
+    >>> img = data.astronaut()[::4, ::4]
+    >>> round(sliced_wasserstein(img, img[..., ::-1]), 1)
+    16.6
+    """
+    if not isinstance(n_directions, (int, np.integer)) or n_directions < 1:
+        raise ValueError(f"n_directions must be an integer >= 1; got {n_directions!r}")
+    pa, pb = _lab_or_points(a, "a"), _lab_or_points(b, "b")
+    if pa.shape[1] != pb.shape[1]:
+        raise ValueError(
+            f"a and b must have the same dimension; got {pa.shape[1]} and {pb.shape[1]}"
+        )
+    directions = np.random.default_rng(random_state).standard_normal((n_directions, pa.shape[1]))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    directions = directions.astype(np.float32)
+    # exact W1 of each projection: the integral of |Q_a - Q_b| over the pieces
+    ia, ib, widths = _quantile_pieces(len(pa), len(pb))
+    total = 0.0
+    for start in range(0, n_directions, 4):  # a few directions at a time bounds the memory
+        d = directions[start : start + 4]
+        sa, sb = np.sort(d @ pa.T, axis=1), np.sort(d @ pb.T, axis=1)
+        total += (np.abs(sa[:, ia] - sb[:, ib]) @ widths.astype(np.float32)).sum(dtype=np.float64)
+    return float(total / n_directions)
