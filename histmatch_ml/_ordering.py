@@ -222,22 +222,22 @@ def variational_correction(
     # (invalid across row ends, where they are zeroed: theta'(0) = 0 means "no
     # neighbour"), vertical ones at i -> i + w
     diffs = []
-    for step, row_ends in ((1, w > 1), (w, h > 1)):
-        if not row_ends:  # a single column (row) has no horizontal (vertical) pairs
+    for step, horizontal, present in ((1, True, w > 1), (w, False, h > 1)):
+        if not present:  # a single column (row) has no horizontal (vertical) pairs
             continue
         df = f[step:] - f[:-step]
-        if step == 1:
+        if horizontal:
             df[w - 1 :: w] = 0.0
-        diffs.append((step, df, np.empty_like(df), np.empty_like(df)))
+        diffs.append((step, horizontal, df, np.empty_like(df), np.empty_like(df)))
     d = np.zeros(n)
     t = np.empty(n)
     for _ in range(n_iter):
         t.fill(0.0)
-        for k, (step, df, g, a) in enumerate(diffs):
+        for step, horizontal, df, g, a in diffs:
             # theta'(u_j - u_i) = g / (alpha + |g|) for u = f + d
             np.subtract(d[step:], d[:-step], out=g)
             g += df
-            if k == 0 and w > 1:  # horizontal pairs across row ends
+            if horizontal:  # no pairs across row ends
                 g[w - 1 :: w] = 0.0
             np.abs(g, out=a)
             a += alpha

@@ -1,0 +1,287 @@
+"""Strict orderings (``histmatch_ml._ordering``) and ``metrics.strict_ordering_ratio``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import GREY, load
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from histmatch_ml import _ordering
+from histmatch_ml.metrics import strict_ordering_ratio
+
+ORDERINGS = ("variational", "local_means")
+
+# ---------------------------------------------------------------- references
+#: ring offsets of Coltuc et al., written out by hand (not derived from norms)
+RING_OFFSETS = [
+    [(-1, 0), (1, 0), (0, -1), (0, 1)],
+    [(-1, -1), (-1, 1), (1, -1), (1, 1)],
+    [(-2, 0), (2, 0), (0, -2), (0, 2)],
+    [(-2, -1), (-2, 1), (2, -1), (2, 1), (-1, -2), (1, -2), (-1, 2), (1, 2)],
+    [(-2, -2), (-2, 2), (2, -2), (2, 2)],
+]
+
+
+def naive_ring_sums(plane: np.ndarray) -> list[np.ndarray]:
+    """Ring sums by explicit shifts of a mirrored (``symmetric``) padding."""
+    h, w = plane.shape
+    padded = np.pad(plane.astype(np.float64), 2, mode="symmetric")
+    return [
+        sum(padded[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] for dy, dx in ring)
+        for ring in RING_OFFSETS
+    ]
+
+
+def naive_local_means_order(levels: np.ndarray) -> np.ndarray:
+    """(value, ring sums..., position) order by a stable six-key lexsort."""
+    rings = naive_ring_sums(levels)
+    keys = [r.ravel() for r in rings[::-1]] + [levels.ravel()]
+    return np.lexsort(keys)
+
+
+def naive_variational(f: np.ndarray, n_iter=5, beta=0.1, alpha=0.05) -> np.ndarray:
+    """Nikolova-Steidl iterations written per neighbour direction on 2-D arrays."""
+    f = f.astype(np.float64)
+    u = f.copy()
+    for _ in range(n_iter):
+        t = np.zeros_like(u)
+        for axis in (0, 1):
+            for shift in (1, -1):
+                neighbour = np.roll(u, shift, axis=axis)
+                diff = u - neighbour
+                valid = np.ones_like(u, dtype=bool)  # no wrap-around neighbours
+                edge = [slice(None), slice(None)]
+                edge[axis] = 0 if shift == 1 else -1
+                valid[tuple(edge)] = False
+                t += np.where(valid, diff / (alpha + np.abs(diff)), 0.0)
+        y = beta * t
+        u = f - alpha * y / (1 - np.abs(y))
+    return u - f
+
+
+def ties_of(order: np.ndarray, *keys: np.ndarray) -> np.ndarray:
+    """Mask of the pixels (in ``order``) whose keys equal a neighbour's in that order."""
+    same = np.ones(len(order) - 1, dtype=bool)
+    for key in keys:
+        k = key.ravel()[order]
+        same &= k[1:] == k[:-1]
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    return tied
+
+
+small_uint8 = arrays(
+    np.uint8,
+    st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    elements=st.integers(0, 4),  # few levels: plenty of ties to break
+)
+
+
+# ------------------------------------------------------------------ ring sums
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float64])
+def test_ring_sums_match_explicit_shifts(rng, dtype):
+    plane = rng.integers(0, 200, size=(13, 9)).astype(dtype)
+    for ours, naive in zip(_ordering.ring_sums(plane), naive_ring_sums(plane)):
+        np.testing.assert_array_equal(ours, naive)
+
+
+def test_ring_kernels_have_the_papers_sizes():
+    # cross 5, square 9, diamond 13, 5x5 without corners 21, 5x5 square 25
+    sizes = np.cumsum([1, *(int(k.sum()) for k in _ordering._RINGS)])
+    assert sizes.tolist() == [1, 5, 9, 13, 21, 25]
+
+
+# -------------------------------------------------------------- local means
+@settings(max_examples=60, deadline=None)
+@given(small_uint8)
+def test_uint8_packed_key_equals_six_key_lexsort(image):
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image, ordering="local_means"), naive_local_means_order(image)
+    )
+
+
+@pytest.mark.parametrize("name", ["camera", "moon"])
+def test_local_means_on_photos_equals_lexsort(name):
+    image = load(name)[:96, :128]
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image, ordering="local_means"), naive_local_means_order(image)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32, np.float64, np.int32])
+def test_local_means_fallbacks_order_like_uint8(rng, dtype):
+    # 16-bit ring sums overflow one 64-bit key (dense ranks take over); floats
+    # and wide integers rank every key: the order must not change
+    image = rng.integers(0, 5, size=(40, 30), dtype=np.uint8)
+    offset = -2 if dtype in (np.int16, np.int32) else 0
+    converted = image.astype(dtype) + np.asarray(offset, dtype=dtype)
+    np.testing.assert_array_equal(
+        _ordering.strict_order(converted, ordering="local_means"),
+        _ordering.strict_order(image, ordering="local_means"),
+    )
+
+
+def test_uint16_local_means_uses_all_16_bits(rng):
+    image = (rng.integers(0, 4, size=(30, 20)) * 20000 + 5).astype(np.uint16)
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image, ordering="local_means"), naive_local_means_order(image)
+    )
+
+
+# -------------------------------------------------------------- variational
+def test_variational_correction_matches_naive_iterations(rng):
+    image = rng.integers(0, 6, size=(17, 23), dtype=np.uint8)
+    np.testing.assert_allclose(
+        _ordering.variational_correction(image), naive_variational(image), rtol=0, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (9, 1), (1, 1), (2, 2)])
+def test_variational_correction_on_thin_images(rng, shape):
+    image = rng.integers(0, 6, size=shape, dtype=np.uint8)
+    np.testing.assert_allclose(
+        _ordering.variational_correction(image), naive_variational(image), atol=1e-15
+    )
+
+
+def test_variational_correction_never_crosses_a_level(rng):
+    # |u - f| < alpha * 4 beta / (1 - 4 beta) = 1/30 level (paper's parameters)
+    image = rng.integers(0, 256, size=(64, 64), dtype=np.uint8)
+    assert np.abs(_ordering.variational_correction(image)).max() < 1 / 30
+
+
+@settings(max_examples=60, deadline=None)
+@given(small_uint8)
+def test_variational_order_is_value_then_correction_then_position(image):
+    order = _ordering.strict_order(image, ordering="variational")
+    value = image.ravel()[order].astype(np.int64)
+    correction = _ordering.variational_correction(image).ravel()[order]
+    assert sorted(order.tolist()) == list(range(image.size))
+    dv = np.diff(value)
+    assert (dv >= 0).all()
+    same_value = dv == 0
+    dc = np.diff(correction)
+    # the key keeps the top 56 bits of the float64 correction: values closer than
+    # ~2**-44 relative (float64 round-off) are tied and go by position
+    assert (dc[same_value] >= -(2.0**-40) * np.abs(correction).max()).all()
+    same_key = same_value & (dc == 0)
+    assert (np.diff(order)[same_key] > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float64])
+def test_variational_orders_other_dtypes_like_uint8(rng, dtype):
+    image = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+    image[0, 0], image[-1, -1] = 0, 255  # full range: floats are scaled by 255 / 255
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image.astype(dtype), ordering="variational"),
+        _ordering.strict_order(image, ordering="variational"),
+    )
+
+
+def test_variational_float_scale_does_not_matter(rng):
+    image = rng.integers(0, 6, size=(20, 20)).astype(np.float64)
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image / 5.0 - 3.0), _ordering.strict_order(image)
+    )
+
+
+# --------------------------------------------------------- common behaviour
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_flat_channel_is_ordered_by_position(ordering, dtype):
+    flat = np.full((7, 11), 3, dtype=dtype)
+    np.testing.assert_array_equal(_ordering.strict_order(flat, ordering=ordering), np.arange(77))
+    assert _ordering.unique_fraction(flat, ordering=ordering) == 0.0
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_order_is_deterministic_and_input_untouched(ordering):
+    image = load("coins")[:64, :64]
+    before = image.copy()
+    first = _ordering.strict_order(image, ordering=ordering)
+    second = _ordering.strict_order(image.copy(), ordering=ordering)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(image, before)
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_mask_orders_only_masked_pixels(rng, ordering):
+    image = rng.integers(0, 4, size=(20, 24), dtype=np.uint8)
+    mask = rng.random((20, 24)) < 0.4
+    order = _ordering.strict_order(image, mask, ordering)
+    assert sorted(order.tolist()) == np.flatnonzero(mask).tolist()
+    # the masked pixels keep the relative order they have in the full ordering
+    full = _ordering.strict_order(image, ordering=ordering)
+    np.testing.assert_array_equal(order, full[mask.ravel()[full]])
+
+
+def test_unique_fraction_counts_tied_pixels():
+    image = np.zeros((8, 8), dtype=np.uint8)
+    image[0, 0] = 9  # the only 9: untied; every other pixel has a mirror twin or more
+    image[7, 7] = 9
+    assert _ordering.unique_fraction(image, ordering="local_means") == 0.0
+    image[7, 7] = 8
+    # now the two corners are unique; the rest of the image is not symmetric
+    fraction = _ordering.unique_fraction(image, ordering="local_means")
+    order = naive_local_means_order(image)
+    expected = 1 - ties_of(order, image, *naive_ring_sums(image)).mean()
+    assert fraction == pytest.approx(expected)
+    assert 2 / 64 <= fraction < 1
+
+
+@pytest.mark.parametrize("name", GREY)
+def test_variational_leaves_no_more_ties_than_local_means(name):
+    image = load(name)[:128, :128]
+    lm = _ordering.unique_fraction(image, ordering="local_means")
+    var = _ordering.unique_fraction(image, ordering="variational")
+    assert var >= lm
+    assert var >= 0.999
+
+
+def test_errors_name_the_parameter():
+    with pytest.raises(ValueError, match="ordering must be one of"):
+        _ordering.strict_order(np.zeros((3, 3)), ordering="random")
+    with pytest.raises(ValueError, match="2-D"):
+        _ordering.strict_order(np.zeros((3, 3, 3)))
+    with pytest.raises(ValueError, match="mask"):
+        _ordering.strict_order(np.zeros((3, 3)), np.ones((3, 4), dtype=bool))
+    with pytest.raises(ValueError, match="mask"):
+        _ordering.strict_order(np.zeros((3, 3)), np.ones((3, 3)))
+
+
+# ------------------------------------------------------ strict_ordering_ratio
+def test_strict_ordering_ratio_matches_naive_count():
+    image = load("camera")[:80, :80]
+    order = naive_local_means_order(image)
+    expected = 1 - ties_of(order, image, *naive_ring_sums(image)).mean()
+    assert strict_ordering_ratio(image, ordering="local_means") == pytest.approx(expected)
+    assert strict_ordering_ratio(image, "local_means") < 1.0
+
+
+def test_strict_ordering_ratio_inputs():
+    image = load("camera")[:64, :64]
+    ratio = strict_ordering_ratio(image, ordering="local_means")
+    assert strict_ordering_ratio(Image.fromarray(image), ordering="local_means") == ratio
+    assert strict_ordering_ratio(image[:, :, None], ordering="local_means") == ratio
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[:10, :10] = True
+    assert strict_ordering_ratio(image, "local_means", mask=mask) == _ordering.unique_fraction(
+        image, mask, "local_means"
+    )
+    assert strict_ordering_ratio(np.zeros((5, 5), dtype=np.float32)) == 0.0
+
+
+def test_strict_ordering_ratio_errors():
+    with pytest.raises(ValueError, match="one channel"):
+        strict_ordering_ratio(load("astronaut"))
+    with pytest.raises(ValueError, match="ordering must be one of"):
+        strict_ordering_ratio(np.zeros((4, 4)), ordering="lexicographic")
+    with pytest.raises(TypeError, match="dtype"):
+        strict_ordering_ratio(np.zeros((4, 4), dtype=complex))
+    with pytest.raises(ValueError, match="mask"):
+        strict_ordering_ratio(np.zeros((4, 4)), mask=np.ones((4, 5), dtype=bool))
