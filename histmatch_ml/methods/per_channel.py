@@ -124,20 +124,24 @@ class PerChannel(MatchingMethod):
     name = "per_channel"
 
     def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
+        out = np.empty_like(image)
+        self.apply_into(image, mask, state, params, out)
+        return out
+
+    def apply_into(self, image, mask, state, params, out) -> None:
+        strength = params["strength"]
         if _reference.has_exact_levels(image.dtype):
-            out = np.empty_like(image)
-            self.apply_into(image, mask, state, params, out)
-            return out
-        matched = np.empty(image.shape, dtype=np.result_type(image.dtype, np.float32))
+            lut = level_lut(_reference.image_histograms(image, mask), state, strength, image.dtype)
+            keep_unmasked(apply_lut(image, lut, out=out), image, mask)
+            return
+        # floats are written channel by channel straight into ``out``; wide
+        # integers go through a float64 buffer to be rounded once
+        direct = image.dtype.kind == "f"
+        matched = out if direct else np.empty(image.shape, dtype=np.float64)
         for c in range(image.shape[2]):
             p, v = _reference.quantile_points(state, c)
             matched[:, :, c] = match_float_channel(image[:, :, c], mask, p, v)
-        return finish(image, matched, mask, params["strength"])
-
-    def apply_into(self, image, mask, state, params, out) -> None:
-        if not _reference.has_exact_levels(image.dtype):
-            out[...] = self.apply(image, mask, state, params)
-            return
-        src_hist = _reference.image_histograms(image, mask)
-        lut = level_lut(src_hist, state, params["strength"], image.dtype)
-        keep_unmasked(apply_lut(image, lut, out=out), image, mask)
+        if direct and strength == 1.0:
+            keep_unmasked(out, image, mask)
+        else:
+            out[...] = finish(image, matched, mask, strength)
