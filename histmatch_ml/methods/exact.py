@@ -64,8 +64,9 @@ def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
     if n * int(hist.max()) < 2**63:
         counts, remainders = np.divmod(hist * np.int64(n), np.int64(total))
     else:  # n * hist would overflow int64: Python integers, still exact
-        counts, remainders = np.divmod(hist.astype(object) * n, total)
-        counts, remainders = counts.astype(np.int64), remainders.astype(np.int64)
+        scaled = hist.astype(object) * n
+        counts = (scaled // total).astype(np.int64)
+        remainders = (scaled % total).astype(np.int64)
     deficit = n - int(counts.sum())
     if deficit:
         counts[np.argsort(-remainders, kind="stable")[:deficit]] += 1
