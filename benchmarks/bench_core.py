@@ -2,7 +2,7 @@
 
 Times, in one run and on the same inputs, a fitted per-channel matcher against
 ``skimage.exposure.match_histograms`` (and albumentations ``HistogramMatching``
-on uint8), measures the peak memory of a batch ``transform`` and the matching
+on uint8 and float32), measures the peak memory of a batch ``transform`` and the matching
 quality (Wasserstein-1 to the reference, and the accuracy of the sort-free
 float path against the exact sort-based answer). Prints one markdown table.
 
@@ -14,7 +14,7 @@ channel, like a real float image).
 Ratios are ``peer / ours``: above 1 means this package is faster (or closer to
 the reference). Run::
 
-    python benchmarks/bench_core.py            # the full run (about a minute)
+    python benchmarks/bench_core.py            # the full run (under a minute)
     python benchmarks/bench_core.py --quick    # fewer repeats
     python benchmarks/bench_core.py --quick --size 64   # tiny crops (smoke test)
 """
@@ -182,7 +182,7 @@ class Report:
     def value_row(
         self,
         case: str,
-        peer: str,
+        peer: str | None,
         ours: str,
         theirs: str | None,
         ratio: float | None,
@@ -372,13 +372,14 @@ def main(argv: Sequence[str] | None = None) -> Report:
     )
     args = parser.parse_args(argv)
     repeat, warmup = (5, 1) if args.quick else (21, 3)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     report = Report()
     bench_speed(report, args.size, repeat, warmup)
     bench_memory(report, args.size)
     bench_quality(report, args.size)
     print(
-        f"histmatch_ml core benchmark: {revision()}; {machine()}; "
-        f"medians of {repeat} interleaved runs\n"
+        f"histmatch_ml core benchmark: {revision()}; {machine()}; load average "
+        f"{load:.1f} at start; medians of {repeat} interleaved runs\n"
     )
     print(report.table.markdown())
     missed = [case for case, met in report.verdicts if not met]
