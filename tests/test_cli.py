@@ -1,0 +1,373 @@
+"""The ``histmatch`` command line, run for real as a subprocess on real image files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from histmatch_ml import HistogramMatcher, __version__
+from histmatch_ml.cli import main
+from histmatch_ml.io import fingerprint, read_image
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m histmatch_ml ARGS`` in a fresh process; never raises."""
+    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning:histmatch_ml"}
+    return subprocess.run(
+        [sys.executable, "-m", "histmatch_ml", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The same command line run in this process (``main``), for the cheap error cases."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def assert_usage_error(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("usage: histmatch")
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def files_under(directory: Path) -> list[str]:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Inputs of every kind (PNG 8/16-bit, JPEG, TIFF, a corrupt PNG) and references."""
+    root = tmp_path_factory.mktemp("cli")
+    inputs, refs = root / "inputs", root / "refs"
+    (inputs / "sub" / "deep").mkdir(parents=True)
+    (refs / "more").mkdir(parents=True)
+    Image.fromarray(data.astronaut()[::4, ::4]).save(inputs / "astronaut.png")
+    Image.fromarray(data.chelsea()[::3, ::3]).save(inputs / "sub" / "chelsea.jpg", quality=92)
+    Image.fromarray(data.rocket()[::4, ::4]).save(inputs / "sub" / "deep" / "rocket.tif")
+    good = (inputs / "astronaut.png").read_bytes()
+    (inputs / "sub" / "corrupt.png").write_bytes(good[: len(good) // 3])
+    (inputs / "notes.txt").write_text("not an image, ignored in directories")
+    Image.fromarray(data.coffee()[::4, ::4]).save(refs / "coffee.png")
+    Image.fromarray(data.immunohistochemistry()[::4, ::4]).save(refs / "more" / "ihc.png")
+    grey16 = (data.camera()[::4, ::4].astype(np.uint16) * 200 + 77).astype(np.uint16)
+    Image.fromarray(grey16).save(root / "camera16.png")
+    Image.fromarray(data.moon()[::4, ::4].astype(np.uint16) * 250).save(root / "moon16.tif")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(tree) -> Path:
+    result = run("fit", tree / "refs", "-o", tree / "model.npz")
+    assert result.returncode == 0, result.stderr
+    return tree / "model.npz"
+
+
+def expected_output(model: Path, path: Path) -> np.ndarray:
+    """What the in-process API gives for one input file."""
+    return np.asarray(HistogramMatcher.load(model).transform(read_image(path).pixels))
+
+
+# ------------------------------------------------------------------------ match
+def test_match_png_rgb(tree, tmp_path):
+    out = tmp_path / "matched.png"
+    result = run(
+        "match", tree / "inputs" / "astronaut.png", tree / "refs" / "coffee.png", "-o", out
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
+    source = np.asarray(Image.open(tree / "inputs" / "astronaut.png"))
+    reference = np.asarray(Image.open(tree / "refs" / "coffee.png"))
+    expected = HistogramMatcher(random_state=0).fit(reference[None]).transform(source[None])[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+
+
+@pytest.mark.parametrize("suffix, runner", [(".png", run), (".tif", cli)])
+def test_match_16_bit_stays_16_bit(tree, tmp_path, suffix, runner):
+    out = tmp_path / f"matched{suffix}"
+    result = runner(
+        "match", tree / "camera16.png", tree / "moon16.tif", "-o", out, "--method", "exact"
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as im:
+        assert im.mode == "I;16"
+        values = np.asarray(im)
+    moon = np.asarray(Image.open(tree / "moon16.tif"))
+    assert values.max() > 255
+    assert set(np.unique(values)) <= set(np.unique(moon))  # exact: reference levels only
+
+
+def test_match_jpeg_to_tiff(tree, tmp_path):
+    out = tmp_path / "out.tiff"
+    result = cli("match", tree / "inputs/sub/chelsea.jpg", tree / "refs/coffee.png", "-o", out)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as im:
+        assert im.format == "TIFF" and im.mode == "RGB"
+
+
+def test_match_refuses_to_write_over_its_input(tree):
+    source = tree / "inputs" / "astronaut.png"
+    before = source.read_bytes()
+    result = run("match", source, tree / "refs" / "coffee.png", "-o", source, "--overwrite")
+    assert_usage_error(result, "refusing to write the output over the input")
+    assert source.read_bytes() == before
+
+
+def test_match_bad_arguments(tree, tmp_path):
+    ref = tree / "refs" / "coffee.png"
+    assert_usage_error(
+        cli("match", tmp_path / "missing.png", ref, "-o", tmp_path / "o.png"),
+        "source image not found",
+    )
+    assert_usage_error(
+        run("match", ref, ref, "-o", tmp_path / "o.png", "--method", "nope"),
+        "invalid choice: 'nope'",
+    )
+    assert_usage_error(
+        cli("match", ref, ref, "-o", tmp_path / "o.png", "--strength", "1.5"),
+        "must be in [0, 1]",
+    )
+    assert_usage_error(cli("match", ref, ref, "-o", tmp_path / "o.unknown"), "suffix '.unknown'")
+    assert_usage_error(cli("match", ref), "the following arguments are required")
+
+
+def test_match_corrupt_source(tree, tmp_path):
+    out = tmp_path / "o.png"
+    result = cli("match", tree / "inputs/sub/corrupt.png", tree / "refs/coffee.png", "-o", out)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert str(tree / "inputs/sub/corrupt.png") in result.stderr
+    assert not out.exists()
+
+
+# -------------------------------------------------------------------- fit/inspect
+def test_fit_and_inspect(tree, model):
+    result = run("inspect", model)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if " " in line)
+    assert lines["method"].strip() == "per_channel"
+    assert lines["dtype"].strip() == "uint8"
+    assert lines["channels"].strip() == "3"
+    assert f"sha256:{fingerprint(model)}" in result.stdout
+    assert lines["images"].split() == ["seen", "2"]
+    summary = json.loads(cli("inspect", model, "--json").stdout)
+    assert summary["attributes"]["n_images_seen_"] == 2
+    assert summary["attributes"]["n_pixels_seen_"] == 100 * 150 + 128 * 128
+    assert summary["fingerprint"] == fingerprint(model)
+    assert summary["params"]["method"] == "per_channel"
+
+
+def test_fit_globs_files_and_masks(tree, tmp_path):
+    masks = tmp_path / "masks"
+    (masks / "more").mkdir(parents=True)
+    m1 = np.zeros((100, 150), np.uint8)
+    m1[10:30, 20:60] = 255
+    m2 = np.zeros((128, 128), np.uint8)
+    m2[:5, :7] = 1
+    Image.fromarray(m1).save(masks / "coffee.png")
+    Image.fromarray(m2).save(masks / "more" / "ihc.bmp")  # any suffix, same stem
+    out = tmp_path / "masked.npz"
+    pattern = str(tree / "refs" / "**" / "*.png")
+    result = run("fit", pattern, "-o", out, "--mask-dir", masks, "--method", "exact")
+    assert result.returncode == 0, result.stderr
+    loaded = HistogramMatcher.load(out)
+    assert loaded.method_ == "exact"
+    assert loaded.n_images_seen_ == 2
+    assert loaded.n_pixels_seen_ == 20 * 40 + 5 * 7
+    # the same model from the API
+    refs = [np.asarray(Image.open(tree / "refs/coffee.png"))]
+    refs.append(np.asarray(Image.open(tree / "refs/more/ihc.png")))
+    api = HistogramMatcher(method="exact", random_state=0).fit(refs, mask=[m1 > 0, m2 > 0])
+    np.testing.assert_array_equal(loaded.reference_["histograms"], api.reference_["histograms"])
+
+
+def test_fit_skips_corrupt_and_mismatched(tree, tmp_path):
+    out = tmp_path / "m.npz"
+    result = cli(
+        "fit", tree / "refs/coffee.png", tree / "inputs/sub/corrupt.png", tree / "camera16.png",
+        "-o", out,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert str(tree / "inputs/sub/corrupt.png") in result.stderr
+    assert "camera16.png" in result.stderr and "uint16" in result.stderr
+    assert HistogramMatcher.load(out).n_images_seen_ == 1
+    again = cli("fit", tree / "refs/coffee.png", "-o", out)
+    assert_usage_error(again, "exists already; pass --overwrite")
+    failfast = cli("fit", tree / "inputs/sub/corrupt.png", tree / "refs", "-o", tmp_path / "f.npz",
+                   "--fail-fast")  # fmt: skip
+    assert failfast.returncode == 1 and not (tmp_path / "f.npz").exists()
+
+
+# ------------------------------------------------------------------- transform
+@pytest.fixture(scope="module")
+def transformed(tree, model):
+    """One serial and one parallel transform of the input tree."""
+    results = {}
+    for jobs in (1, 2):
+        out = tree / f"out{jobs}"
+        results[jobs] = (
+            run("transform", "-m", model, tree / "inputs", "-o", out, "-j", jobs),
+            out,
+        )
+    return results
+
+
+def test_transform_tree(tree, model, transformed):
+    result, out = transformed[1]
+    assert result.returncode == 1  # the corrupt file
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(tree / "inputs/sub/corrupt.png") in errors[0]
+    assert "3 written, 1 failed" in result.stdout
+    assert files_under(out) == ["astronaut.png", "sub/chelsea.jpg", "sub/deep/rocket.tif"]
+    for rel, fmt in (("astronaut.png", "PNG"), ("sub/chelsea.jpg", "JPEG")):
+        with Image.open(out / rel) as im:
+            assert im.format == fmt
+    with Image.open(out / "sub/deep/rocket.tif") as im:
+        assert im.format == "TIFF"
+    for rel in ("astronaut.png", "sub/deep/rocket.tif"):  # lossless: exactly the API's output
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / rel)), expected_output(model, tree / "inputs" / rel)
+        )
+
+
+def test_transform_parallel_is_bit_identical(transformed):
+    (_, out1), (parallel, out2) = transformed[1], transformed[2]
+    assert parallel.returncode == 1 and "with 2 job(s)" in parallel.stdout
+    assert files_under(out1) == files_under(out2)
+    for rel in files_under(out1):
+        assert (out1 / rel).read_bytes() == (out2 / rel).read_bytes(), rel
+
+
+def test_transform_refuses_overwrite_and_input_dirs(tree, model, transformed):
+    _, out = transformed[1]
+    before = {rel: (out / rel).read_bytes() for rel in files_under(out)}
+    again = run("transform", "-m", model, tree / "inputs", "-o", out)
+    assert_usage_error(again, "3 output file(s) exist already")
+    assert {rel: (out / rel).read_bytes() for rel in files_under(out)} == before
+    inside = cli("transform", "-m", model, tree / "inputs", "-o", tree / "inputs" / "matched")
+    assert_usage_error(inside, "is inside the input directory")
+    assert not (tree / "inputs" / "matched").exists()
+    over = cli("transform", "-m", model, tree / "inputs/astronaut.png", "-o", tree / "inputs",
+               "--overwrite")  # fmt: skip
+    assert_usage_error(over, "refusing to write over the input")
+    pattern = str(tree / "inputs" / "*.png")
+    globbed = cli("transform", "-m", model, pattern, "-o", tree / "inputs", "--overwrite")
+    assert_usage_error(globbed, "would read the outputs again")
+
+
+def test_transform_overwrite_replaces(tree, model, tmp_path):
+    out = tmp_path / "o"
+    src = tree / "inputs" / "astronaut.png"
+    assert cli("transform", "-m", model, src, "-o", out, "-j", "1").returncode == 0
+    (out / "astronaut.png").write_bytes(b"stale")
+    result = cli("transform", "-m", model, src, "-o", out, "--overwrite", "-j", "1")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out / "astronaut.png")), expected_output(model, src)
+    )
+    assert files_under(out) == ["astronaut.png"]  # no temporary file left
+
+
+def test_transform_fail_fast_and_pixel_limit(tree, model, tmp_path):
+    result = cli(
+        "transform", "-m", model, tree / "inputs/sub/corrupt.png", tree / "inputs/astronaut.png",
+        "-o", tmp_path / "ff", "--fail-fast", "-j", "1",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "0 written, 1 failed, 1 not processed (--fail-fast)" in result.stdout
+    limited = cli(
+        "transform", "-m", model, tree / "inputs/astronaut.png", tree / "inputs/sub/chelsea.jpg",
+        "-o", tmp_path / "lim", "--max-pixels", "16000", "-j", "1",
+    )  # fmt: skip
+    assert limited.returncode == 1
+    assert "astronaut.png: image of 128x128 = 16384 pixels is over the limit" in limited.stderr
+    assert files_under(tmp_path / "lim") == ["chelsea.jpg"]
+
+
+def test_transform_with_masks_changes_only_masked_pixels(tree, model, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = np.zeros((128, 128), np.uint8)
+    mask[32:96, 16:80] = 255
+    Image.fromarray(mask).save(masks / "astronaut.png")
+    src = tree / "inputs" / "astronaut.png"
+    result = cli(
+        "transform", "-m", model, src, "-o", tmp_path / "o", "--mask-dir", masks, "-j", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    out = np.asarray(Image.open(tmp_path / "o" / "astronaut.png"))
+    original = np.asarray(Image.open(src))
+    np.testing.assert_array_equal(out[mask == 0], original[mask == 0])
+    assert (out[mask > 0] != original[mask > 0]).any()
+
+
+def test_transform_bad_arguments(tree, model, tmp_path):
+    out = tmp_path / "o"
+    assert_usage_error(
+        run("transform", "-m", tmp_path / "none.npz", tree / "inputs", "-o", out),
+        "model file not found",
+    )
+    assert_usage_error(
+        cli("transform", "-m", model, tmp_path / "missing", "-o", out), "input not found"
+    )
+    assert_usage_error(
+        cli("transform", "-m", model, str(tmp_path / "*.png"), "-o", out), "no image files match"
+    )
+    assert_usage_error(
+        cli("transform", "-m", model, tree / "inputs", "-o", out, "-j", "0"), "must be >= 1"
+    )
+    assert_usage_error(cli("transform", tree / "inputs", "-o", out), "required: -m/--model")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"PK\x03\x04"])
+def test_garbage_model_is_a_usage_error(tree, tmp_path, content):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(content)
+    assert_usage_error(
+        cli("transform", "-m", bad, tree / "inputs", "-o", tmp_path / "o"),
+        "is not a valid histmatch_ml model file",
+    )
+    assert_usage_error(cli("inspect", bad), "is not a valid histmatch_ml model file")
+
+
+def test_tampered_model_is_refused(tree, model, tmp_path):
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bad = tmp_path / "tampered.npz"
+    bad.write_bytes(bytes(data))
+    result = run("inspect", bad)
+    assert_usage_error(result, "is not a valid histmatch_ml model file")
+
+
+def test_version_and_console_script(tree):
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith(f"histmatch_ml {__version__}")
+    script = shutil.which("histmatch", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("the histmatch console script is not installed")
+    result = subprocess.run([script, "inspect", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "fingerprint" in result.stdout
