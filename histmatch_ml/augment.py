@@ -242,6 +242,11 @@ class RandomHistogramMatching(BaseEstimator):
     With ``num_workers=0`` the main-process stream seeded by ``random_state``
     is used and continues across epochs.
 
+    **Memory.** Each reference keeps the matcher's state: for 16-bit images
+    exact ``(C, 65536)`` int64 counts (1.5 MB for RGB), for 8-bit ``(C, 256)``,
+    for floats ``(C, n_quantiles)``. To draw among thousands of 16-bit
+    images, pool them into ``groups``.
+
     Examples
     --------
     >>> import numpy as np
