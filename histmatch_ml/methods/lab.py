@@ -35,8 +35,8 @@ interpolating linearly between grid nodes.
 
 Back in RGB, the displacement ``lab_to_rgb(out) - lab_to_rgb(in)`` is added to
 the input colour, which cancels the conversion's round-trip error (a colour
-that does not move comes back bit-exact), and the result is clipped to the
-gamut. ``regrain=True`` then applies Pitie's regrain post-process, which keeps
+that does not move comes back bit-exact); out-of-gamut results are clipped
+channel-wise to ``[0, 1]``. ``regrain=True`` then applies Pitie's regrain post-process, which keeps
 the transferred colours but restores the source's gradients (the output is then
 no longer a pure function of the colour).
 """
@@ -144,24 +144,34 @@ def _match_axes(
 
     ``flat_weights`` are the colours' weights repeated for every row
     (``np.tile(weights, 3)``). The source CDF is the weighted midpoint CDF on
-    an ``n_nodes`` grid over each row's range; each value maps by linear
-    interpolation between the matched values of its two neighbouring nodes
-    (continuous and monotone).
+    an ``n_nodes`` grid over each row's range, with each weight shared
+    linearly between its two neighbouring nodes; each value maps by linear
+    interpolation between the matched values of those nodes. A colour of
+    weight ``h`` thus maps to the middle of its own probability mass wherever
+    it sits between nodes, so the map is continuous in the colours (nearest
+    node counting would make heavy colours jump as they cross a node, and
+    iterations would amplify the jumps).
     """
     n_axes = proj.shape[0]
     lo, hi = proj.min(axis=1), proj.max(axis=1)
     t = _grid_positions(proj, lo, hi, n_nodes)
-    cdf = midpoint_cdf(_grid_counts(t, flat_weights, n_nodes))
+    frac, whole = np.modf(t)
+    i = whole.astype(np.intp).ravel()
+    frac = frac.ravel()
+    upper = flat_weights * frac
+    size = n_axes * n_nodes + 1  # a last node's upper neighbour gets weight 0
+    counts = np.bincount(i, weights=flat_weights - upper, minlength=size)
+    counts[1:] += np.bincount(i, weights=upper, minlength=size - 1)
+    cdf = midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes))
     probs = _reference.probability_grid(ref_quantiles.shape[1])
     node_values = np.stack([np.interp(cdf[k], probs, ref_quantiles[k]) for k in range(n_axes)])
     flat_values = node_values.astype(np.float32).ravel()
     # a value on a row's last node has fraction 0, so the step it reads is unused
     steps = np.diff(flat_values, append=flat_values[-1:])
-    frac, whole = np.modf(t)
-    i = whole.astype(np.intp)
     out = flat_values[i]
     frac *= steps[i]
     out += frac
+    out = out.reshape(proj.shape)
     for k in np.flatnonzero(hi <= lo):  # one value along this axis: the reference median
         out[k] = np.interp(0.5, probs, ref_quantiles[k])
     return out
@@ -190,7 +200,7 @@ def transfer(
     """
     rotations = state["rotations"].astype(np.float32)
     quantiles = state["projected_quantiles"]
-    x = np.ascontiguousarray(np.asarray(lab, dtype=np.float32).T)  # (3, U): rows contiguous
+    x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
     flat_weights = np.tile(np.asarray(weights, dtype=np.float64), 3)
     for it in range(n_iter if joint else 1):
         k = it % len(rotations)
@@ -437,8 +447,8 @@ class Lab(MatchingMethod):
         moved = transfer(lab, counts, state, params["n_iter"], params["lab_mode"] == "joint")
         # add the displacement in RGB: cancels the conversion's round-trip error
         unit = _color.to_unit(colours, "X")
-        unit += _color.lab_to_rgb(moved, clip=False)
-        unit -= _color.lab_to_rgb(lab, clip=False)
+        unit += _color.lab_to_rgb(moved)
+        unit -= _color.lab_to_rgb(lab)
         np.clip(unit, 0.0, 1.0, out=unit)
         scale = _color.full_scale(image.dtype)
         if not params["regrain"] and image.dtype.kind == "u":

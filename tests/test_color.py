@@ -1,0 +1,125 @@
+"""RGB <-> CIELAB conversion and dtype scaling (histmatch_ml._color)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from skimage import color
+
+from histmatch_ml import _color
+
+
+def _grid(step: int) -> np.ndarray:
+    """Every ``step``-th 8-bit RGB code on each axis, as ``(N, 3)`` uint8."""
+    g = np.arange(0, 256, step, dtype=np.uint8)
+    return np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def test_lab_agrees_with_cie_formulas():
+    rgb = _grid(5)
+    ours = _color.rgb_to_lab(rgb)
+    reference = color.rgb2lab(rgb[None].astype(np.float64) / 255)[0]
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference, atol=0.05)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+def test_dtypes_give_the_same_lab_as_uint8(dtype):
+    rgb = _grid(15)
+    # the same fractions of full scale
+    other = rgb.astype(np.uint16) * 257 if dtype == np.uint16 else rgb.astype(dtype) / 255
+    np.testing.assert_allclose(_color.rgb_to_lab(other), _color.rgb_to_lab(rgb), atol=1e-3)
+
+
+def test_round_trip_within_a_small_fraction_of_a_code():
+    rgb = _grid(3)
+    back = _color.lab_to_rgb(_color.rgb_to_lab(rgb))
+    assert np.abs(back * 255 - rgb).max() < 0.1
+
+
+def test_opencv_8bit_and_float_rgb2lab_are_not_used():
+    # OpenCV's own float RGB2Lab linearises through a table and is off by more
+    # than a code on some colours; ours must round-trip them exactly
+    rgb = np.array([[11, 188, 243], [0, 36, 12]], dtype=np.uint8)
+    back = np.rint(_color.lab_to_rgb(_color.rgb_to_lab(rgb)) * 255)
+    np.testing.assert_array_equal(back, rgb)
+
+
+def test_shapes_are_kept():
+    img = np.zeros((5, 7, 3), dtype=np.uint8)
+    assert _color.rgb_to_lab(img).shape == (5, 7, 3)
+    assert _color.lab_to_rgb(np.zeros((2, 5, 7, 3))).shape == (2, 5, 7, 3)
+    assert _color.rgb_to_lab(np.zeros((1, 3), dtype=np.uint8)).shape == (1, 3)
+
+
+def test_out_of_gamut_is_clipped_on_the_way_back():
+    lab = np.array([[50.0, 120.0, -120.0], [110.0, 0.0, 0.0], [-5.0, 0.0, 0.0]])
+    clipped = _color.lab_to_rgb(lab)
+    assert clipped.min() >= 0.0 and clipped.max() <= 1.0
+    np.testing.assert_array_equal(clipped[1:], [[1, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(clipped[0, 1:], [0, 1])  # saturated green-blue
+
+
+def test_to_unit_scales_by_dtype():
+    np.testing.assert_allclose(_color.to_unit(np.array([0, 255], dtype=np.uint8)), [0, 1])
+    np.testing.assert_allclose(_color.to_unit(np.array([0, 65535], dtype=np.uint16)), [0, 1])
+    x = np.array([0.25, 0.5], dtype=np.float64)
+    out = _color.to_unit(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, x)
+    assert _color.full_scale(np.uint8) == 255.0
+    assert _color.full_scale(np.uint16) == 65535.0
+    assert _color.full_scale(np.float64) == 1.0
+
+
+def test_to_unit_float_range():
+    tiny = _color.FLOAT_TOLERANCE / 2
+    x = np.array([-tiny, 0.5, 1 + tiny])
+    out = _color.to_unit(x)
+    np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
+    assert x[0] == -tiny  # input untouched
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*got values in \[0, 255\]"):
+        _color.to_unit(np.array([0.0, 255.0]))
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        _color.to_unit(np.array([-0.5, 0.5], dtype=np.float32))
+
+
+def test_negative_zero_becomes_zero():
+    out = _color.to_unit(np.array([-0.0, 0.0], dtype=np.float32))
+    assert out.view(np.uint32).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int8, np.uint32, bool])
+def test_unsupported_dtypes_raise_type_error(dtype):
+    with pytest.raises(TypeError, match=f"uint8, uint16, float32 or float64.*{np.dtype(dtype)}"):
+        _color.rgb_to_lab(np.zeros((2, 3), dtype=dtype))
+
+
+def test_last_axis_must_be_three():
+    with pytest.raises(ValueError, match="last axis of 3"):
+        _color.rgb_to_lab(np.zeros((4, 4), dtype=np.uint8))
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.uint16, st.tuples(st.integers(1, 50), st.just(3))))
+def test_uint16_round_trip_property(rgb):
+    back = _color.lab_to_rgb(_color.rgb_to_lab(rgb)) * 65535
+    assert np.abs(back - rgb).max() < 0.1 * 257  # a tenth of an 8-bit code
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(
+        np.float32, st.tuples(st.integers(1, 50), st.just(3)), elements=st.floats(0, 1, width=32)
+    )
+)
+def test_lightness_is_monotone_in_grey_and_bounded(rgb):
+    lab = _color.rgb_to_lab(rgb)
+    assert np.all(lab[:, 0] >= -1e-3) and np.all(lab[:, 0] <= 100 + 1e-3)
+    grey = np.repeat(np.sort(rgb[:, :1], axis=0), 3, axis=1)
+    lightness = _color.rgb_to_lab(grey)[:, 0]
+    assert np.all(np.diff(lightness) >= -1e-4)
+    np.testing.assert_allclose(_color.rgb_to_lab(grey)[:, 1:], 0, atol=1e-3)
