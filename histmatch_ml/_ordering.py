@@ -26,17 +26,20 @@ Two ordering keys:
     ``theta(t) = |t| - alpha * log(1 + |t| / alpha)``, so
     ``theta'(t) = t / (alpha + |t|)`` and ``xi(y) = alpha * y / (1 - |y|)``.
     The result is a real-valued restoration of the image that is almost
-    never tied; the key is the correction ``u - f`` (float32, kept apart from
-    ``f`` so no precision is lost to the magnitude of the values). With the
-    paper's parameters ``|u - f| < 0.034`` level, so ``u`` never reorders
-    distinct levels of an integer image.
+    never tied; the key is the correction ``u - f``, computed in float64 and
+    kept apart from ``f`` so no precision is lost to the magnitude of the
+    values, and compared on its top ``64 - value bits`` bits (2**-44 relative
+    for 8-bit images, below the round-off of the iterations). With the
+    paper's parameters (``R = 5``, ``beta = 0.1``, ``alpha = 0.05``)
+    ``|u - f| < 1/30`` level, so ``u`` never reorders distinct levels of an
+    integer image. Floats are first scaled to a 0..255 span.
 
 Keys are compared as unsigned integers: a sequence of integer keys of known
 bit widths is packed into one ``uint64`` (a key without a known width, such
 as a float, first becomes its dense rank), and whenever the packed key would
 overflow 64 bits it is replaced by its dense rank. One (unstable, SIMD)
 argsort of the packed key then orders the pixels, and a second pass orders the
-tied runs by position.
+members of tied runs by position (a stable argsort costs about 4x more).
 
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or
