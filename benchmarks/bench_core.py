@@ -176,7 +176,7 @@ class Report:
     ) -> None:
         ratio = theirs / ours
         self.table.row(
-            case, peer, ours, theirs, f"{ratio:.1f}x", self._target(case, ratio, target)
+            case, peer, ours, theirs, f"{ratio:.2f}x", self._target(case, ratio, target)
         )
 
     def value_row(
