@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ def _load(path: Path):
         mp.syspath_prepend(str(BENCH_DIR))
         spec = importlib.util.spec_from_file_location(f"_smoke_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        mp.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
         spec.loader.exec_module(module)
     return module
 
