@@ -137,44 +137,66 @@ def _grid_counts(t: np.ndarray, flat_weights: np.ndarray, n_nodes: int) -> np.nd
     return counts.reshape(t.shape[0], n_nodes)
 
 
-def _match_axes(
-    proj: np.ndarray, flat_weights: np.ndarray, ref_quantiles: np.ndarray, n_nodes: int
-) -> np.ndarray:
-    """Quantile-match each row of ``proj`` ``(3, U)`` to the reference sketches ``(3, n_q)``.
+def _rotate(r: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``r @ x`` for a 3x3 ``r`` and a wide ``(3, M)`` ``x``, without BLAS.
 
-    ``flat_weights`` are the colours' weights repeated for every row
-    (``np.tile(weights, 3)``). The source CDF is the weighted midpoint CDF on
-    an ``n_nodes`` grid over each row's range, with each weight shared
-    linearly between its two neighbouring nodes; each value maps by linear
-    interpolation between the matched values of those nodes. A colour of
-    weight ``h`` thus maps to the middle of its own probability mass wherever
-    it sits between nodes, so the map is continuous in the colours (nearest
-    node counting would make heavy colours jump as they cross a node, and
-    iterations would amplify the jumps).
+    einsum's own loop: 5 to 10 times faster than a threaded BLAS call on a
+    busy machine, and the same bits for the same column wherever it sits.
     """
-    n_axes = proj.shape[0]
-    lo, hi = proj.min(axis=1), proj.max(axis=1)
-    t = _grid_positions(proj, lo, hi, n_nodes)
-    frac, whole = np.modf(t)
+    return np.einsum("ij,jk->ik", r, x)
+
+
+def _displacements(
+    x: np.ndarray, r: np.ndarray, flat_weights: np.ndarray, ref_quantiles: np.ndarray, n_nodes: int
+) -> np.ndarray:
+    """Moves ``(3, U)`` along the rows of ``r`` that quantile-match the projections ``r @ x``.
+
+    ``x`` holds the colours as columns, ``flat_weights`` their weights
+    repeated for each row of ``r`` (``np.tile(weights, 3)``), and
+    ``ref_quantiles`` ``(3, n_q)`` the reference sketches along the rows.
+
+    Each projection is placed on an ``n_nodes`` grid spanning the projection
+    of the colours' bounding box, every weight shared linearly between its two
+    neighbouring nodes. A node's matched value is the reference quantile at
+    the node's weighted midpoint CDF, and a colour's move is interpolated
+    linearly between the moves of its two nodes. A colour of weight ``h``
+    thus maps to the middle of its own probability mass wherever it sits
+    between nodes, so the map is continuous in the colours (counting at the
+    nearest node would make heavy colours jump as they cross a node, and
+    iterations would amplify the jumps). The grid scale is folded into the
+    rotation, so the projections themselves are never formed.
+    """
+    n_axes = r.shape[0]
+    r64 = r.astype(np.float64)
+    x_lo, x_hi = x.min(axis=1).astype(np.float64), x.max(axis=1).astype(np.float64)
+    lo = np.minimum(r64 * x_lo, r64 * x_hi).sum(axis=1)
+    hi = np.maximum(r64 * x_lo, r64 * x_hi).sum(axis=1)
+    pad = 1e-3 * (hi - lo) + 1e-3  # keeps float32 rounding inside the grid
+    lo -= pad
+    hi += pad
+    step = (hi - lo) / (n_nodes - 1)
+    start = np.arange(n_axes) * n_nodes  # row k uses nodes k * n_nodes ...
+    t = _rotate((r64 / step[:, None]).astype(np.float32), x)
+    t += (start - lo / step).astype(np.float32)[:, None]
+    whole = np.floor(t)
+    t -= whole  # now the fraction between nodes i and i + 1
     i = whole.astype(np.intp).ravel()
-    frac = frac.ravel()
+    frac = t.ravel()
     upper = flat_weights * frac
-    size = n_axes * n_nodes + 1  # a last node's upper neighbour gets weight 0
+    size = n_axes * n_nodes + 1
     counts = np.bincount(i, weights=flat_weights - upper, minlength=size)
     counts[1:] += np.bincount(i, weights=upper, minlength=size - 1)
     cdf = midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes))
     probs = _reference.probability_grid(ref_quantiles.shape[1])
-    node_values = np.stack([np.interp(cdf[k], probs, ref_quantiles[k]) for k in range(n_axes)])
-    flat_values = node_values.astype(np.float32).ravel()
-    # a value on a row's last node has fraction 0, so the step it reads is unused
-    steps = np.diff(flat_values, append=flat_values[-1:])
-    out = flat_values[i]
+    moves = np.stack([np.interp(cdf[k], probs, ref_quantiles[k]) for k in range(n_axes)])
+    moves -= lo[:, None] + np.arange(n_nodes) * step[:, None]  # matched value - node value
+    flat_moves = moves.astype(np.float32).ravel()
+    # no colour sits on a row's last node (the pad), so the step it reads is never used
+    steps = np.diff(flat_moves, append=flat_moves[-1:])
+    out = flat_moves[i]
     frac *= steps[i]
     out += frac
-    out = out.reshape(proj.shape)
-    for k in np.flatnonzero(hi <= lo):  # one value along this axis: the reference median
-        out[k] = np.interp(0.5, probs, ref_quantiles[k])
-    return out
+    return out.reshape(n_axes, -1)
 
 
 def transfer(
@@ -201,14 +223,12 @@ def transfer(
     rotations = state["rotations"].astype(np.float32)
     quantiles = state["projected_quantiles"]
     x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
-    flat_weights = np.tile(np.asarray(weights, dtype=np.float64), 3)
+    flat_weights = np.tile(np.asarray(weights, dtype=np.float32), 3)
     for it in range(n_iter if joint else 1):
         k = it % len(rotations)
         r = rotations[k]
-        proj = r @ x
-        matched = _match_axes(proj, flat_weights, quantiles[3 * k : 3 * k + 3], SOURCE_GRID_NODES)
-        matched -= proj
-        x += r.T @ matched
+        moves = _displacements(x, r, flat_weights, quantiles[3 * k : 3 * k + 3], SOURCE_GRID_NODES)
+        x += _rotate(r.T, moves)
     return np.ascontiguousarray(x.T)
 
 
@@ -271,7 +291,7 @@ def learn_state(
         lab_t = np.ascontiguousarray(np.asarray(lab, dtype=np.float32).T)
         for k in range(len(rotations)):  # 3 directions at a time bounds the memory
             sl = slice(3 * k, 3 * k + 3)
-            t = _grid_positions(dirs32[sl] @ lab_t, lo[sl], hi[sl], n)
+            t = _grid_positions(_rotate(dirs32[sl], lab_t), lo[sl], hi[sl], n)
             counts[sl] += _grid_counts(t, flat_w, n)
     probs = _reference.probability_grid(n_quantiles)
     quantiles = np.empty((len(directions), n_quantiles))
