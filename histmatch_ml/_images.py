@@ -9,6 +9,7 @@ arrays of one supported dtype, plus an optional list of boolean ``(H, W)`` masks
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +227,14 @@ def to_batch(
         if arr.ndim == 4:
             kind, batch_images = "array4", list(arr)
         elif arr.ndim == 3:
+            if arr.shape[-1] in (3, 4) and arr.shape[1] > 4 * arr.shape[-1]:
+                warnings.warn(
+                    f"{name} of shape {arr.shape} is read as {arr.shape[0]} greyscale images "
+                    f"of {arr.shape[1]}x{arr.shape[2]} pixels; for one colour image pass "
+                    f"[image] or image[None]",
+                    UserWarning,
+                    stacklevel=3,
+                )
             kind, batch_images = "array3", list(arr[..., None])
         elif arr.ndim == 2:
             kind, batch_images = "tabular", list(arr[:, None, :, None])

@@ -68,7 +68,7 @@ def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     if image.dtype == np.uint8 and image.shape[0] * image.shape[1] < 2**24:
         m = None if mask is None else mask.view(np.uint8)
         return np.stack(
-            [cv2.calcHist([image], [c], m, [256], [0, 256])[:, 0] for c in range(n_channels)]
+            [cv2.calcHist([image], [c], m, [256], [0, 256]).reshape(-1) for c in range(n_channels)]
         ).astype(np.int64)
     index = level_index(image)
     hists = []
@@ -200,7 +200,7 @@ def histogram_quantile_points(hist: np.ndarray, values: np.ndarray) -> tuple:
 def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     """Knots ``(p, v)`` of the reference quantile function of one channel."""
     if "histograms" in state:
-        values = level_values(np.dtype(str(state["dtype"])))
+        values = level_values(np.dtype(state["dtype"].item()))
         return histogram_quantile_points(state["histograms"][channel], values)
     q = state["quantiles"][channel]
     return probability_grid(len(q)), q

@@ -71,3 +71,13 @@ def test_float16_is_promoted_and_complex_refused():
     assert _images.check_dtype(np.zeros(2, np.float16), "X").dtype == np.float32
     with pytest.raises(TypeError, match="complex"):
         _images.check_dtype(np.zeros(2, complex), "X")
+
+
+def test_single_colour_image_given_as_batch_warns():
+    with pytest.warns(UserWarning, match=r"for one colour image pass \[image\]"):
+        _images.to_batch(np.zeros((40, 60, 3), np.uint8))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _images.to_batch(np.zeros((40, 8, 8), np.uint8))  # a real grey batch: quiet

@@ -87,7 +87,7 @@ def ranked_values(state: dict, channel: int, n: int, integer_image: bool) -> np.
     quantile function at the rank midpoints ``(r + 0.5) / n``.
     """
     if integer_image and "histograms" in state:
-        levels = _reference.level_values(np.dtype(str(state["dtype"])))
+        levels = _reference.level_values(np.dtype(state["dtype"].item()))
         return np.repeat(levels, target_counts(state["histograms"][channel], n))
     p, v = _reference.quantile_points(state, channel)
     return np.interp((np.arange(n) + 0.5) / n, p, v)

@@ -9,10 +9,10 @@ with the same convention. Equal values stay equal and the map is monotone.
   representable levels; blending by ``strength``, rounding and clipping are
   folded into the table, which ``cv2.LUT`` (uint8) or a gather applies.
 * floats and wide integers: sort-free. Each channel is placed on a 65,536-node
-  grid over its own range and counted with ``bincount`` (see
-  :func:`match_float_channel`); the matched value of every pixel is the linear
-  interpolation between two neighbouring nodes, so outputs are continuous in
-  the input (never quantised) and repeated values stay exact.
+  grid over its own range, counted with ``bincount``, and mapped through a
+  lookup table of reference quantiles (see :func:`match_float_channel`):
+  values are never rounded to 8 bits or clipped to [0, 1], and repeated values
+  get exactly their midpoint CDF.
 """
 
 from __future__ import annotations
@@ -37,13 +37,28 @@ def midpoint_cdf(hist: np.ndarray) -> np.ndarray:
 
 
 def level_lut(src_hist: np.ndarray, state: dict, strength: float, dtype: np.dtype) -> np.ndarray:
-    """Lookup tables ``(C, L)`` in ``dtype`` mapping each level to its matched value."""
+    """Lookup tables ``(C, L)`` in ``dtype`` mapping each level to its matched value.
+
+    Only levels present in ``src_hist`` are computed (the others are never read
+    for counted pixels, and uncounted pixels are restored afterwards), so a
+    16-bit image costs what its distinct values cost, not 65,536 levels.
+    """
     levels = _reference.level_values(dtype)
-    cdf = midpoint_cdf(src_hist)
-    matched = np.stack(
-        [np.interp(cdf[c], *_reference.quantile_points(state, c)) for c in range(len(cdf))]
-    )
-    return blend(levels, matched, strength, dtype)
+    lut = np.zeros(src_hist.shape, dtype=dtype)
+    for c, hist in enumerate(src_hist):
+        present = np.nonzero(hist > 0)[0]
+        matched = np.interp(midpoint_cdf(hist[present]), *_reference.quantile_points(state, c))
+        lut[c, present] = blend(levels[present], matched, strength, dtype)
+    return lut
+
+
+def interleave_into(planes: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """Write 2-D ``planes`` as the channels of ``out`` (``cv2.merge`` in place)."""
+    if len(planes) == 1:
+        out[:, :, 0] = planes[0]
+    elif len(planes) > 4 or cv2.merge(planes, dst=out) is not out:
+        out[...] = np.dstack(planes)
+    return out
 
 
 def apply_lut(image: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -62,9 +77,8 @@ def apply_lut(image: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None)
             cv2.LUT(image, table, dst=out)
         return out
     index = _reference.level_index(image)
-    for c in range(n_channels):
-        np.take(lut[c], index[:, :, c], out=out[:, :, c])
-    return out
+    planes = [np.take(lut[c], np.ascontiguousarray(index[:, :, c])) for c in range(n_channels)]
+    return interleave_into(planes, out)
 
 
 def match_float_channel(
@@ -72,15 +86,14 @@ def match_float_channel(
 ) -> np.ndarray:
     """Matched values of one 2-D float channel (sort-free grid path).
 
-    The channel's range is cut into ``FLOAT_GRID_NODES - 1`` equal cells. One
-    ``bincount`` gives each cell's pixel count and a weighted one the mean
-    position of its pixels; every occupied cell becomes a knot at that mean,
-    valued ``Q_ref`` (knots ``p_ref``, ``v_ref``) at the cell's midpoint CDF.
-    The knots are resampled on the uniform grid and each pixel takes the linear
-    interpolation between its two neighbouring grid nodes: continuous in the
-    input, monotone, and exact for repeated values wherever they fall. Values
-    closer than ``1 / (FLOAT_GRID_NODES - 1)`` of the channel's range share a
-    cell, and so a CDF value: the resolution of the method.
+    The channel's range is cut into ``FLOAT_GRID_NODES`` equal cells centred on
+    grid nodes; one ``bincount`` gives the cell counts, the reference quantile
+    function (knots ``p_ref``, ``v_ref``) at each occupied cell's midpoint CDF
+    gives a lookup table, and one gather applies it. Repeated values share a
+    cell and get exactly their midpoint CDF; values closer than
+    ``1 / (FLOAT_GRID_NODES - 1)`` of the channel's range share one output
+    value: the method's resolution (output values are never rounded to the
+    grid: they are reference quantiles). Monotone; equal values stay equal.
 
     Returns an array of ``channel``'s float dtype (float64 for integers).
     """
@@ -91,30 +104,19 @@ def match_float_channel(
     if hi == lo:  # one value: it sits at the median of the reference
         return np.full(x.shape, np.interp(0.5, p_ref, v_ref), dtype=work)
     k = FLOAT_GRID_NODES
-    # (x - lo) >= 0 exactly, and the top maps just below node k - 1, so that
-    # floor(t) <= k - 2 without clipping (needed only for unmasked outliers)
-    t = np.subtract(x, lo)
-    t *= work.type((k - 1 - 1 / 64) / (float(hi) - float(lo)))
-    if mask is not None:
-        np.clip(t, 0, k - 1 - 1 / 64, out=t)
+    # cell = round((x - lo) * scale): truncation of t = x * scale + (0.5 - lo * scale),
+    # which lies in [0.5 - eps, k - 0.5 + eps] for x in [lo, hi]
+    scale = (k - 1) / (float(hi) - float(lo))
+    t = np.multiply(x, work.type(scale))
+    t += work.type(0.5 - float(lo) * scale)
+    if mask is not None:  # unmasked pixels may lie outside [lo, hi]
+        np.clip(t, 0, k - 0.5, out=t)
     cell = t.astype(np.intp)
-    t -= cell  # t is now the fraction between nodes cell and cell + 1
-    counted, frac = (cell.ravel(), t.ravel()) if mask is None else (cell[mask], t[mask])
-    counts = np.bincount(counted, minlength=k)
-    sums = np.bincount(counted, weights=frac, minlength=k)
-    occupied = np.flatnonzero(counts)
-    n_cell = counts[occupied]
-    knot_t = occupied + sums[occupied] / n_cell
-    knot_v = np.interp(midpoint_cdf(n_cell), p_ref, v_ref)
-    needed = np.union1d(occupied, occupied + 1)  # the only nodes pixels read
-    nodes = np.zeros(k, dtype=work)
-    nodes[needed] = np.interp(needed, knot_t, knot_v)
-    steps = np.zeros_like(nodes)
-    steps[:-1] = np.diff(nodes)
-    out = nodes[cell]
-    t *= steps[cell]
-    out += t
-    return out
+    counts = np.bincount(cell.ravel() if mask is None else cell[mask], minlength=k + 1)
+    occupied = np.nonzero(counts > 0)[0]
+    lut = np.zeros(k + 1, dtype=work)
+    lut[occupied] = np.interp(midpoint_cdf(counts[occupied]), p_ref, v_ref)
+    return lut[cell]
 
 
 @register
@@ -134,14 +136,13 @@ class PerChannel(MatchingMethod):
             lut = level_lut(_reference.image_histograms(image, mask), state, strength, image.dtype)
             keep_unmasked(apply_lut(image, lut, out=out), image, mask)
             return
-        # floats are written channel by channel straight into ``out``; wide
-        # integers go through a float64 buffer to be rounded once
-        direct = image.dtype.kind == "f"
-        matched = out if direct else np.empty(image.shape, dtype=np.float64)
-        for c in range(image.shape[2]):
-            p, v = _reference.quantile_points(state, c)
-            matched[:, :, c] = match_float_channel(image[:, :, c], mask, p, v)
-        if direct and strength == 1.0:
-            keep_unmasked(out, image, mask)
-        else:
-            out[...] = finish(image, matched, mask, strength)
+        # floats: channels computed on contiguous planes, interleaved straight into
+        # ``out``; wide integers go through float64 to be rounded once
+        planes = [
+            match_float_channel(image[:, :, c], mask, *_reference.quantile_points(state, c))
+            for c in range(image.shape[2])
+        ]
+        if image.dtype.kind != "f" or strength != 1.0:
+            out[...] = finish(image, np.dstack(planes), mask, strength)
+            return
+        keep_unmasked(interleave_into(planes, out), image, mask)
