@@ -81,6 +81,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         and ``exact``: ``"histograms"`` of shape ``(n_channels_, 256 or
         65536)`` (8/16-bit references) or ``"quantiles"`` of shape
         ``(n_channels_, n_quantiles)`` (float references), and ``"dtype"``.
+        For ``lab``: ``"rotations"`` of shape ``(n_iter, 3, 3)`` (seeded
+        projection axes, fixed at the first fit), ``"projected_quantiles"`` of
+        shape ``(3 * n_iter, n_quantiles)`` (the reference's LAB pixels along
+        each axis) and ``"dtype"``; no reference image is kept.
     dtype_ : str
         dtype of the reference images.
     n_channels_ : int
