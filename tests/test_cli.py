@@ -371,3 +371,20 @@ def test_version_and_console_script(tree):
         pytest.skip("the histmatch console script is not installed")
     result = subprocess.run([script, "inspect", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "fingerprint" in result.stdout
+
+
+def test_png_compression_level(tree, tmp_path):
+    src, ref = tree / "inputs" / "astronaut.png", tree / "refs" / "coffee.png"
+    sizes = {}
+    for level in ("0", "9"):
+        out = tmp_path / f"l{level}.png"
+        assert cli("match", src, ref, "-o", out, "--png-compression", level).returncode == 0
+        sizes[level] = out.stat().st_size
+    assert sizes["9"] < sizes["0"]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "l0.png")), np.asarray(Image.open(tmp_path / "l9.png"))
+    )
+    assert_usage_error(
+        cli("match", src, ref, "-o", tmp_path / "x.png", "--png-compression", "10"),
+        "invalid choice",
+    )
