@@ -12,6 +12,7 @@ CLI's default ``--png-compression``). Run::
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from skimage import data
 
 N_IMAGES = 200
 SIZE = 512
+#: a run of a few seconds for tests/test_benchmarks_smoke.py
+SMOKE_ARGS = ("--n-images", "4", "--size", "64", "--repeat", "1", "--warmup", "0")
 
 _PEER = """
 import sys
@@ -40,16 +43,16 @@ for path in sorted(src.glob("*.png")):
 """
 
 
-def make_inputs(directory: Path) -> None:
-    """200 distinct 512x512 RGB PNGs: crops, flips and tints of bundled photos."""
+def make_inputs(directory: Path, n_images: int = N_IMAGES, size: int = SIZE) -> None:
+    """Distinct ``size`` x ``size`` RGB PNGs: crops, flips and tints of bundled photos."""
     rng = np.random.default_rng(0)
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    for i in range(N_IMAGES):
+    for i in range(n_images):
         photo = photos[i % len(photos)]
         h, w = photo.shape[:2]
-        y, x = rng.integers(0, max(h - SIZE, 0) + 1), rng.integers(0, max(w - SIZE, 0) + 1)
+        y, x = rng.integers(0, max(h - size, 0) + 1), rng.integers(0, max(w - size, 0) + 1)
         crop = np.asarray(
-            Image.fromarray(photo[y : y + SIZE, x : x + SIZE]).resize((SIZE, SIZE)), np.float32
+            Image.fromarray(photo[y : y + size, x : x + size]).resize((size, size)), np.float32
         )
         tint = rng.uniform(0.6, 1.2, size=3).astype(np.float32)
         image = np.clip(crop * tint, 0, 255).astype(np.uint8)
@@ -58,16 +61,25 @@ def make_inputs(directory: Path) -> None:
         Image.fromarray(np.ascontiguousarray(image)).save(directory / f"img_{i:03d}.png")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Table:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=N_IMAGES)
+    parser.add_argument("--size", type=int, default=SIZE)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+    n_images, size = args.n_images, args.size
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inputs, outputs = tmp / "inputs", tmp / "outputs"
         inputs.mkdir()
-        make_inputs(inputs)
+        make_inputs(inputs, n_images, size)
         Image.fromarray(data.coffee()).save(tmp / "coffee.png")
         cli = [sys.executable, "-m", "histmatch_ml"]
         model = tmp / "coffee.npz"
-        subprocess.run([*cli, "fit", tmp / "coffee.png", "-o", model], check=True)
+        subprocess.run(
+            [*cli, "fit", tmp / "coffee.png", "-o", model], check=True, capture_output=True
+        )
         for name in ("jobs1", "jobs2", "peer"):
             (outputs / name).mkdir(parents=True)
 
@@ -81,7 +93,9 @@ def main() -> None:
             subprocess.run(cmd, check=True, capture_output=True)
 
         times = interleaved_medians(
-            {"jobs1": transform(1), "jobs2": transform(2), "peer": peer}, repeat=3, warmup=1
+            {"jobs1": transform(1), "jobs2": transform(2), "peer": peer},
+            repeat=args.repeat,
+            warmup=args.warmup,
         )
         same = all(
             (outputs / "jobs1" / p.name).read_bytes() == p.read_bytes()
@@ -89,17 +103,21 @@ def main() -> None:
         )
     table = Table("case", "--jobs 1", "--jobs 2", "skimage loop (1 process)")
     table.row(
-        f"transform {N_IMAGES} PNGs {SIZE}x{SIZE} RGB",
+        f"transform {n_images} PNGs {size}x{size} RGB",
         times["jobs1"],
         times["jobs2"],
         times["peer"],
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{machine()}; load average {load:.1f}; medians of 3 interleaved runs after 1 warm-up")
+    print(
+        f"{machine()}; load average {load:.1f}; medians of {args.repeat} interleaved runs "
+        f"after {args.warmup} warm-up(s)"
+    )
     print(table.markdown(ratio=("--jobs 1", "--jobs 2")))
-    print(f"per image: --jobs 1 {times['jobs1'] / N_IMAGES * 1e3:.1f} ms, "
-          f"--jobs 2 {times['jobs2'] / N_IMAGES * 1e3:.1f} ms; "
+    print(f"per image: --jobs 1 {times['jobs1'] / n_images * 1e3:.1f} ms, "
+          f"--jobs 2 {times['jobs2'] / n_images * 1e3:.1f} ms; "
           f"outputs of --jobs 1 and --jobs 2 byte-identical: {same}")  # fmt: skip
+    return table
 
 
 if __name__ == "__main__":
