@@ -23,6 +23,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from . import _images
+
 _EXACT = {
     np.dtype(np.uint8): (256, 0),
     np.dtype(np.int8): (256, 128),
@@ -228,3 +230,73 @@ def merge(a: dict, na: int, b: dict, nb: int) -> dict[str, np.ndarray]:
         probs = probability_grid(a["quantiles"].shape[1])
         qb = np.stack([np.interp(probs, probability_grid(qb.shape[1]), row) for row in qb])
     return {"quantiles": merge_quantiles(a["quantiles"], na, qb, nb), "dtype": a["dtype"]}
+
+
+# ----------------------------------------------------------- validation of stored states
+def dtype_from_name(value: object, name: str) -> np.dtype:
+    """The supported image dtype a stored name (str or 0-d str array) stands for."""
+    value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a dtype name; got {value!r}")
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a dtype name; got {value!r}") from None
+    if dtype not in _images.SUPPORTED_DTYPES and dtype not in _images.WIDE_INT_DTYPES:
+        raise ValueError(f"{name} must be a supported image dtype; got {value!r}")
+    return dtype
+
+
+def check_quantile_rows(arr: object, name: str, rows: int | None) -> None:
+    """Raise ``ValueError`` unless ``arr`` is ``(rows, >= 2)`` finite non-decreasing floats."""
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.ndim != 2:
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{name} must be a 2-D float array; got {got}")
+    if arr.shape[1] < 2 or arr.shape[0] < 1 or (rows is not None and arr.shape[0] != rows):
+        expected = "(rows, >= 2)" if rows is None else f"({rows}, >= 2)"
+        raise ValueError(f"{name} must have shape {expected}; got {arr.shape}")
+    if not np.isfinite(arr).all() or (np.diff(arr, axis=1) < 0).any():
+        raise ValueError(f"{name} must be finite and non-decreasing along each row")
+
+
+def check_state(state: object, n_channels: int | None) -> int | None:
+    """Validate a stored per-channel state; return the pixels it counts (histograms).
+
+    Raises ``ValueError`` naming the entry at fault (used when loading models).
+    """
+    keys = set(state) if isinstance(state, dict) else None
+    if keys not in ({"dtype", "histograms"}, {"dtype", "quantiles"}):
+        got = sorted(keys) if keys is not None else type(state).__name__
+        raise ValueError(
+            f"a per-channel state holds 'dtype' and 'histograms' or 'quantiles'; got {got}"
+        )
+    dtype = dtype_from_name(state["dtype"], "state['dtype']")
+    if "quantiles" in state:
+        check_quantile_rows(state["quantiles"], "state['quantiles']", n_channels)
+        return None
+    arr = state["histograms"]
+    if not has_exact_levels(dtype):
+        raise ValueError(f"state holds histograms for dtype {dtype}, which has none")
+    n_levels, _ = level_count_and_offset(dtype)
+    rows = "channels" if n_channels is None else n_channels
+    if (
+        not isinstance(arr, np.ndarray)
+        or arr.dtype.kind not in "iu"
+        or arr.ndim != 2
+        or arr.shape[1] != n_levels
+        or (n_channels is not None and arr.shape[0] != n_channels)
+    ):
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(
+            f"state['histograms'] must be integer counts of shape ({rows}, {n_levels}) "
+            f"for dtype {dtype}; got {got}"
+        )
+    if (arr < 0).any():
+        raise ValueError("state['histograms'] must not hold negative counts")
+    sums = arr.sum(axis=1)
+    if len(sums) < 1 or sums[0] < 1 or (sums != sums[0]).any():
+        raise ValueError(
+            "state['histograms'] must count the same positive number of pixels in every "
+            f"channel; got {sums.tolist()}"
+        )
+    return int(sums[0])

@@ -57,7 +57,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import _images, _reference
+from . import _reference
 
 #: the ``"format"`` field of the metadata
 MODEL_FORMAT = "histmatch_ml.model"
@@ -622,7 +622,12 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def _check_fitted_state(estimator: Any) -> None:
-    """Consistency of the fitted attributes a histmatch_ml estimator may have."""
+    """Consistency of the fitted attributes a histmatch_ml estimator may have.
+
+    Reference states (``reference_``, or each item of ``references_``) are
+    validated by the method that reads them (``MatchingMethod.check_state``),
+    so this module knows no method's layout.
+    """
     from .methods import get_method
 
     attrs = _fitted_attributes(estimator)
@@ -634,123 +639,27 @@ def _check_fitted_state(estimator: Any) -> None:
             value = _positive_int(attrs[name], name)
             n_channels = value if name == "n_channels_" else n_channels
     if "dtype_" in attrs:
-        _check_dtype_name(attrs["dtype_"], "dtype_")
-    method = get_method(attrs["method_"]) if "method_" in attrs else None
-    totals = _check_states(attrs, n_channels)
-    seen = attrs.get("n_pixels_seen_")
-    if "reference_" in totals and seen is not None and totals["reference_"] != seen:
-        raise ValueError(
-            f"reference_ histograms count {totals['reference_']} pixels; "
-            f"n_pixels_seen_ says {seen}"
-        )
-    if method is not None and "reference_" in attrs and hasattr(method, "check_state"):
-        method.check_state(attrs["reference_"], n_channels)
-
-
-def _check_dtype_name(value: Any, name: str) -> np.dtype:
-    value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a dtype name; got {value!r}")
-    try:
-        dtype = np.dtype(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a dtype name; got {value!r}") from None
-    if dtype not in _images.SUPPORTED_DTYPES and dtype not in _images.WIDE_INT_DTYPES:
-        raise ValueError(f"{name} must be a supported image dtype; got {value!r}")
-    return dtype
-
-
-_CHANNEL_KEYS = ({"dtype", "histograms"}, {"dtype", "quantiles"})
-
-
-def _check_states(value: Any, n_channels: int | None, where: str = "") -> dict[str, int]:
-    """Check every reference state found in ``value`` (nested dicts and lists).
-
-    Two layouts are known: the per-channel state of :mod:`._reference`
-    (``dtype`` + ``histograms`` or ``quantiles``) and the projection state of
-    ``method="lab"`` (``dtype`` + ``rotations`` + the quantiles along the rotated
-    axes). Returns
-    ``{path: pixels counted}`` for the histogram states.
-    """
-    totals: dict[str, int] = {}
-    if isinstance(value, dict):
-        keys = set(value)
-        if keys in _CHANNEL_KEYS:
-            total = _check_channel_state(value, n_channels, where.lstrip("/") or "state")
-            if total is not None:
-                totals[where.lstrip("/")] = total
-        elif len(keys) == 3 and {"dtype", "rotations"} < keys:
-            _check_lab_state(value, where.lstrip("/") or "state")
-        else:
-            for key, item in value.items():
-                totals.update(_check_states(item, n_channels, f"{where}/{key}"))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            totals.update(_check_states(item, n_channels, f"{where}/{i}"))
-    return totals
-
-
-def _check_quantile_rows(arr: Any, where: str, rows: int | None) -> None:
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.ndim != 2:
-        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise ValueError(f"{where} must be a 2-D float array; got {got}")
-    if arr.shape[1] < 2 or arr.shape[0] < 1 or (rows is not None and arr.shape[0] != rows):
-        expected = "(rows, >= 2)" if rows is None else f"({rows}, >= 2)"
-        raise ValueError(f"{where} must have shape {expected}; got {arr.shape}")
-    if (np.diff(arr, axis=1) < 0).any():
-        raise ValueError(f"{where} must be non-decreasing along each row")
-
-
-def _check_lab_state(state: dict, where: str) -> None:
-    _check_dtype_name(state["dtype"], f"{where}['dtype']")
-    rot = state["rotations"]
-    if (
-        not isinstance(rot, np.ndarray)
-        or rot.dtype.kind != "f"
-        or rot.ndim != 3
-        or rot.shape[0] < 1
-        or rot.shape[1:] != (3, 3)
-    ):
-        got = getattr(rot, "shape", type(rot).__name__)
-        raise ValueError(f"{where}['rotations'] must be floats of shape (k, 3, 3); got {got}")
-    if not np.allclose(rot @ rot.transpose(0, 2, 1), np.eye(3), atol=1e-6):
-        raise ValueError(f"{where}['rotations'] must be rotation matrices (orthonormal)")
-    (key,) = set(state) - {"dtype", "rotations"}
-    _check_quantile_rows(state[key], f"{where}[{key!r}]", 3 * rot.shape[0])
-
-
-def _check_channel_state(state: dict, n_channels: int | None, where: str) -> int | None:
-    dtype = _check_dtype_name(state["dtype"], f"{where}['dtype']")
-    key = "histograms" if "histograms" in state else "quantiles"
-    arr = state[key]
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[0] < 1:
-        got = getattr(arr, "shape", type(arr).__name__)
-        raise ValueError(f"{where}[{key!r}] must be a 2-D array (channels, n); got {got}")
-    if n_channels is not None and arr.shape[0] != n_channels:
-        raise ValueError(
-            f"{where}[{key!r}] must have {n_channels} row(s), one per channel; "
-            f"got shape {arr.shape}"
-        )
-    if key == "quantiles":
-        _check_quantile_rows(arr, f"{where}['quantiles']", n_channels)
-        return None
-    if not _reference.has_exact_levels(dtype):
-        raise ValueError(f"{where} holds histograms for dtype {dtype}, which has none")
-    n_levels, _ = _reference.level_count_and_offset(dtype)
-    if arr.dtype.kind not in "iu" or arr.shape[1] != n_levels:
-        raise ValueError(
-            f"{where}['histograms'] must be integer counts of shape (channels, {n_levels}) "
-            f"for dtype {dtype}; got {arr.dtype} {arr.shape}"
-        )
-    if (arr < 0).any():
-        raise ValueError(f"{where}['histograms'] must not hold negative counts")
-    sums = arr.sum(axis=1)
-    if sums[0] < 1 or (sums != sums[0]).any():
-        raise ValueError(
-            f"{where}['histograms'] must count the same positive number of pixels in every "
-            f"channel; got {sums.tolist()}"
-        )
-    return int(sums[0])
+        _reference.dtype_from_name(attrs["dtype_"], "dtype_")
+    states = []
+    if "reference_" in attrs:
+        states.append(("reference_", attrs["reference_"]))
+    if "references_" in attrs:
+        if not isinstance(attrs["references_"], list) or not attrs["references_"]:
+            raise ValueError("references_ must be a non-empty list of reference states")
+        states += [(f"references_[{i}]", s) for i, s in enumerate(attrs["references_"])]
+    if not states:
+        return
+    method = get_method(attrs.get("method_", getattr(estimator, "method", None)))
+    for where, state in states:
+        try:
+            counted = method.check_state(state, n_channels)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        seen = attrs.get("n_pixels_seen_")
+        if where == "reference_" and counted is not None and seen is not None and counted != seen:
+            raise ValueError(
+                f"reference_ histograms count {counted} pixels; n_pixels_seen_ says {seen}"
+            )
 
 
 # ---------------------------------------------------------------------- fingerprint

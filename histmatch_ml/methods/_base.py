@@ -10,6 +10,7 @@ adding a method means adding one module to this package:
   an existing state to align with (for ``partial_fit``), or None;
 * ``merge(a, na, b, nb, params)`` - combine two states learned on ``na`` and
   ``nb`` pixels;
+* ``check_state(state, n_channels)`` - validate a state read from a model file;
 * ``apply(image, mask, state, params)`` - match one ``(H, W, C)`` image and
   return the result in the image's dtype, pixels outside ``mask`` untouched
   (``apply_into`` does the same into a preallocated array; override it when
@@ -52,6 +53,13 @@ class MatchingMethod(ABC):
     def merge(self, a: dict, na: int, b: dict, nb: int, params: dict[str, Any]) -> dict:
         """Merge two per-channel states (exact for histograms)."""
         return _reference.merge(a, na, b, nb)
+
+    def check_state(self, state: Any, n_channels: int | None) -> int | None:
+        """Validate a stored state (model loading); return the pixels it counts, if known.
+
+        Raises ``ValueError`` for anything malformed.
+        """
+        return _reference.check_state(state, n_channels)
 
     @abstractmethod
     def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:

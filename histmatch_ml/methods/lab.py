@@ -428,12 +428,14 @@ class Lab(MatchingMethod):
         """Raise ``ValueError`` unless ``state`` is a well-formed lab state (model loading)."""
         if n_channels not in (None, 3):
             raise ValueError(f"a lab state needs n_channels_ 3; got {n_channels}")
-        if not isinstance(state, dict) or not {"rotations", "projected_quantiles"} <= set(state):
-            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        keys = set(state) if isinstance(state, dict) else None
+        if keys != {"dtype", "rotations", "projected_quantiles"}:
+            got = sorted(keys) if keys is not None else type(state).__name__
             raise ValueError(
-                f"a lab state must hold 'rotations' and 'projected_quantiles'; got {keys}"
+                f"a lab state must hold 'dtype', 'rotations' and 'projected_quantiles'; got {got}"
             )
-        rot, q = state["rotations"], state["projected_quantiles"]
+        _reference.dtype_from_name(state["dtype"], "state['dtype']")
+        rot = state["rotations"]
         if not isinstance(rot, np.ndarray) or rot.ndim != 3 or rot.shape[1:] != (3, 3):
             raise ValueError(
                 f"state['rotations'] must have shape (K, 3, 3); got {getattr(rot, 'shape', rot)}"
@@ -442,19 +444,9 @@ class Lab(MatchingMethod):
             rot @ rot.transpose(0, 2, 1), np.eye(3), atol=1e-6
         ):
             raise ValueError("state['rotations'] must hold orthonormal 3x3 matrices")
-        if (
-            not isinstance(q, np.ndarray)
-            or q.dtype.kind != "f"
-            or q.ndim != 2
-            or q.shape[0] != 3 * len(rot)
-            or q.shape[1] < 2
-        ):
-            raise ValueError(
-                f"state['projected_quantiles'] must be floats of shape ({3 * len(rot)}, >= 2); "
-                f"got {getattr(q, 'dtype', '')} {getattr(q, 'shape', q)}"
-            )
-        if not np.isfinite(q).all() or (np.diff(q, axis=1) < 0).any():
-            raise ValueError("state['projected_quantiles'] must be finite and non-decreasing")
+        _reference.check_quantile_rows(
+            state["projected_quantiles"], "state['projected_quantiles']", 3 * len(rot)
+        )
 
     def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
         out = np.empty_like(image)
