@@ -59,6 +59,22 @@ def level_index(channel: np.ndarray) -> np.ndarray:
     return channel
 
 
+def channel_planes(image: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    """The channels of an ``(H, W, C)`` image as one contiguous ``(C, H, W)`` array.
+
+    One transposing copy (about twice as fast as copying the strided channels
+    one by one); ``dtype`` converts on the way.
+    """
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=dtype)
+
+
+def plane_histograms(planes: np.ndarray, mask: np.ndarray | None, n_levels: int) -> np.ndarray:
+    """Histograms ``(C, n_levels)`` int64 of contiguous level-index planes ``(C, H, W)``."""
+    return np.stack(
+        [np.bincount(p.ravel() if mask is None else p[mask], minlength=n_levels) for p in planes]
+    ).astype(np.int64, copy=False)
+
+
 def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Per-channel level histograms ``(C, L)`` int64 of one ``(H, W, C)`` 8/16-bit image.
 
@@ -66,18 +82,15 @@ def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     copies; exact below 2**24 pixels per bin); other dtypes ``np.bincount``.
     """
     n_levels, _ = level_count_and_offset(image.dtype)
-    n_channels = image.shape[2]
     if image.dtype == np.uint8 and image.shape[0] * image.shape[1] < 2**24:
         m = None if mask is None else mask.view(np.uint8)
         return np.stack(
-            [cv2.calcHist([image], [c], m, [256], [0, 256]).reshape(-1) for c in range(n_channels)]
+            [
+                cv2.calcHist([image], [c], m, [256], [0, 256]).reshape(-1)
+                for c in range(image.shape[2])
+            ]
         ).astype(np.int64)
-    index = level_index(image)
-    hists = []
-    for c in range(n_channels):
-        values = index[:, :, c].ravel() if mask is None else index[:, :, c][mask]
-        hists.append(np.bincount(values, minlength=n_levels))
-    return np.stack(hists).astype(np.int64, copy=False)
+    return plane_histograms(channel_planes(level_index(image)), mask, n_levels)
 
 
 def pooled_histograms(images: list[np.ndarray], masks: list[np.ndarray] | None) -> np.ndarray:

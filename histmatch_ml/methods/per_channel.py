@@ -5,9 +5,9 @@ the image's own *midpoint* CDF (a level holding ``h`` of ``n`` pixels sits at
 ``(count below + h / 2) / n``) and ``Q_ref`` is the reference quantile function
 with the same convention. Equal values stay equal and the map is monotone.
 
-* 8/16-bit integers: one histogram and one lookup table per channel over all
-  representable levels; blending by ``strength``, rounding and clipping are
-  folded into the table, which ``cv2.LUT`` (uint8) or a gather applies.
+* 8/16-bit integers: one histogram and one lookup table per channel over the
+  levels present; blending by ``strength``, rounding and clipping are folded
+  into the table, which ``cv2.LUT`` (uint8) or a gather (16-bit) applies.
 * floats and wide integers: sort-free. Each channel is placed on a 65,536-node
   grid over its own range, counted with ``bincount``, and mapped through a
   lookup table of reference quantiles (see :func:`match_float_channel`):
@@ -61,24 +61,15 @@ def interleave_into(planes: list[np.ndarray], out: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_lut(image: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Apply per-channel lookup tables ``(C, L)`` to an 8/16-bit ``(H, W, C)`` image.
-
-    Writes into ``out`` (same shape and dtype as ``image``) when given.
-    """
+def apply_lut_uint8(image: np.ndarray, lut: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Apply lookup tables ``(C, 256)`` to a uint8 ``(H, W, C<=4)`` image into ``out``."""
     n_channels = image.shape[2]
-    if out is None:
-        out = np.empty_like(image)
-    if image.dtype == np.uint8 and n_channels <= 4:
-        table = np.ascontiguousarray(lut.T).reshape(1, 256, n_channels)
-        if n_channels == 1:
-            cv2.LUT(image[:, :, 0], table, dst=out[:, :, 0])
-        else:
-            cv2.LUT(image, table, dst=out)
-        return out
-    index = _reference.level_index(image)
-    planes = [np.take(lut[c], np.ascontiguousarray(index[:, :, c])) for c in range(n_channels)]
-    return interleave_into(planes, out)
+    table = np.ascontiguousarray(lut.T).reshape(1, 256, n_channels)
+    if n_channels == 1:
+        cv2.LUT(image[:, :, 0], table, dst=out[:, :, 0])
+    else:
+        cv2.LUT(image, table, dst=out)
+    return out
 
 
 def match_float_channel(
@@ -131,18 +122,29 @@ class PerChannel(MatchingMethod):
         return out
 
     def apply_into(self, image, mask, state, params, out) -> None:
-        strength = params["strength"]
-        if _reference.has_exact_levels(image.dtype):
-            lut = level_lut(_reference.image_histograms(image, mask), state, strength, image.dtype)
-            keep_unmasked(apply_lut(image, lut, out=out), image, mask)
+        strength, dtype = params["strength"], image.dtype
+        if dtype == np.uint8 and image.shape[2] <= 4:
+            # cv2.calcHist and cv2.LUT work on the interleaved image: no channel copies
+            lut = level_lut(_reference.image_histograms(image, mask), state, strength, dtype)
+            keep_unmasked(apply_lut_uint8(image, lut, out), image, mask)
             return
-        # floats: channels computed on contiguous planes, interleaved straight into
-        # ``out``; wide integers go through float64 to be rounded once
-        planes = [
-            match_float_channel(image[:, :, c], mask, *_reference.quantile_points(state, c))
-            for c in range(image.shape[2])
+        if _reference.has_exact_levels(dtype):
+            # 16-bit: one transposing copy feeds both the histograms and the gathers
+            n_levels, _ = _reference.level_count_and_offset(dtype)
+            planes = _reference.channel_planes(_reference.level_index(image))
+            hist = _reference.plane_histograms(planes, mask, n_levels)
+            lut = level_lut(hist, state, strength, dtype)
+            matched = [np.take(lut[c], plane) for c, plane in enumerate(planes)]
+            keep_unmasked(interleave_into(matched, out), image, mask)
+            return
+        # floats (and wide integers, through float64 to be rounded once)
+        work = dtype if dtype.kind == "f" else np.dtype(np.float64)
+        planes = _reference.channel_planes(image, work)
+        matched = [
+            match_float_channel(plane, mask, *_reference.quantile_points(state, c))
+            for c, plane in enumerate(planes)
         ]
-        if image.dtype.kind != "f" or strength != 1.0:
-            out[...] = finish(image, np.dstack(planes), mask, strength)
+        if dtype.kind != "f" or strength != 1.0:
+            out[...] = finish(image, np.dstack(matched), mask, strength)
             return
-        keep_unmasked(interleave_into(planes, out), image, mask)
+        keep_unmasked(interleave_into(matched, out), image, mask)
