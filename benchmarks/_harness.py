@@ -107,3 +107,19 @@ class Table:
                 )
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+def common_arguments(parser) -> None:
+    """Add the options every script shares: ``--quick`` and ``--size``."""
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument(
+        "--size", type=int, default=None, help="crop every image to its top-left SIZE square"
+    )
+
+
+def print_targets(verdicts: list[tuple[str, bool]]) -> None:
+    """Print ``targets: met/total met`` and one ``missed:`` line per missed target."""
+    missed = [case for case, met in verdicts if not met]
+    print(f"\ntargets: {len(verdicts) - len(missed)}/{len(verdicts)} met")
+    for case in missed:
+        print(f"  missed: {case}")

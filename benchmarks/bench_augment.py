@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from _harness import Table, interleaved_medians, machine
+from _harness import Table, common_arguments, interleaved_medians, machine, print_targets
 from skimage import data
 
 from histmatch_ml import HistogramMatcher, RandomHistogramMatching
@@ -166,10 +166,7 @@ def bench(report: Report, size: int | None, repeat: int, warmup: int) -> None:
 def main(argv: Sequence[str] | None = None) -> Report:
     """Run the benchmark, print the table and return the :class:`Report`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument(
-        "--size", type=int, default=None, help="crop every image to its top-left SIZE square"
-    )
+    common_arguments(parser)
     args = parser.parse_args(argv)
     repeat, warmup = (5, 1) if args.quick else (41, 3)
     report = Report()
@@ -178,10 +175,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
         f"histmatch_ml augmentation benchmark; {machine()}; medians of {repeat} interleaved runs\n"
     )
     print(report.table.markdown())
-    missed = [case for case, met in report.verdicts if not met]
-    print(f"\ntargets: {len(report.verdicts) - len(missed)}/{len(report.verdicts)} met")
-    for case in missed:
-        print(f"  missed: {case}")
+    print_targets(report.verdicts)
     return report
 
 

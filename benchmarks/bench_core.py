@@ -29,7 +29,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _harness import Table, interleaved_medians, machine, peak_bytes
+from _harness import (
+    Table,
+    common_arguments,
+    interleaved_medians,
+    machine,
+    peak_bytes,
+    print_targets,
+)
 from skimage import data
 from skimage.exposure import match_histograms as sk_match
 
@@ -366,10 +373,7 @@ def revision() -> str:
 def main(argv: Sequence[str] | None = None) -> Report:
     """Run the benchmark, print the table and return the :class:`Report`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument(
-        "--size", type=int, default=None, help="crop every image to its top-left SIZE square"
-    )
+    common_arguments(parser)
     args = parser.parse_args(argv)
     repeat, warmup = (5, 1) if args.quick else (21, 3)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -382,10 +386,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
         f"{load:.1f} at start; medians of {repeat} interleaved runs\n"
     )
     print(report.table.markdown())
-    missed = [case for case, met in report.verdicts if not met]
-    print(f"\ntargets: {len(report.verdicts) - len(missed)}/{len(report.verdicts)} met")
-    for case in missed:
-        print(f"  missed: {case}")
+    print_targets(report.verdicts)
     return report
 
 

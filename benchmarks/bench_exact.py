@@ -23,7 +23,7 @@ import argparse
 from collections.abc import Sequence
 
 import numpy as np
-from _harness import Table, interleaved_medians, machine
+from _harness import Table, common_arguments, interleaved_medians, machine, print_targets
 from skimage import data
 from skimage.color import rgb2gray
 from skimage.exposure import match_histograms as sk_match
@@ -148,10 +148,7 @@ def bench_images(report: Report, size: int | None, repeat: int, warmup: int) -> 
 def main(argv: Sequence[str] | None = None) -> Report:
     """Run the benchmark, print the tables and return the :class:`Report`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument(
-        "--size", type=int, default=None, help="crop every image to its top-left SIZE square"
-    )
+    common_arguments(parser)
     args = parser.parse_args(argv)
     repeat, warmup = (3, 1) if args.quick else (15, 2)
     report = Report()
@@ -164,10 +161,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
         "pixels left tied (worst channel of RGB)\n"
     )
     print(report.ties.markdown())
-    missed = [case for case, met in report.verdicts if not met]
-    print(f"\ntargets: {len(report.verdicts) - len(missed)}/{len(report.verdicts)} met")
-    for case in missed:
-        print(f"  missed: {case}")
+    print_targets(report.verdicts)
     return report
 
 
