@@ -233,9 +233,11 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
 
     # (2) a batch of 32 through one transform call vs 32 skimage calls
     batch = _gamma_batch(src, BATCH)
+    threaded = _fitted(ref).set_params(n_jobs=2)
     t = interleaved_medians(
         {
             "ours": lambda: matcher.transform(batch),
+            "threads": lambda: threaded.transform(batch),
             "skimage": lambda: [_sk(im, ref) for im in batch],
         },
         **timing,
@@ -243,6 +245,10 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
     report.time_row(
         f"uint8 RGB batch {BATCH}x{shape}, one transform", "skimage (32 calls)",
         t["ours"], t["skimage"], SPEED_TARGET,
+    )  # fmt: skip
+    report.time_row(
+        f"uint8 RGB batch {BATCH}x{shape}, one transform, n_jobs=2", "skimage (32 calls)",
+        t["threads"], t["skimage"],
     )  # fmt: skip
 
     # (3) float32 RGB, values / 255 (256 distinct values per channel), and a

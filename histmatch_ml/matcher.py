@@ -8,11 +8,13 @@ only validates parameters, keeps the fitted attributes and loops over images.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (
@@ -68,6 +70,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         channel on its own.
     regrain : bool, default=False
         ``method="lab"``: restore the source's fine structure after transfer.
+    n_jobs : int or None, default=None
+        Threads used by ``transform`` to match the images of a batch in
+        parallel (the kernels release the GIL); ``None`` means 1 and ``-1``
+        all cores. Results do not depend on it.
     random_state : int, RandomState instance or None, default=None
         Seeds every random choice (the projection directions of ``"lab"``);
         ``"per_channel"`` and ``"exact"`` are deterministic.
@@ -147,6 +153,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         "n_iter": [Interval(Integral, 1, None, closed="left")],
         "lab_mode": [StrOptions({"joint", "marginal"})],
         "regrain": ["boolean"],
+        "n_jobs": [Integral, None],
         "random_state": ["random_state"],
     }
 
@@ -160,6 +167,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         n_iter: int = 20,
         lab_mode: str = "joint",
         regrain: bool = False,
+        n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.method = method
@@ -169,6 +177,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         self.n_iter = n_iter
         self.lab_mode = lab_mode
         self.regrain = regrain
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ helpers
@@ -300,13 +309,20 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         self._check_channels(batch)
         method.check_channels(batch.n_channels, "X")
         full, views = _images.allocate_output(batch)
-        outputs = []
-        for i, image in enumerate(batch.images):
-            m = None if batch.masks is None else batch.masks[i]
+        masks = batch.masks or [None] * len(batch.images)
+
+        def match(i: int) -> np.ndarray | None:
             if views is None:
-                outputs.append(method.apply(image, m, self.reference_, params))
-            else:
-                method.apply_into(image, m, self.reference_, params, out=views[i])
+                return method.apply(batch.images[i], masks[i], self.reference_, params)
+            method.apply_into(batch.images[i], masks[i], self.reference_, params, out=views[i])
+            return None
+
+        n_threads = min(effective_n_jobs(self.n_jobs), len(batch.images))
+        if n_threads > 1:
+            with ThreadPoolExecutor(n_threads) as pool:
+                outputs = list(pool.map(match, range(len(batch.images))))
+        else:
+            outputs = [match(i) for i in range(len(batch.images))]
         return _images.restore(batch, outputs if views is None else full)
 
     def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:

@@ -440,3 +440,18 @@ def test_grey_samples_match_their_reference_better_than_before(name, camera):
     src = load(name)
     out = match_histograms(src, camera)
     assert histogram_distance(out, camera)[0] < 0.2 * max(histogram_distance(src, camera)[0], 1)
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact"])
+def test_n_jobs_threads_give_identical_results(method, astronaut, coffee):
+    batch = np.stack([astronaut, astronaut[::-1], astronaut[:, ::-1], astronaut // 2])
+    m = HistogramMatcher(method, random_state=0).fit([coffee])
+    serial = m.transform(batch)
+    threaded = m.set_params(n_jobs=2).transform(batch)
+    np.testing.assert_array_equal(serial, threaded)
+    listed = m.transform([astronaut, coffee[:50, :70]])
+    m.set_params(n_jobs=1)
+    for a, b in zip(listed, m.transform([astronaut, coffee[:50, :70]])):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="n_jobs"):
+        m.set_params(n_jobs=1.5).transform(batch)
