@@ -455,3 +455,15 @@ def test_n_jobs_threads_give_identical_results(method, astronaut, coffee):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="n_jobs"):
         m.set_params(n_jobs=1.5).transform(batch)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
+def test_mask_keeps_unmasked_pixels_for_16_bit_and_float(dtype, astronaut, coffee):
+    src = (astronaut.astype(np.int32) * 100 - (12800 if dtype == np.int16 else 0)).astype(dtype)
+    ref = (coffee.astype(np.int32) * 100 - (12800 if dtype == np.int16 else 0)).astype(dtype)
+    mask = np.zeros(src.shape[:2], dtype=bool)
+    mask[50:200, 60:300] = True
+    out = match_histograms(src, ref, mask=mask)
+    np.testing.assert_array_equal(out[~mask], src[~mask])
+    inside = match_histograms(np.ascontiguousarray(src[50:200, 60:300]), ref)
+    np.testing.assert_array_equal(out[50:200, 60:300], inside)
