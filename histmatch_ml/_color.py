@@ -26,22 +26,28 @@ FLOAT_TOLERANCE = 1.0 / 255.0
 _linear_tables: dict[np.dtype, np.ndarray] = {}
 
 
+#: row lengths are padded to a multiple of this, so that every pixel takes
+#: OpenCV's vectorised path (its scalar tail differs by up to 3e-4 in L*, so
+#: equal colours would not map to equal values)
+_ROW_MULTIPLE = 64
+
+
 def _convert(colours: np.ndarray, code: int) -> np.ndarray:
     """``cv2.cvtColor`` of float32 colours ``(..., 3)``, laid out as a few long rows.
 
     OpenCV works row by row (and splits rows across threads), so a column of
     ``N`` one-pixel rows is an order of magnitude slower than ``k`` rows of
-    ``N / k`` pixels.
+    ``N / k`` pixels. Rows are padded to a multiple of ``_ROW_MULTIPLE``
+    pixels, so equal colours always give equal results.
     """
     flat = np.ascontiguousarray(colours, dtype=np.float32).reshape(-1, 3)
     n = len(flat)
     rows = max(1, min(64, n // 4096))
-    bulk = n - n % rows
-    out = np.empty_like(flat)
-    if bulk:
-        out[:bulk] = cv2.cvtColor(flat[:bulk].reshape(rows, -1, 3), code).reshape(-1, 3)
-    if bulk < n:
-        out[bulk:] = cv2.cvtColor(flat[bulk:].reshape(1, -1, 3), code).reshape(-1, 3)
+    width = -(-n // rows)
+    width += -width % _ROW_MULTIPLE
+    padded = np.zeros((rows * width, 3), dtype=np.float32)
+    padded[:n] = flat
+    out = cv2.cvtColor(padded.reshape(rows, width, 3), code).reshape(-1, 3)[:n]
     return out.reshape(colours.shape)
 
 
