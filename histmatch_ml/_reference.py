@@ -49,14 +49,22 @@ def level_values(dtype: np.dtype) -> np.ndarray:
     return np.arange(n, dtype=np.float64) - offset
 
 
-def level_index(channel: np.ndarray) -> np.ndarray:
-    """View an 8/16-bit integer array as unsigned level indices (no copy)."""
+def level_index(channel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Unsigned level indices of an 8/16-bit integer array.
+
+    uint8/uint16 arrays are returned as they are (or copied into ``out``);
+    signed ones are shifted by flipping the sign bit, into ``out`` if given.
+    """
     dt = channel.dtype
-    if dt == np.int16:
-        return channel.view(np.uint16) ^ np.uint16(0x8000)
-    if dt == np.int8:
-        return channel.view(np.uint8) ^ np.uint8(0x80)
-    return channel
+    if dt.kind == "i":
+        unsigned = np.dtype(f"u{dt.itemsize}")
+        return np.bitwise_xor(
+            channel.view(unsigned), unsigned.type(1 << (8 * dt.itemsize - 1)), out=out
+        )
+    if out is None:
+        return channel
+    np.copyto(out, channel)
+    return out
 
 
 def channel_planes(image: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
@@ -68,18 +76,33 @@ def channel_planes(image: np.ndarray, dtype: np.dtype | None = None) -> np.ndarr
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=dtype)
 
 
+def level_counts(
+    plane: np.ndarray, mask: np.ndarray | None, n_levels: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Histogram ``(n_levels,)`` of one contiguous 2-D uint8/uint16 plane of level indices.
+
+    ``cv2.calcHist`` (which releases the GIL) below 2**24 pixels, where its
+    float32 counts are exact; ``np.bincount`` (int64) above. ``out`` is an
+    optional float32 ``(n_levels, 1)`` buffer for ``calcHist`` to reuse.
+    """
+    if plane.size < 2**24 and plane.dtype in (np.uint8, np.uint16) and plane.ndim == 2:
+        m = None if mask is None else mask.view(np.uint8)
+        return cv2.calcHist([plane], [0], m, [n_levels], [0, n_levels], hist=out).reshape(-1)
+    values = plane.ravel() if mask is None else plane[mask]
+    return np.bincount(values, minlength=n_levels)
+
+
 def plane_histograms(planes: np.ndarray, mask: np.ndarray | None, n_levels: int) -> np.ndarray:
     """Histograms ``(C, n_levels)`` int64 of contiguous level-index planes ``(C, H, W)``."""
-    return np.stack(
-        [np.bincount(p.ravel() if mask is None else p[mask], minlength=n_levels) for p in planes]
-    ).astype(np.int64, copy=False)
+    return np.stack([level_counts(p, mask, n_levels) for p in planes]).astype(np.int64)
 
 
 def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Per-channel level histograms ``(C, L)`` int64 of one ``(H, W, C)`` 8/16-bit image.
 
     uint8 images use ``cv2.calcHist`` on the interleaved image (no channel
-    copies; exact below 2**24 pixels per bin); other dtypes ``np.bincount``.
+    copies; exact below 2**24 pixels per bin); other dtypes go through
+    contiguous level planes (:func:`level_counts`).
     """
     n_levels, _ = level_count_and_offset(image.dtype)
     if image.dtype == np.uint8 and image.shape[0] * image.shape[1] < 2**24:
@@ -219,6 +242,29 @@ def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
         return histogram_quantile_points(state["histograms"][channel], values)
     q = state["quantiles"][channel]
     return probability_grid(len(q)), q
+
+
+def quantile_values(state: dict, channel: int, probs: np.ndarray) -> np.ndarray:
+    """The reference quantile function of one channel at probabilities ``probs`` (float64).
+
+    Equal to ``np.interp(probs, *quantile_points(state, channel))``; sketches,
+    whose knots sit on the evenly spaced :func:`probability_grid`, are
+    interpolated by direct indexing instead of a search (several times faster
+    on the tens of thousands of cells of the float path).
+    """
+    if "histograms" in state:
+        return np.interp(probs, *quantile_points(state, channel))
+    q = state["quantiles"][channel]
+    pos = np.multiply(probs, len(q) - 1, dtype=np.float64)
+    np.clip(pos, 0.0, len(q) - 1, out=pos)
+    lower = np.minimum(pos.astype(np.intp), len(q) - 2)
+    pos -= lower
+    step = np.take(q, lower + 1)
+    base = np.take(q, lower)
+    step -= base
+    step *= pos
+    step += base
+    return step
 
 
 def learn(

@@ -467,3 +467,62 @@ def test_mask_keeps_unmasked_pixels_for_16_bit_and_float(dtype, astronaut, coffe
     np.testing.assert_array_equal(out[~mask], src[~mask])
     inside = match_histograms(np.ascontiguousarray(src[50:200, 60:300]), ref)
     np.testing.assert_array_equal(out[50:200, 60:300], inside)
+
+
+# ------------------------------------------------------------ float grid: ranges and threads
+@pytest.mark.parametrize(
+    ("offset", "width", "dtype"),
+    [
+        (1e6, 100.0, np.float32),  # far from zero: cells come from x - min, not x * scale
+        (5e6, 100.0, np.float32),
+        (-3e38, 6e38, np.float32),  # wider than float32's own range
+        (-1e308, 1.5e308, np.float64),  # wider than float64's range
+        (0.0, 1e-42, np.float32),  # a subnormal range
+        (1.0, 1e-6, np.float64),
+    ],
+)
+def test_float_ranges_far_from_zero_wide_or_tiny_are_matched(offset, width, dtype):
+    rng = np.random.default_rng(3)
+    u = rng.random((64, 48))
+    src = (offset + u * width).astype(dtype)
+    ref = rng.normal(size=(40, 40)).astype(dtype)
+    out = match_histograms(src, ref)
+    assert out.dtype == dtype and np.isfinite(out).all()
+    order = np.argsort(src, axis=None, kind="stable")
+    assert (np.diff(out.ravel()[order]) >= 0).all()  # monotone
+    assert ref.min() <= out.min() and out.max() <= ref.max()
+    # equal inputs stay equal, and distinct far-apart inputs are told apart
+    assert len(np.unique(out)) >= min(len(np.unique(src)), 100) // 2
+
+
+def test_channel_threads_give_identical_results_and_respect_opencv_setting(astronaut, coffee):
+    import cv2
+
+    cases = [
+        (astronaut.astype(np.float32) / 255, coffee.astype(np.float32) / 255),
+        (astronaut.astype(np.uint16) * 257, coffee.astype(np.uint16) * 257),
+        (astronaut, coffee),
+    ]
+    before = cv2.getNumThreads()
+    try:
+        for src, ref in cases:
+            m = HistogramMatcher().fit([ref])
+            cv2.setNumThreads(1)
+            serial = m.transform([src])[0]
+            cv2.setNumThreads(4)
+            np.testing.assert_array_equal(m.transform([src])[0], serial)
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_results_do_not_share_memory_with_each_other_or_work_buffers(astronaut, coffee):
+    for src, ref in [
+        (astronaut.astype(np.float32) / 255, coffee.astype(np.float32) / 255),
+        (astronaut.astype(np.int16) * 100, coffee.astype(np.int16) * 100),
+    ]:
+        m = HistogramMatcher().fit([ref])
+        first = m.transform(src[None])
+        kept = first.copy()
+        second = m.transform(src[None, ::-1])
+        np.testing.assert_array_equal(first, kept)  # work buffers reused, results untouched
+        assert not np.shares_memory(first, second)

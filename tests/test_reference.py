@@ -100,3 +100,33 @@ def test_merge_resamples_a_sketch_of_another_size():
     merged = _reference.merge(a, 5000, b, 5000)
     assert merged["quantiles"].shape == (1, 100)
     assert np.abs(merged["quantiles"] - a["quantiles"]).max() < 0.03
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hnp.arrays(np.uint16, st.tuples(st.integers(1, 40), st.integers(1, 40))),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_property_level_counts_equal_bincount(plane, use_mask, rnd):
+    mask = None
+    if use_mask:
+        mask = np.array([rnd.random() < 0.5 for _ in range(plane.size)]).reshape(plane.shape)
+    for arr, n in ((plane, 65536), ((plane % 256).astype(np.uint8), 256)):
+        values = arr.ravel() if mask is None else arr[mask]
+        np.testing.assert_array_equal(
+            _reference.level_counts(arr, mask, n), np.bincount(values, minlength=n)
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.integers(2, 60), elements=st.floats(-1e6, 1e6)),
+    hnp.arrays(np.float64, st.integers(1, 60), elements=st.floats(0, 1)),
+)
+def test_property_quantile_values_equal_interp(knots, probs):
+    state = {"quantiles": np.sort(knots)[None], "dtype": np.array("float32")}
+    expected = np.interp(probs, *_reference.quantile_points(state, 0))
+    np.testing.assert_allclose(
+        _reference.quantile_values(state, 0, probs), expected, atol=1e-9 * 1e6
+    )

@@ -8,11 +8,12 @@ with the same convention. Equal values stay equal and the map is monotone.
 * 8/16-bit integers: one histogram and one lookup table per channel over the
   levels present; blending by ``strength``, rounding and clipping are folded
   into the table, which ``cv2.LUT`` (uint8) or a gather (16-bit) applies.
-* floats and wide integers: sort-free. Each channel is placed on a 65,536-node
-  grid over its own range, counted with ``bincount``, and mapped through a
-  lookup table of reference quantiles (see :func:`match_float_channel`):
-  values are never rounded to 8 bits or clipped to [0, 1], and repeated values
-  get exactly their midpoint CDF.
+* floats and wide integers: sort-free. Each channel is placed on a 65,536-cell
+  grid over its own range (:func:`grid_cells`), and from there it is the
+  16-bit path: ``cv2.calcHist``, a lookup table of reference quantiles at the
+  cells' midpoint CDF, one gather (:func:`match_cells`). Values are never
+  rounded to 8 bits or clipped to [0, 1], and repeated values get exactly
+  their midpoint CDF.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import cv2
 import numpy as np
 
 from .. import _reference
-from ._base import MatchingMethod, blend, finish, keep_unmasked, register
+from ._base import MatchingMethod, blend, keep_unmasked, register, run_channels, scratch
 
-#: grid nodes of the float path (the resolution of the source CDF)
-FLOAT_GRID_NODES = 65536
+#: cells of the float path's grid (the resolution of the source CDF)
+GRID_CELLS = 65536
 
 
 def midpoint_cdf(hist: np.ndarray) -> np.ndarray:
@@ -36,28 +37,112 @@ def midpoint_cdf(hist: np.ndarray) -> np.ndarray:
     return (cum - hist / 2.0) / cum[..., -1:]
 
 
-def level_lut(src_hist: np.ndarray, state: dict, strength: float, dtype: np.dtype) -> np.ndarray:
-    """Lookup tables ``(C, L)`` in ``dtype`` mapping each level to its matched value.
+def cdf_lut(
+    counts: np.ndarray,
+    state: dict,
+    channel: int,
+    dtype: np.dtype,
+    levels: np.ndarray | None = None,
+    strength: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Lookup table ``(len(counts),)`` in ``dtype`` from a source histogram.
 
-    Only levels present in ``src_hist`` are computed (the others are never read
-    for counted pixels, and uncounted pixels are restored afterwards), so a
-    16-bit image costs what its distinct values cost, not 65,536 levels.
+    Each occupied entry ``i`` gets the reference value at its midpoint CDF;
+    with ``levels`` (the value of every entry, for integer images) it is
+    blended with that level by ``strength`` and rounded and clipped to
+    ``dtype``. Only occupied entries are computed (the others are zero): they
+    are never read for counted pixels, and uncounted (unmasked) pixels are
+    restored afterwards, so a 16-bit image costs what its distinct values
+    cost, not 65,536 levels. ``out`` is an optional buffer to fill.
     """
-    levels = _reference.level_values(dtype)
-    lut = np.zeros(src_hist.shape, dtype=dtype)
-    for c, hist in enumerate(src_hist):
-        present = np.nonzero(hist > 0)[0]
-        matched = np.interp(midpoint_cdf(hist[present]), *_reference.quantile_points(state, c))
-        lut[c, present] = blend(levels[present], matched, strength, dtype)
-    return lut
+    occupied = np.flatnonzero(counts > 0)  # (a bool test: 7x faster than on floats)
+    matched = _reference.quantile_values(state, channel, midpoint_cdf(counts[occupied]))
+    np.maximum.accumulate(matched, out=matched)  # monotone to the last ulp
+    if out is None:
+        out = np.zeros(len(counts), dtype=dtype)
+    else:
+        out.fill(0)
+    if levels is None:
+        out[occupied] = matched
+    else:
+        out[occupied] = blend(levels[occupied], matched, strength, dtype)
+    return out
 
 
-def interleave_into(planes: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-    """Write 2-D ``planes`` as the channels of ``out`` (``cv2.merge`` in place)."""
+class Scratch:
+    """One thread's work buffers for the channels it matches (reused, see ``scratch``)."""
+
+    def __init__(self, shape: tuple[int, int], n_cells: int, cell_dtype, lut_dtype) -> None:
+        self.cells = scratch("per_channel.cells", shape, cell_dtype)
+        self.hist = scratch("per_channel.hist", (n_cells, 1), np.float32)
+        self.lut = scratch("per_channel.lut", (n_cells,), lut_dtype)
+
+
+def match_cells(
+    work: Scratch,
+    mask: np.ndarray | None,
+    state: dict,
+    channel: int,
+    out: np.ndarray,
+    levels: np.ndarray | None = None,
+    strength: float = 1.0,
+) -> np.ndarray:
+    """Match the cell (level) indices in ``work.cells`` into the contiguous plane ``out``.
+
+    One histogram (:func:`_reference.level_counts`), one :func:`cdf_lut` in
+    ``out``'s dtype, one gather. Returns ``out``.
+    """
+    n_cells = len(work.lut)
+    counts = _reference.level_counts(work.cells, mask, n_cells, out=work.hist)
+    lut = cdf_lut(counts, state, channel, out.dtype, levels, strength, out=work.lut)
+    # mode="clip" writes straight into ``out`` (the indices always fit)
+    return np.take(lut, work.cells, out=out, mode="clip")
+
+
+def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) -> bool:
+    """Write the float-grid cell of every pixel of a 2-D float plane into ``cells``.
+
+    The (masked) range ``[lo, hi]`` is cut into ``GRID_CELLS`` equal cells
+    centred on ``lo + i * (hi - lo) / (GRID_CELLS - 1)``: the cell of ``x``
+    is ``round((x - lo) * scale)``, computed from ``x - lo`` so that values far
+    from zero (``1e6 + [0, 100]`` in float32) keep their resolution. The map is
+    monotone and equal values share a cell; unmasked pixels outside the range
+    go to the end cells. ``plane`` (contiguous, float32/float64) is used as
+    scratch space and overwritten; ``cells`` is a uint16 array of its shape.
+
+    Returns False (``cells`` untouched) when the range holds a single value.
+    """
+    values = plane if mask is None else plane[mask]
+    lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        return False
+    t = plane
+    if hi - lo > np.finfo(plane.dtype).max:  # float32 data wider than float32's range
+        t = plane.astype(np.float64)
+    half = not np.isfinite(hi - lo)  # float64 data wider than float64's range
+    if half:
+        t *= 0.5
+        lo, hi = lo * 0.5, hi * 0.5
+    t -= t.dtype.type(lo)
+    scale = (GRID_CELLS - 1) / (hi - lo)
+    if scale <= np.finfo(t.dtype).max:
+        t *= t.dtype.type(scale)
+    else:  # a subnormal range: divide, then scale
+        t /= t.dtype.type(hi - lo)
+        t *= t.dtype.type(GRID_CELLS - 1)
+    if mask is not None:
+        np.clip(t, 0.0, GRID_CELLS - 1, out=t)
+    np.add(t, t.dtype.type(0.5), out=cells, casting="unsafe")  # truncation: rounding
+    return True
+
+
+def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write contiguous planes ``(C, H, W)`` as the channels of ``out`` ``(H, W, C)``."""
     if len(planes) == 1:
         out[:, :, 0] = planes[0]
-    elif len(planes) > 4 or cv2.merge(planes, dst=out) is not out:
-        out[...] = np.dstack(planes)
+    elif len(planes) > 4 or cv2.merge(list(planes), dst=out) is not out:
+        out[...] = planes.transpose(1, 2, 0)
     return out
 
 
@@ -70,44 +155,6 @@ def apply_lut_uint8(image: np.ndarray, lut: np.ndarray, out: np.ndarray) -> np.n
     else:
         cv2.LUT(image, table, dst=out)
     return out
-
-
-def match_float_channel(
-    channel: np.ndarray, mask: np.ndarray | None, p_ref: np.ndarray, v_ref: np.ndarray
-) -> np.ndarray:
-    """Matched values of one 2-D float channel (sort-free grid path).
-
-    The channel's range is cut into ``FLOAT_GRID_NODES`` equal cells centred on
-    grid nodes; one ``bincount`` gives the cell counts, the reference quantile
-    function (knots ``p_ref``, ``v_ref``) at each occupied cell's midpoint CDF
-    gives a lookup table, and one gather applies it. Repeated values share a
-    cell and get exactly their midpoint CDF; values closer than
-    ``1 / (FLOAT_GRID_NODES - 1)`` of the channel's range share one output
-    value: the method's resolution (output values are never rounded to the
-    grid: they are reference quantiles). Monotone; equal values stay equal.
-
-    Returns an array of ``channel``'s float dtype (float64 for integers).
-    """
-    work = channel.dtype if channel.dtype.kind == "f" else np.dtype(np.float64)
-    x = np.ascontiguousarray(channel, dtype=work)
-    values = x if mask is None else x[mask]
-    lo, hi = values.min(), values.max()
-    if hi == lo:  # one value: it sits at the median of the reference
-        return np.full(x.shape, np.interp(0.5, p_ref, v_ref), dtype=work)
-    k = FLOAT_GRID_NODES
-    # cell = round((x - lo) * scale): truncation of t = x * scale + (0.5 - lo * scale),
-    # which lies in [0.5 - eps, k - 0.5 + eps] for x in [lo, hi]
-    scale = (k - 1) / (float(hi) - float(lo))
-    t = np.multiply(x, work.type(scale))
-    t += work.type(0.5 - float(lo) * scale)
-    if mask is not None:  # unmasked pixels may lie outside [lo, hi]
-        np.clip(t, 0, k - 0.5, out=t)
-    cell = t.astype(np.intp)
-    counts = np.bincount(cell.ravel() if mask is None else cell[mask], minlength=k + 1)
-    occupied = np.nonzero(counts > 0)[0]
-    lut = np.zeros(k + 1, dtype=work)
-    lut[occupied] = np.interp(midpoint_cdf(counts[occupied]), p_ref, v_ref)
-    return lut[cell]
 
 
 @register
@@ -123,28 +170,49 @@ class PerChannel(MatchingMethod):
 
     def apply_into(self, image, mask, state, params, out) -> None:
         strength, dtype = params["strength"], image.dtype
-        if dtype == np.uint8 and image.shape[2] <= 4:
-            # cv2.calcHist and cv2.LUT work on the interleaved image: no channel copies
-            lut = level_lut(_reference.image_histograms(image, mask), state, strength, dtype)
+        n_channels, n_threads = image.shape[2], params.get("n_threads")
+        if dtype == np.uint8 and n_channels <= 4:
+            # histograms and tables per channel; cv2.LUT maps the interleaved image at once
+            levels = _reference.level_values(dtype)
+            lut = np.empty((n_channels, 256), dtype=dtype)
+            m = None if mask is None else mask.view(np.uint8)
+            for c in range(n_channels):  # (one calcHist is shorter than a thread hand-over)
+                hist = cv2.calcHist([image], [c], m, [256], [0, 256]).reshape(-1)
+                cdf_lut(hist, state, c, dtype, levels, strength, out=lut[c])
             keep_unmasked(apply_lut_uint8(image, lut, out), image, mask)
             return
-        if _reference.has_exact_levels(dtype):
-            # 16-bit: one transposing copy feeds both the histograms and the gathers
-            n_levels, _ = _reference.level_count_and_offset(dtype)
-            planes = _reference.channel_planes(_reference.level_index(image))
-            hist = _reference.plane_histograms(planes, mask, n_levels)
-            lut = level_lut(hist, state, strength, dtype)
-            matched = [np.take(lut[c], plane) for c, plane in enumerate(planes)]
-            keep_unmasked(interleave_into(matched, out), image, mask)
-            return
-        # floats (and wide integers, through float64 to be rounded once)
-        work = dtype if dtype.kind == "f" else np.dtype(np.float64)
-        planes = _reference.channel_planes(image, work)
-        matched = [
-            match_float_channel(plane, mask, *_reference.quantile_points(state, c))
-            for c, plane in enumerate(planes)
-        ]
-        if dtype.kind != "f" or strength != 1.0:
-            out[...] = finish(image, np.dstack(matched), mask, strength)
-            return
-        keep_unmasked(interleave_into(matched, out), image, mask)
+
+        # 8/16-bit levels, or floats (and wide integers, through float64 to be
+        # rounded once) on the grid: each thread turns its channels into cell
+        # planes and matches them into ``planes``, merged into ``out`` at the end
+        shape = image.shape[:2]
+        exact = _reference.has_exact_levels(dtype)
+        if exact:
+            n_cells, _ = _reference.level_count_and_offset(dtype)
+            cell_dtype, plane_dtype = (np.uint8 if n_cells == 256 else np.uint16), dtype
+            levels = _reference.level_values(dtype)
+        else:
+            n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
+            plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
+        planes = scratch("per_channel.planes", (n_channels, *shape), plane_dtype)
+
+        def job(channels: list[int]) -> None:
+            work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
+            for c in channels:
+                if exact:
+                    _reference.level_index(image[:, :, c], out=work.cells)
+                    match_cells(work, mask, state, c, planes[c], levels, strength)
+                    continue
+                np.copyto(planes[c], image[:, :, c], casting="unsafe")
+                if grid_cells(planes[c], mask, work.cells):
+                    match_cells(work, mask, state, c, planes[c])
+                else:  # one value: it sits at the median of the reference
+                    median = _reference.quantile_values(state, c, np.array([0.5]))
+                    planes[c].fill(median[0])
+
+        run_channels(job, n_channels, n_threads)
+        if exact or (dtype.kind == "f" and strength == 1.0):
+            interleave_into(planes, out)
+        else:
+            out[...] = blend(image, planes.transpose(1, 2, 0), strength, dtype)
+        keep_unmasked(out, image, mask)
