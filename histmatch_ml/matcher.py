@@ -73,10 +73,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Threads used by ``transform`` to match the images of a batch in
         parallel (the kernels release the GIL); ``None`` means 1 and ``-1``
-        all cores. When images are matched one at a time, the channels of
-        each image are matched on up to ``cv2.getNumThreads()`` threads, like
-        OpenCV's own functions (``cv2.setNumThreads(1)`` makes matching
-        single-threaded). Results do not depend on either setting.
+        all cores. Results do not depend on it.
     random_state : int, RandomState instance or None, default=None
         Seeds every random choice (the projection directions of ``"lab"``);
         ``"per_channel"`` and ``"exact"`` are deterministic.
@@ -322,8 +319,6 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
 
         n_threads = 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
         n_threads = min(n_threads, len(batch.images))
-        # threads over images, or else the method's own threads (over channels)
-        params["n_threads"] = 1 if n_threads > 1 else None
         if n_threads > 1:
             with ThreadPoolExecutor(n_threads) as pool:
                 outputs = list(pool.map(match, range(len(batch.images))))

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 
 from .. import _reference
@@ -121,47 +119,6 @@ def scratch(role: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         buffer = np.empty(max(nbytes, 1), dtype=np.uint8)
         setattr(_SCRATCH, role, buffer)
     return buffer[:nbytes].view(dtype).reshape(shape)
-
-
-def run_channels(
-    job: Callable[[list[int]], None], n_channels: int, n_threads: int | None = None
-) -> None:
-    """Run ``job(channels)`` on shares of ``range(n_channels)``, one thread per share.
-
-    Up to ``n_threads`` shares (channels ``i, i + n, ...``; ``None`` follows
-    OpenCV's setting, ``cv2.getNumThreads()``, as OpenCV's own functions
-    do, so ``cv2.setNumThreads(1)`` makes it single-threaded); the calling
-    thread runs the first one and short-lived threads the others, so there is
-    no pool to keep (nothing global, nothing to break across ``fork``). Each
-    share runs in one thread, so ``job`` can allocate its scratch buffers once.
-    The kernels it runs (OpenCV, numpy gathers) release the GIL. The first
-    exception raised by any share is re-raised.
-    """
-    if n_threads is None:
-        n_threads = cv2.getNumThreads()
-    n = max(1, min(int(n_threads), n_channels))
-    shares = [list(range(i, n_channels, n)) for i in range(n)]
-    if n == 1:
-        job(shares[0])
-        return
-    errors: list[BaseException] = []
-
-    def run(share: list[int]) -> None:
-        try:
-            job(share)
-        except BaseException as exc:  # re-raised in the calling thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(share,), daemon=True) for share in shares[1:]]
-    for thread in threads:
-        thread.start()
-    try:
-        job(shares[0])
-    finally:
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
 
 
 def value_range(dtype: np.dtype) -> tuple[float, float] | None:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .. import _reference
-from ._base import MatchingMethod, blend, keep_unmasked, register, run_channels, scratch
+from ._base import MatchingMethod, blend, keep_unmasked, register, scratch
 
 #: cells of the float path's grid (the resolution of the source CDF)
 GRID_CELLS = 65536
@@ -70,8 +70,22 @@ def cdf_lut(
     return out
 
 
+def dense_luts(
+    hist: np.ndarray, state: dict, levels: np.ndarray, strength: float, dtype: np.dtype
+) -> np.ndarray:
+    """Lookup tables ``(C, L)`` for every level at once (8-bit: no occupancy test).
+
+    The tables of :func:`cdf_lut`, computed for absent levels too (they are
+    never read for counted pixels), in a handful of array operations.
+    """
+    cdf = midpoint_cdf(hist)
+    matched = np.stack([_reference.quantile_values(state, c, row) for c, row in enumerate(cdf)])
+    np.maximum.accumulate(matched, axis=1, out=matched)
+    return blend(levels, matched, strength, dtype)
+
+
 class Scratch:
-    """One thread's work buffers for the channels it matches (reused, see ``scratch``)."""
+    """The work buffers for the channels of one image (reused, see ``scratch``)."""
 
     def __init__(self, shape: tuple[int, int], n_cells: int, cell_dtype, lut_dtype) -> None:
         self.cells = scratch("per_channel.cells", shape, cell_dtype)
@@ -96,8 +110,24 @@ def match_cells(
     n_cells = len(work.lut)
     counts = _reference.level_counts(work.cells, mask, n_cells, out=work.hist)
     lut = cdf_lut(counts, state, channel, out.dtype, levels, strength, out=work.lut)
-    # mode="clip" writes straight into ``out`` (the indices always fit)
-    return np.take(lut, work.cells, out=out, mode="clip")
+    return gather(lut, work.cells, out)
+
+
+#: pixels per block of :func:`gather`
+GATHER_BLOCK = 32768
+
+
+def gather(lut: np.ndarray, cells: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = lut[cells]`` for 2-D ``cells``, by blocks of rows.
+
+    ``np.take`` converts the indices to a temporary intp array; by blocks that
+    temporary stays in cache (20-25% faster than one call, and no fresh
+    memory). ``mode="clip"`` writes straight into ``out`` (indices always fit).
+    """
+    step = max(1, GATHER_BLOCK // max(1, cells.shape[1]))
+    for row in range(0, cells.shape[0], step):
+        np.take(lut, cells[row : row + step], out=out[row : row + step], mode="clip")
+    return out
 
 
 def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) -> bool:
@@ -124,8 +154,19 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
     if half:
         t *= 0.5
         lo, hi = lo * 0.5, hi * 0.5
-    t -= t.dtype.type(lo)
+    real = t.dtype.type
     scale = (GRID_CELLS - 1) / (hi - lo)
+    if mask is None and scale <= np.finfo(t.dtype).max:
+        # round((x - lo) * scale) as trunc((x - shift) * scale), shift = lo - 0.5 / scale:
+        # two passes, the second casting as it multiplies; taken when the rounded
+        # shift keeps every product inside [0, GRID_CELLS) (not for offsets far
+        # beyond the range, where shift rounds by more than a cell)
+        shift = real(lo - 0.5 / scale)
+        if (float(real(hi)) - float(shift)) * float(real(scale)) < GRID_CELLS - 0.25:
+            t -= shift
+            np.multiply(t, real(scale), out=cells, casting="unsafe")
+            return True
+    t -= real(lo)
     if scale <= np.finfo(t.dtype).max:
         t *= t.dtype.type(scale)
     else:  # a subnormal range: divide, then scale
@@ -170,21 +211,21 @@ class PerChannel(MatchingMethod):
 
     def apply_into(self, image, mask, state, params, out) -> None:
         strength, dtype = params["strength"], image.dtype
-        n_channels, n_threads = image.shape[2], params.get("n_threads")
+        n_channels = image.shape[2]
         if dtype == np.uint8 and n_channels <= 4:
             # histograms and tables per channel; cv2.LUT maps the interleaved image at once
-            levels = _reference.level_values(dtype)
-            lut = np.empty((n_channels, 256), dtype=dtype)
+            hist = np.empty((n_channels, 256), dtype=np.float32)
             m = None if mask is None else mask.view(np.uint8)
-            for c in range(n_channels):  # (one calcHist is shorter than a thread hand-over)
-                hist = cv2.calcHist([image], [c], m, [256], [0, 256]).reshape(-1)
-                cdf_lut(hist, state, c, dtype, levels, strength, out=lut[c])
+
+            for c in range(n_channels):  # (a calcHist is shorter than a thread hand-over)
+                cv2.calcHist([image], [c], m, [256], [0, 256], hist=hist[c].reshape(256, 1))
+            lut = dense_luts(hist, state, _reference.level_values(dtype), strength, dtype)
             keep_unmasked(apply_lut_uint8(image, lut, out), image, mask)
             return
 
         # 8/16-bit levels, or floats (and wide integers, through float64 to be
-        # rounded once) on the grid: each thread turns its channels into cell
-        # planes and matches them into ``planes``, merged into ``out`` at the end
+        # rounded once) on the grid: each channel becomes a plane of cells,
+        # matched into ``planes``, which are merged into ``out`` at the end
         shape = image.shape[:2]
         exact = _reference.has_exact_levels(dtype)
         if exact:
@@ -195,22 +236,18 @@ class PerChannel(MatchingMethod):
             n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
             plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
         planes = scratch("per_channel.planes", (n_channels, *shape), plane_dtype)
-
-        def job(channels: list[int]) -> None:
-            work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
-            for c in channels:
-                if exact:
-                    _reference.level_index(image[:, :, c], out=work.cells)
-                    match_cells(work, mask, state, c, planes[c], levels, strength)
-                    continue
-                np.copyto(planes[c], image[:, :, c], casting="unsafe")
-                if grid_cells(planes[c], mask, work.cells):
-                    match_cells(work, mask, state, c, planes[c])
-                else:  # one value: it sits at the median of the reference
-                    median = _reference.quantile_values(state, c, np.array([0.5]))
-                    planes[c].fill(median[0])
-
-        run_channels(job, n_channels, n_threads)
+        work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
+        for c in range(n_channels):
+            if exact:
+                _reference.level_index(image[:, :, c], out=work.cells)
+                match_cells(work, mask, state, c, planes[c], levels, strength)
+                continue
+            np.copyto(planes[c], image[:, :, c], casting="unsafe")
+            if grid_cells(planes[c], mask, work.cells):
+                match_cells(work, mask, state, c, planes[c])
+            else:  # one value: it sits at the median of the reference
+                median = _reference.quantile_values(state, c, np.array([0.5]))
+                planes[c].fill(median[0])
         if exact or (dtype.kind == "f" and strength == 1.0):
             interleave_into(planes, out)
         else:
