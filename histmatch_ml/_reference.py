@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from . import _images
+from ._scratch import scratch
 
 _EXACT = {
     np.dtype(np.uint8): (256, 0),
@@ -255,27 +256,61 @@ def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     return probability_grid(len(q)), q
 
 
-def quantile_values(state: dict, channel: int, probs: np.ndarray) -> np.ndarray:
+#: queries up to this size take the short path of :func:`quantile_values`
+SMALL_QUERY = 4096
+
+
+def quantile_values(
+    state: dict, channel: int, probs: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """The reference quantile function of one channel at probabilities ``probs`` (float64).
 
-    Equal to ``np.interp(probs, *quantile_points(state, channel))``; sketches,
-    whose knots sit on the evenly spaced :func:`probability_grid`, are
-    interpolated by direct indexing instead of a search (several times faster
-    on the tens of thousands of cells of the float path).
+    Equal to ``np.interp(probs, *quantile_points(state, channel))`` (to
+    rounding), and non-decreasing in ``probs`` to the last ulp: each value is
+    capped by the right end of its segment. Sketches, whose knots sit on the
+    evenly spaced :func:`probability_grid`, find their segment by direct
+    indexing instead of a search. Work arrays come from :mod:`._scratch`;
+    ``out`` (float64, the shape of ``probs``, not ``probs`` itself) receives
+    the result if given.
     """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.size <= SMALL_QUERY:  # a few calls beat a dozen passes on short inputs
+        p, v = quantile_points(state, channel)
+        result = np.interp(probs, p, v)
+        upper = np.take(v, np.minimum(np.searchsorted(p, probs, side="right"), len(v) - 1))
+        return np.minimum(result, upper, out=result if out is None else out)
+    out = np.empty(probs.shape) if out is None else out
+    frac = scratch("quantile_values.frac", probs.shape, np.float64)
+    lower = scratch("quantile_values.lower", probs.shape, np.intp)
+    upper = scratch("quantile_values.upper", probs.shape, np.float64)
     if "histograms" in state:
-        return np.interp(probs, *quantile_points(state, channel))
-    q = state["quantiles"][channel]
-    pos = np.multiply(probs, len(q) - 1, dtype=np.float64)
-    np.clip(pos, 0.0, len(q) - 1, out=pos)
-    lower = np.minimum(pos.astype(np.intp), len(q) - 2)
-    pos -= lower
-    step = np.take(q, lower + 1)
-    base = np.take(q, lower)
-    step -= base
-    step *= pos
-    step += base
-    return step
+        p, v = quantile_points(state, channel)
+        if len(v) == 1:
+            out.fill(v[0])
+            return out
+        np.subtract(np.searchsorted(p, probs, side="right"), 1, out=lower)
+        np.clip(lower, 0, len(v) - 2, out=lower)
+        np.take(p, lower, out=out)  # the segment's ends, in probability
+        np.take(p[1:], lower, out=upper)
+        upper -= out
+        np.subtract(probs, out, out=frac)
+        frac /= upper
+        np.maximum(frac, 0.0, out=frac)
+        np.minimum(frac, 1.0, out=frac)
+    else:  # knots at i / (n - 1): the segment is the integer part
+        v = state["quantiles"][channel]
+        np.multiply(probs, len(v) - 1, out=frac)
+        np.maximum(frac, 0.0, out=frac)
+        np.copyto(lower, frac, casting="unsafe")  # truncation: floor, as frac >= 0
+        np.minimum(lower, len(v) - 2, out=lower)
+        frac -= lower  # in [0, 1] for probs in [0, 1]
+    np.take(v, lower, out=out)
+    np.take(v[1:], lower, out=upper)
+    step = scratch("quantile_values.step", probs.shape, np.float64)
+    np.subtract(upper, out, out=step)
+    step *= frac
+    out += step
+    return np.minimum(out, upper, out=out)
 
 
 def learn(

@@ -383,6 +383,21 @@ def test_strength_zero_is_identity_and_half_is_the_blend(astronaut, coffee):
     np.testing.assert_allclose(fh, 0.75 * f + 0.25 * ff, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_strength_on_dense_16_bit_histograms(dtype):
+    # most of the 65,536 levels occupied: the lookup table is computed whole, in place
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    src = rng.integers(info.min, info.max, size=(300, 300), endpoint=True).astype(dtype)
+    ref = np.clip(rng.normal(0, 3000, size=(200, 200)), info.min, info.max).astype(dtype)
+    full = match_histograms(src, ref).astype(np.float64)
+    half = match_histograms(src, ref, strength=0.5).astype(np.float64)
+    assert np.abs(half - (0.5 * src + 0.5 * full)).max() <= 1.0
+    np.testing.assert_array_equal(match_histograms(src, ref, strength=0.0), src)
+    order = np.argsort(src, axis=None)
+    assert (np.diff(half.ravel()[order]) >= 0).all()
+
+
 # --------------------------------------------------------------------------- errors
 
 

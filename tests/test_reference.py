@@ -130,3 +130,23 @@ def test_property_quantile_values_equal_interp(knots, probs):
     np.testing.assert_allclose(
         _reference.quantile_values(state, 0, probs), expected, atol=1e-9 * 1e6
     )
+
+
+@pytest.mark.parametrize("n_probs", [50, 5000, 70000])
+@pytest.mark.parametrize("kind", ["quantiles", "histograms"])
+def test_quantile_values_short_and_long_paths_equal_interp_and_are_monotone(kind, n_probs):
+    rng = np.random.default_rng(n_probs)
+    if kind == "quantiles":
+        state = {"quantiles": np.sort(rng.normal(size=(2, 257)) * 1e3, axis=1),
+                 "dtype": np.array("float32")}  # fmt: skip
+    else:
+        hist = rng.integers(0, 3, size=(2, 65536)) * (rng.random((2, 65536)) < 0.01)
+        state = {"histograms": hist, "dtype": np.array("uint16")}
+    probs = np.sort(np.concatenate([rng.random(n_probs - 3), [0.0, 1.0, 0.5]]))
+    got = _reference.quantile_values(state, 1, probs)
+    expected = np.interp(probs, *_reference.quantile_points(state, 1))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+    assert (np.diff(got) >= 0).all()
+    out = np.empty_like(probs)
+    assert _reference.quantile_values(state, 1, probs, out=out) is out
+    np.testing.assert_array_equal(out, got)

@@ -22,7 +22,6 @@ randomness only through the ``numpy.random.Generator`` passed to ``learn``.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -94,33 +93,6 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-#: largest scratch buffer a thread keeps for reuse (per role), in bytes
-SCRATCH_LIMIT = 8 * 2**20
-_SCRATCH = threading.local()
-
-
-def scratch(role: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An uninitialised work buffer that the calling thread reuses from call to call.
-
-    Memory touched for the first time costs a page fault per 4 KiB (about
-    0.4 ms per MiB on the benchmark machine: more than matching a 512x512
-    channel), so each thread keeps one buffer per ``role``, up to
-    ``SCRATCH_LIMIT`` bytes, and hands out views of it; bigger requests get a
-    fresh array. The contents never depend on earlier calls (callers write
-    before reading). A scratch buffer must never reach the user, and a role
-    must not be used twice at once.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    if nbytes > SCRATCH_LIMIT:
-        return np.empty(shape, dtype=dtype)
-    buffer = getattr(_SCRATCH, role, None)
-    if buffer is None or buffer.nbytes < nbytes:
-        buffer = np.empty(max(nbytes, 1), dtype=np.uint8)
-        setattr(_SCRATCH, role, buffer)
-    return buffer[:nbytes].view(dtype).reshape(shape)
-
-
 def value_range(dtype: np.dtype) -> tuple[float, float] | None:
     """(min, max) of an integer dtype, None for floats."""
     dtype = np.dtype(dtype)
@@ -131,26 +103,41 @@ def value_range(dtype: np.dtype) -> tuple[float, float] | None:
 
 
 def blend(
-    original: np.ndarray, matched: np.ndarray, strength: float, dtype: np.dtype
+    original: np.ndarray,
+    matched: np.ndarray,
+    strength: float,
+    dtype: np.dtype,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(1 - strength) * original + strength * matched``, cast to ``dtype``.
 
     Integers are rounded to nearest and clipped to the dtype's range; floats
     are cast without clipping or quantising. Works on whole images and on
-    per-level lookup tables alike.
+    per-level lookup tables alike. With ``out`` (of ``dtype``), ``matched``
+    (float) is used as work space and the result is written into ``out``.
     """
     dtype = np.dtype(dtype)
+    bounds = value_range(dtype)
+    if out is not None:
+        if strength != 1.0:
+            matched -= original
+            matched *= strength
+            matched += original
+        if bounds is not None:
+            np.rint(matched, out=matched)
+            np.clip(matched, bounds[0], bounds[1], out=matched)
+        np.copyto(out, matched, casting="unsafe")
+        return out
     if strength != 1.0:
         work = np.result_type(matched.dtype, np.float32)
         matched = original.astype(work, copy=False) + np.asarray(strength, dtype=work) * (
             matched - original.astype(work, copy=False)
         )
-    bounds = value_range(dtype)
     if bounds is None:
         return matched.astype(dtype, copy=False)
-    out = np.rint(matched)
-    np.clip(out, bounds[0], bounds[1], out=out)
-    return out.astype(dtype)
+    result = np.rint(matched)
+    np.clip(result, bounds[0], bounds[1], out=result)
+    return result.astype(dtype)
 
 
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
