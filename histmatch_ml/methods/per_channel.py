@@ -70,8 +70,9 @@ def cdf_lut(
     whole, in place in work buffers. ``out`` is an optional buffer to fill.
     """
     out = np.empty(len(counts), dtype=dtype) if out is None else out
-    if np.count_nonzero(counts) <= len(counts) // 8:
-        occupied = np.flatnonzero(counts > 0)
+    present = counts > 0  # (counting a bool array is 40x faster than a float one)
+    if np.count_nonzero(present) <= len(counts) // 8:
+        occupied = np.flatnonzero(present)
         matched = _reference.quantile_values(state, channel, midpoint_cdf(counts[occupied]))
         out.fill(0)
         out[occupied] = (
@@ -196,11 +197,33 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
     return True
 
 
+#: dtypes cv2.split and cv2.merge handle
+_CV_DTYPES = tuple(
+    map(np.dtype, ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64"))
+)
+
+
+def _cv_ready(image: np.ndarray) -> bool:
+    return 1 < image.shape[2] <= 4 and image.dtype in _CV_DTYPES and image.flags.c_contiguous
+
+
+def split_into(image: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """Copy the channels of ``image`` ``(H, W, C)`` into contiguous ``planes`` ``(C, H, W)``.
+
+    ``cv2.split`` (twice as fast as numpy's strided copy) when the dtypes
+    agree; a casting copy otherwise.
+    """
+    if image.dtype == planes.dtype and _cv_ready(image):
+        first = cv2.split(image, list(planes))[0]
+        if np.shares_memory(first, planes):
+            return planes
+    np.copyto(planes, image.transpose(2, 0, 1), casting="unsafe")
+    return planes
+
+
 def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Write contiguous planes ``(C, H, W)`` as the channels of ``out`` ``(H, W, C)``."""
-    if len(planes) == 1:
-        out[:, :, 0] = planes[0]
-    elif len(planes) > 4 or cv2.merge(list(planes), dst=out) is not out:
+    if not (_cv_ready(out) and cv2.merge(list(planes), dst=out) is out):
         out[...] = planes.transpose(1, 2, 0)
     return out
 
@@ -253,19 +276,19 @@ class PerChannel(MatchingMethod):
         else:
             n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
             plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
-        planes = scratch("per_channel.planes", (n_channels, *shape), plane_dtype)
+        planes = split_into(
+            image, scratch("per_channel.planes", (n_channels, *shape), plane_dtype)
+        )
         work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
         for c in range(n_channels):
+            # each plane is read into cells, then receives its matched values
             if exact:
-                _reference.level_index(image[:, :, c], out=work.cells)
+                _reference.level_index(planes[c], out=work.cells)
                 match_cells(work, mask, state, c, planes[c], levels, strength)
-                continue
-            np.copyto(planes[c], image[:, :, c], casting="unsafe")
-            if grid_cells(planes[c], mask, work.cells):
+            elif grid_cells(planes[c], mask, work.cells):
                 match_cells(work, mask, state, c, planes[c])
             else:  # one value: it sits at the median of the reference
-                median = _reference.quantile_values(state, c, np.array([0.5]))
-                planes[c].fill(median[0])
+                planes[c].fill(_reference.quantile_values(state, c, np.array([0.5]))[0])
         if exact or (dtype.kind == "f" and strength == 1.0):
             interleave_into(planes, out)
         else:
