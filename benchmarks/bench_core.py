@@ -42,7 +42,7 @@ from skimage.exposure import match_histograms as sk_match
 
 import histmatch_ml
 from histmatch_ml import HistogramMatcher, _reference, match_histograms
-from histmatch_ml.methods.per_channel import midpoint_cdf
+from histmatch_ml._reference import midpoint_cdf
 from histmatch_ml.metrics import histogram_distance, wasserstein_1d
 
 #: (source, reference) pairs of bundled RGB photos used for the quality rows

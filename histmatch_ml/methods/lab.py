@@ -51,7 +51,6 @@ from scipy.stats import special_ortho_group
 
 from .. import _color, _reference
 from ._base import MatchingMethod, blend, finish, register
-from .per_channel import midpoint_cdf
 
 #: grid nodes of the per-image source CDF along each projection
 SOURCE_GRID_NODES = 4096
@@ -186,7 +185,7 @@ def _displacements(
     size = n_axes * n_nodes + 1
     counts = np.bincount(i, weights=flat_weights - upper, minlength=size)
     counts[1:] += np.bincount(i, weights=upper, minlength=size - 1)
-    cdf = midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes))
+    cdf = _reference.midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes))
     probs = _reference.probability_grid(ref_quantiles.shape[1])
     moves = np.stack([np.interp(cdf[k], probs, ref_quantiles[k]) for k in range(n_axes)])
     moves -= lo[:, None] + np.arange(n_nodes) * step[:, None]  # matched value - node value

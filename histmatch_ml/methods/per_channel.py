@@ -31,24 +31,6 @@ from ._base import MatchingMethod, blend, keep_unmasked, register
 GRID_CELLS = 65536
 
 
-def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
-
-    Along the last axis, in float64 (into ``out`` if given). One float
-    histogram row is summed with ``cv2.integral`` (several times faster than
-    ``np.cumsum``, and exact for integer counts).
-    """
-    if hist.ndim == 1 and hist.dtype in (np.float32, np.float64) and len(hist) > 1:
-        sums = scratch("midpoint_cdf.sums", (2, len(hist) + 1), np.float64)
-        cum = cv2.integral(hist.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1, 1:]
-    else:
-        cum = np.cumsum(hist, axis=-1, dtype=np.float64)
-    out = np.multiply(hist, 0.5, out=out, dtype=np.float64)
-    np.subtract(cum, out, out=out)
-    out /= cum[..., -1:]
-    return out
-
-
 def cdf_lut(
     counts: np.ndarray,
     state: dict,
@@ -73,13 +55,15 @@ def cdf_lut(
     present = counts > 0  # (counting a bool array is 40x faster than a float one)
     if np.count_nonzero(present) <= len(counts) // 8:
         occupied = np.flatnonzero(present)
-        matched = _reference.quantile_values(state, channel, midpoint_cdf(counts[occupied]))
+        matched = _reference.quantile_values(
+            state, channel, _reference.midpoint_cdf(counts[occupied])
+        )
         out.fill(0)
         out[occupied] = (
             matched if levels is None else blend(levels[occupied], matched, strength, dtype)
         )
         return out
-    probs = midpoint_cdf(counts, out=scratch("cdf_lut.probs", counts.shape, np.float64))
+    probs = _reference.midpoint_cdf(counts, out=scratch("cdf_lut.probs", counts.shape, np.float64))
     matched = _reference.quantile_values(
         state, channel, probs, out=scratch("cdf_lut.matched", counts.shape, np.float64)
     )
@@ -98,7 +82,7 @@ def dense_luts(
     The tables of :func:`cdf_lut`, computed for absent levels too (they are
     never read for counted pixels), in a handful of array operations.
     """
-    cdf = midpoint_cdf(hist)
+    cdf = _reference.midpoint_cdf(hist)
     matched = np.stack([_reference.quantile_values(state, c, row) for c, row in enumerate(cdf)])
     return blend(levels, matched, strength, dtype)
 
