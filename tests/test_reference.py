@@ -150,3 +150,7 @@ def test_quantile_values_short_and_long_paths_equal_interp_and_are_monotone(kind
     out = np.empty_like(probs)
     assert _reference.quantile_values(state, 1, probs, out=out) is out
     np.testing.assert_array_equal(out, got)
+    shuffled = rng.permutation(len(probs))  # unsorted queries: the same values
+    np.testing.assert_allclose(
+        _reference.quantile_values(state, 1, probs[shuffled]), got[shuffled], rtol=1e-12, atol=1e-9
+    )
