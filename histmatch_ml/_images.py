@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import sparse
-from sklearn.utils.validation import validate_data
 
 #: dtypes accepted as images; integer outputs are rounded and clipped to them.
 SUPPORTED_DTYPES = (
@@ -175,6 +173,8 @@ def is_tabular(X: Any) -> bool:
     That is a 2-D array-like (ndarray, DataFrame, sparse matrix) or a list of
     1-D rows; a list of 2-D/3-D items is a list of images instead.
     """
+    from scipy import sparse  # (imported on use: the CLI starts without scipy/sklearn)
+
     if sparse.issparse(X):
         return True
     if _is_pil(X):
@@ -198,6 +198,8 @@ def to_batch(
     DataFrames, sparse refusal), with ``reset`` as in scikit-learn.
     """
     if estimator is not None and is_tabular(X):
+        from sklearn.utils.validation import validate_data
+
         X = validate_data(estimator, X, reset=reset, dtype=None, ensure_all_finite=True)
     if _is_pil(X):
         img, meta = _from_pil(X, name)

@@ -388,3 +388,17 @@ def test_png_compression_level(tree, tmp_path):
         cli("match", src, ref, "-o", tmp_path / "x.png", "--png-compression", "10"),
         "invalid choice",
     )
+
+
+def test_import_and_cli_start_without_scikit_learn():
+    # the public names load on first use, so `histmatch --version` and `--help` stay fast
+    code = (
+        "import sys, histmatch_ml, histmatch_ml.cli\n"
+        "histmatch_ml.cli.build_parser()\n"
+        "assert histmatch_ml.__version__\n"
+        "print(sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n"
+        "histmatch_ml.HistogramMatcher\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

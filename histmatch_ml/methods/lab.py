@@ -47,7 +47,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy.stats import special_ortho_group
 
 from .. import _color, _reference
 from ._base import MatchingMethod, blend, finish, register
@@ -246,6 +245,8 @@ def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     out = np.empty((n, 3, 3))
     out[0] = np.eye(3)
     if n > 1:
+        from scipy.stats import special_ortho_group  # (slow to import: on use)
+
         out[1:] = special_ortho_group.rvs(3, size=n - 1, random_state=rng).reshape(n - 1, 3, 3)
     return out
 
