@@ -541,3 +541,20 @@ def test_results_do_not_share_memory_with_each_other_or_work_buffers(astronaut, 
         second = m.transform(src[None, ::-1])
         np.testing.assert_array_equal(first, kept)  # work buffers reused, results untouched
         assert not np.shares_memory(first, second)
+
+
+def test_scale_mismatch_between_images_and_references_warns(astronaut, coffee):
+    as_float = astronaut.astype(np.float32) / 255
+    m = HistogramMatcher().fit([coffee])
+    with pytest.warns(UserWarning, match=r"dtype float32 .* fitted on uint8 references"):
+        out = m.transform([as_float])[0]
+    assert out.max() > 1  # on the references' 0..255 scale, as the warning says
+    m = HistogramMatcher().fit([coffee.astype(np.float32) / 255])
+    with pytest.warns(UserWarning, match="rounded to uint8"):
+        m.transform([astronaut])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.transform([astronaut.astype(np.float64) / 255])  # float32 vs float64: same scale
+        HistogramMatcher("lab").fit([coffee]).transform([as_float])  # lab reads each scale

@@ -39,6 +39,10 @@ class MatchingMethod(ABC):
     name: ClassVar[str] = ""
     #: methods with the same ``state_kind`` can use each other's fitted state
     state_kind: ClassVar[str] = "channels"
+    #: True when output values are the references' raw values (so images of
+    #: another dtype scale, e.g. float [0, 1] against uint8, come out on the
+    #: references' scale); False for methods that normalise by the dtype's scale
+    raw_values: ClassVar[bool] = True
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise ``ValueError``/``TypeError`` for parameters this method rejects."""

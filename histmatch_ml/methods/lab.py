@@ -381,6 +381,7 @@ class Lab(MatchingMethod):
     """Joint colour matching in CIELAB by iterative distribution transfer."""
 
     name = "lab"
+    raw_values = False  # colours are read on each dtype's full scale
     state_kind = "lab"
 
     def check_channels(self, n_channels: int, name: str) -> None:
