@@ -79,7 +79,9 @@ def test_bench_core_reports_every_case():
         assert expected in cases
     assert sum(case.startswith("peak memory") for case in cases) == 2
     assert sum(case.startswith("W1 to reference") for case in cases) == 6
-    assert sum(case.startswith("float32 accuracy") for case in cases) == 2
+    accuracy = [row for row in report.table.rows if row[0].startswith("float32 accuracy")]
+    assert len(accuracy) == 5  # /255 and blurred with the target, three more continuous sources
+    assert sum(row[5] is not None for row in accuracy) == 2
     for row in report.table.rows:
         for cell in row[2:4]:  # the two time columns hold positive seconds
             if isinstance(cell, float):
