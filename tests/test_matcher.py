@@ -558,3 +558,24 @@ def test_scale_mismatch_between_images_and_references_warns(astronaut, coffee):
         warnings.simplefilter("error")
         m.transform([astronaut.astype(np.float64) / 255])  # float32 vs float64: same scale
         HistogramMatcher("lab").fit([coffee]).transform([as_float])  # lab reads each scale
+
+
+def test_values_piled_at_the_extremes_keep_their_own_output():
+    # a black border and clipped highlights, with the tails blurring leaves next to them:
+    # the extremes get their own grid cells, so they are not merged with their tails
+    rng = np.random.default_rng(11)
+    body = rng.random(4000)
+    low_tail = rng.uniform(1e-7, 1e-5, 1000)  # (within 2**-10 of a cell they would share)
+    high_tail = 1 - rng.uniform(1e-6, 1e-5, 1000)
+    src = np.concatenate([np.zeros(3000), low_tail, body, high_tail, np.ones(3000)])
+    src = src.astype(np.float32).reshape(120, 100)
+    ref = rng.random((100, 100)).astype(np.float32)
+    out = match_histograms(src, ref)
+    zeros, ones = out[src == 0], out[src == 1]
+    assert np.ptp(zeros) == 0 and np.ptp(ones) == 0
+    assert out[(src > 0) & (src <= 1e-5)].min() > zeros[0]
+    assert out[(src < 1) & (src >= 1 - 1e-5)].max() < ones[0]
+    # each pile sits at its own midpoint CDF of the reference
+    n = src.size
+    np.testing.assert_allclose(zeros[0], np.quantile(ref, 1500 / n, method="hazen"), atol=0.02)
+    np.testing.assert_allclose(ones[0], np.quantile(ref, 1 - 1500 / n, method="hazen"), atol=0.02)

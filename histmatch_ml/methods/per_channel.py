@@ -133,16 +133,27 @@ def gather(lut: np.ndarray, cells: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+#: where the minimum sits in cell 0 (and the maximum in the last cell): values
+#: within ``2**-10`` of a cell of the channel's extremes share their cell
+_END = 2.0**-10
+
+
 def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) -> bool:
     """Write the float-grid cell of every pixel of a 2-D float plane into ``cells``.
 
-    The (masked) range ``[lo, hi]`` is cut into ``GRID_CELLS`` equal cells
-    centred on ``lo + i * (hi - lo) / (GRID_CELLS - 1)``: the cell of ``x``
-    is ``round((x - lo) * scale)``, computed from ``x - lo`` so that values far
-    from zero (``1e6 + [0, 100]`` in float32) keep their resolution. The map is
-    monotone and equal values share a cell; unmasked pixels outside the range
-    go to the end cells. ``plane`` (contiguous, float32/float64) is used as
-    scratch space and overwritten; ``cells`` is a uint16 array of its shape.
+    The cell of ``x`` is ``floor((x - lo) * scale + 1 - _END)`` over the
+    (masked) range ``[lo, hi]``, with ``scale`` putting ``hi`` at
+    ``GRID_CELLS - 1 + _END``: the interior cells are ``(hi - lo) /
+    (GRID_CELLS - 2)`` wide, and the two end cells hold only the values
+    within ``_END`` of a cell of the extremes. Pixels piled up at a channel's
+    minimum or maximum (black borders, clipped highlights, zero padding) thus
+    keep their own cell, apart from the tail of nearly equal values that
+    blurring or resampling leaves next to them. The map is monotone and equal
+    values share a cell; it is computed from ``x - lo`` so that values far
+    from zero (``1e6 + [0, 100]`` in float32) keep their resolution, and
+    unmasked pixels outside the range go to the end cells. ``plane``
+    (contiguous, float32/float64) is used as scratch space and overwritten;
+    ``cells`` is a uint16 array of its shape.
 
     Returns False (``cells`` untouched) when the range holds a single value.
     """
@@ -158,26 +169,28 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
         t *= 0.5
         lo, hi = lo * 0.5, hi * 0.5
     real = t.dtype.type
-    scale = (GRID_CELLS - 1) / (hi - lo)
+    span = GRID_CELLS - 2 + 2 * _END  # lo -> 1 - _END, hi -> GRID_CELLS - 1 + _END
+    scale = span / (hi - lo)
     if mask is None and scale <= np.finfo(t.dtype).max:
-        # round((x - lo) * scale) as trunc((x - shift) * scale), shift = lo - 0.5 / scale:
-        # two passes, the second casting as it multiplies; taken when the rounded
+        # trunc((x - shift) * scale) with shift = lo - (1 - _END) / scale: two
+        # passes, the second casting as it multiplies; taken when the rounded
         # shift keeps every product inside [0, GRID_CELLS) (not for offsets far
         # beyond the range, where shift rounds by more than a cell)
-        shift = real(lo - 0.5 / scale)
+        shift = real(lo - (1 - _END) / scale)
         if (float(real(hi)) - float(shift)) * float(real(scale)) < GRID_CELLS - 0.25:
             t -= shift
             np.multiply(t, real(scale), out=cells, casting="unsafe")
             return True
     t -= real(lo)
     if scale <= np.finfo(t.dtype).max:
-        t *= t.dtype.type(scale)
+        t *= real(scale)
     else:  # a subnormal range: divide, then scale
-        t /= t.dtype.type(hi - lo)
-        t *= t.dtype.type(GRID_CELLS - 1)
+        t /= real(hi - lo)
+        t *= real(span)
+    t += real(1 - _END)
     if mask is not None:
-        np.clip(t, 0.0, GRID_CELLS - 1, out=t)
-    np.add(t, t.dtype.type(0.5), out=cells, casting="unsafe")  # truncation: rounding
+        np.clip(t, 0.0, GRID_CELLS - 0.5, out=t)
+    np.copyto(cells, t, casting="unsafe")  # truncation
     return True
 
 
