@@ -9,11 +9,11 @@ with the same convention. Equal values stay equal and the map is monotone.
   levels present; blending by ``strength``, rounding and clipping are folded
   into the table, which ``cv2.LUT`` (uint8) or a gather (16-bit) applies.
 * floats and wide integers: sort-free. Each channel is placed on a 65,536-cell
-  grid over its own range (:func:`grid_cells`), and from there it is the
-  16-bit path: ``cv2.calcHist``, a lookup table of reference quantiles at the
-  cells' midpoint CDF, one gather (:func:`match_cells`). Values are never
-  rounded to 8 bits or clipped to [0, 1], and repeated values get exactly
-  their midpoint CDF.
+  grid over its own range, whose two end cells hold the extremes alone
+  (:func:`grid_cells`), and from there it is the 16-bit path: a histogram,
+  a lookup table of reference quantiles at the cells' midpoint CDF, one
+  gather (:func:`match_cells`). Values are never rounded to 8 bits or
+  clipped to [0, 1], and repeated values get exactly their midpoint CDF.
 """
 
 from __future__ import annotations
