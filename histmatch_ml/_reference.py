@@ -237,11 +237,11 @@ def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.nda
 def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
-    Along the last axis, in float64 (into ``out`` if given). One float
+    Along the last axis, in float64 (into ``out`` if given). One long float
     histogram row is summed with ``cv2.integral`` (several times faster than
     ``np.cumsum``, and exact for integer counts).
     """
-    if hist.ndim == 1 and hist.dtype in (np.float32, np.float64) and len(hist) > 1:
+    if hist.ndim == 1 and hist.dtype in (np.float32, np.float64) and len(hist) > 1024:
         sums = scratch("midpoint_cdf.sums", (2, len(hist) + 1), np.float64)
         cum = cv2.integral(hist.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1, 1:]
     else:
