@@ -114,9 +114,14 @@ def check_dtype(arr: np.ndarray, name: str) -> np.ndarray:
     raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}; got dtype {arr.dtype}")
 
 
+def not_finite_error(name: str = "X") -> ValueError:
+    """The error for float images holding NaN or infinity."""
+    return ValueError(f"{name} must not contain NaN or infinity")
+
+
 def _check_finite(arr: np.ndarray, name: str) -> None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(f"{name} must not contain NaN or infinity")
+        raise not_finite_error(name)
 
 
 def _as_hwc(img: np.ndarray, name: str) -> np.ndarray:
@@ -185,13 +190,21 @@ def is_tabular(X: Any) -> bool:
 
 
 def to_batch(
-    X: Any, mask: Any = None, *, name: str = "X", estimator: Any = None, reset: bool = False
+    X: Any,
+    mask: Any = None,
+    *,
+    name: str = "X",
+    estimator: Any = None,
+    reset: bool = False,
+    check_finite: bool = True,
 ) -> Batch:
     """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
 
     Accepted: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``; a list
     or tuple of ``(H, W)`` / ``(H, W, C)`` images of any sizes; a single
     ``PIL.Image``. Raises ``TypeError`` / ``ValueError`` naming ``name``.
+    ``check_finite=False`` leaves the NaN/infinity check of float images to a
+    kernel that makes it in its own pass (see :func:`not_finite_error`).
 
     With ``estimator``, tabular input goes through scikit-learn's
     ``validate_data`` first (``n_features_in_``, ``feature_names_in_``,
@@ -263,7 +276,8 @@ def to_batch(
     for i, im in enumerate(batch_images):
         if im.shape[0] == 0 or im.shape[1] == 0:
             raise ValueError(f"{name} image {i} must not be empty; got shape {im.shape}")
-        _check_finite(im, name)
+        if check_finite:
+            _check_finite(im, name)
         images.append(np.ascontiguousarray(im))
     masks = _mask_list(mask, [im.shape[:2] for im in images], "mask")
     return Batch(images, masks, kind, meta)

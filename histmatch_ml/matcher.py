@@ -306,7 +306,14 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
                 f"method is {self.method!r} but the matcher was fitted with "
                 f"{self.method_!r}, whose learned state it cannot use; call fit again"
             )
-        batch = _images.to_batch(X, mask, estimator=self, reset=False)
+        batch = _images.to_batch(
+            X,
+            mask,
+            estimator=self,
+            reset=False,
+            # (a method that checks in its own pass does so on unmasked batches)
+            check_finite=mask is not None or not method.checks_finite,
+        )
         self._check_channels(batch)
         method.check_channels(batch.n_channels, "X")
         if method.raw_values:

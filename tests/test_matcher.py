@@ -579,3 +579,20 @@ def test_values_piled_at_the_extremes_keep_their_own_output():
     n = src.size
     np.testing.assert_allclose(zeros[0], np.quantile(ref, 1500 / n, method="hazen"), atol=0.02)
     np.testing.assert_allclose(ones[0], np.quantile(ref, 1 - 1500 / n, method="hazen"), atol=0.02)
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact", "lab"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_transform_refuses_nan_and_infinity_anywhere(method, bad, with_mask, astronaut, coffee):
+    m = HistogramMatcher(method, random_state=0).fit([coffee.astype(np.float32) / 255])
+    batch = np.stack([astronaut, astronaut[::-1]]).astype(np.float32) / 255
+    batch[1, 200, 300, 2] = bad  # one value of one channel of the second image
+    mask = None
+    if with_mask:
+        mask = np.zeros(batch.shape[:3], dtype=bool)
+        mask[:, :100] = True  # the bad value lies outside the mask: still refused
+    with pytest.raises(ValueError, match="X must not contain NaN or infinity"):
+        m.transform(batch, mask=mask)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        m.transform(list(batch.astype(np.float64)), mask=None if mask is None else list(mask))

@@ -43,6 +43,10 @@ class MatchingMethod(ABC):
     #: another dtype scale, e.g. float [0, 1] against uint8, come out on the
     #: references' scale); False for methods that normalise by the dtype's scale
     raw_values: ClassVar[bool] = True
+    #: True when ``apply`` itself raises ``_images.not_finite_error()`` for float
+    #: images holding NaN or infinity (found in a pass it makes anyway), so that
+    #: ``transform`` can skip its own check of unmasked batches
+    checks_finite: ClassVar[bool] = False
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise ``ValueError``/``TypeError`` for parameters this method rejects."""

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .. import _reference
+from .. import _images, _reference
 from .._scratch import scratch
 from ._base import MatchingMethod, blend, keep_unmasked, register
 
@@ -158,7 +158,9 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
     Returns False (``cells`` untouched) when the range holds a single value.
     """
     values = plane if mask is None else plane[mask]
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = float(values.min()), float(values.max())  # (min and max propagate NaN)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise _images.not_finite_error()
     if not hi > lo:
         return False
     t = plane
@@ -245,6 +247,7 @@ class PerChannel(MatchingMethod):
     """Classic histogram matching, each channel on its own."""
 
     name = "per_channel"
+    checks_finite = True  # the float grid's min and max see NaN and infinity
 
     def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
         out = np.empty_like(image)
