@@ -46,10 +46,22 @@ def level_count_and_offset(dtype: np.dtype) -> tuple[int, int]:
     return _EXACT[np.dtype(dtype)]
 
 
+_LEVEL_VALUES: dict[np.dtype, np.ndarray] = {}
+
+
 def level_values(dtype: np.dtype) -> np.ndarray:
-    """The value of every level index of an 8/16-bit integer dtype (float64)."""
-    n, offset = level_count_and_offset(dtype)
-    return np.arange(n, dtype=np.float64) - offset
+    """The value of every level index of an 8/16-bit integer dtype (float64, read-only).
+
+    A constant per dtype, built once (512 KiB for 16-bit types).
+    """
+    dtype = np.dtype(dtype)
+    values = _LEVEL_VALUES.get(dtype)
+    if values is None:
+        n, offset = level_count_and_offset(dtype)
+        values = np.arange(n, dtype=np.float64) - offset
+        values.flags.writeable = False
+        _LEVEL_VALUES[dtype] = values
+    return values
 
 
 def level_index(channel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
