@@ -298,6 +298,14 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         -------
         X_matched : same container, shape and dtype as ``X``
             A new array / list / PIL image; ``X`` is never modified.
+
+        Warns
+        -----
+        UserWarning
+            When ``X`` and the references differ in dtype kind or integer
+            width (float vs integer, uint8 vs uint16) and the method matches
+            raw values (``"per_channel"``, ``"exact"``): the output is on the
+            references' scale.
         """
         check_is_fitted(self, "reference_")
         method, params = self._checked_method()
