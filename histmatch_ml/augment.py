@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _images
 from .matcher import HistogramMatcher
 from .methods import get_method
+from .methods._base import warn_scale_mismatch
 
 __all__ = ["RandomHistogramMatching", "albumentations_class"]
 
@@ -513,6 +514,8 @@ class RandomHistogramMatching(BaseEstimator):
                 f"got {batch.n_channels}"
             )
         cache["method"].check_channels(batch.n_channels, name)
+        if cache["method"].raw_values:
+            warn_scale_mismatch(batch.dtype, self.dtype_, name, stacklevel=4)
         return batch
 
     def apply(self, image: Any, params: dict[str, Any] | list[dict[str, Any]]) -> Any:

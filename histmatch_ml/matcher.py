@@ -8,7 +8,6 @@ only validates parameters, keeps the fitted attributes and loops over images.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 from pathlib import Path
@@ -27,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _images
 from .methods import available_methods, get_method
+from .methods._base import warn_scale_mismatch
 
 _FITTED = (
     "method_",
@@ -325,7 +325,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         self._check_channels(batch)
         method.check_channels(batch.n_channels, "X")
         if method.raw_values:
-            self._warn_scale_mismatch(batch.dtype)
+            warn_scale_mismatch(batch.dtype, self.dtype_, "X", stacklevel=3)
         full, views = _images.allocate_output(batch)
         masks = batch.masks or [None] * len(batch.images)
 
@@ -343,26 +343,6 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         else:
             outputs = [match(i) for i in range(len(batch.images))]
         return _images.restore(batch, outputs if views is None else full)
-
-    def _warn_scale_mismatch(self, dtype: np.dtype) -> None:
-        """Warn when images and references are on different value scales.
-
-        Matched values are the references' values: a float image in [0, 1]
-        matched to uint8 references comes out in 0..255, and an integer image
-        matched to float [0, 1] references is rounded to 0 or 1.
-        """
-        fitted = np.dtype(self.dtype_)
-        if dtype == fitted or (dtype.kind == "f" and fitted.kind == "f"):
-            return
-        warnings.warn(
-            f"X has dtype {dtype} but the matcher was fitted on {fitted} references: "
-            f"matched values are the references' values, on their scale"
-            + (f" and rounded to {dtype}" if dtype.kind in "iu" else "")
-            + f". Convert X to {fitted} (or fit on {dtype} references) unless that is "
-            "what you want; method='lab' reads each dtype on its own full scale.",
-            UserWarning,
-            stacklevel=3,
-        )
 
     def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:
         """Fit to ``X`` and match ``X`` itself (masks apply to both steps).

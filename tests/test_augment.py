@@ -599,3 +599,12 @@ def test_dataloader_workers_albumentations_adapter():
     refs = _levels([10, 60, 110, 160, 210, 250])
     aug = RandomHistogramMatching(p=0.9, random_state=0).fit(refs)
     _check_workers(AugmentedDataset(A.Compose([aug.as_albumentations()], seed=0)))
+
+
+def test_scale_mismatch_between_images_and_references_warns():
+    refs = [np.full((8, 8, 3), v, dtype=np.uint8) for v in (10, 200)]
+    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(refs)
+    image = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match="image has dtype float32 but the references were uint8"):
+        out = aug(image)
+    assert out.max() > 1  # on the references' 0..255 scale, as the warning says

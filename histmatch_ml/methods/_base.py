@@ -22,6 +22,7 @@ randomness only through the ``numpy.random.Generator`` passed to ``learn``.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -99,6 +100,28 @@ def get_method(name: Any) -> MatchingMethod:
 def available_methods() -> list[str]:
     """Names of the registered methods."""
     return sorted(_REGISTRY)
+
+
+def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int = 2) -> None:
+    """Warn when images of ``dtype`` meet references of dtype ``fitted`` on another scale.
+
+    For the methods that match raw values (``raw_values``): a float image in
+    [0, 1] matched to uint8 references comes out in 0..255, and an integer
+    image matched to float [0, 1] references is rounded to 0 or 1. Floats of
+    different widths share a scale and do not warn.
+    """
+    dtype, fitted = np.dtype(dtype), np.dtype(fitted)
+    if dtype == fitted or (dtype.kind == "f" and fitted.kind == "f"):
+        return
+    warnings.warn(
+        f"{name} has dtype {dtype} but the references were {fitted}: matched values are "
+        f"the references' values, on their scale"
+        + (f" and rounded to {dtype}" if dtype.kind in "iu" else "")
+        + f". Convert {name} to {fitted} (or use {dtype} references) unless that is "
+        "what you want; method='lab' reads each dtype on its own full scale.",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def value_range(dtype: np.dtype) -> tuple[float, float] | None:
