@@ -89,8 +89,7 @@ def ranked_values(state: dict, channel: int, n: int, integer_image: bool) -> np.
     if integer_image and "histograms" in state:
         levels = _reference.level_values(np.dtype(state["dtype"].item()))
         return np.repeat(levels, target_counts(state["histograms"][channel], n))
-    p, v = _reference.quantile_points(state, channel)
-    return np.interp((np.arange(n) + 0.5) / n, p, v)
+    return _reference.quantile_values(state, channel, (np.arange(n) + 0.5) / n)
 
 
 @register
