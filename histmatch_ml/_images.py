@@ -178,6 +178,8 @@ def is_tabular(X: Any) -> bool:
     That is a 2-D array-like (ndarray, DataFrame, sparse matrix) or a list of
     1-D rows; a list of 2-D/3-D items is a list of images instead.
     """
+    if isinstance(X, np.ndarray):
+        return X.ndim == 2
     from scipy import sparse  # (imported on use: the CLI starts without scipy/sklearn)
 
     if sparse.issparse(X):

@@ -21,6 +21,7 @@ probability ``q``. Everything here is a pure function of arrays.
 from __future__ import annotations
 
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -121,22 +122,32 @@ def plane_histograms(planes: np.ndarray, mask: np.ndarray | None, n_levels: int)
     return np.stack([level_counts(p, mask, n_levels) for p in planes]).astype(np.int64)
 
 
+def uint8_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Per-channel histograms ``(C, 256)`` of a uint8 ``(H, W, C)`` image.
+
+    ``cv2.calcHist`` on the interleaved image (no channel copies), each
+    channel straight into its row of a float32 array, whose counts are exact
+    below 2**24 pixels; larger images get int64 counts from contiguous
+    planes (:func:`level_counts`).
+    """
+    if image.shape[0] * image.shape[1] >= 2**24:
+        return plane_histograms(channel_planes(image), mask, 256)
+    hist = np.empty((image.shape[2], 256), dtype=np.float32)
+    m = None if mask is None else mask.view(np.uint8)
+    for c, row in enumerate(hist):
+        cv2.calcHist([image], [c], m, [256], [0, 256], hist=row.reshape(256, 1))
+    return hist
+
+
 def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Per-channel level histograms ``(C, L)`` int64 of one ``(H, W, C)`` 8/16-bit image.
 
-    uint8 images use ``cv2.calcHist`` on the interleaved image (no channel
-    copies; exact below 2**24 pixels per bin); other dtypes go through
+    uint8 images through :func:`uint8_histograms`, other dtypes through
     contiguous level planes (:func:`level_counts`).
     """
+    if image.dtype == np.uint8:
+        return uint8_histograms(image, mask).astype(np.int64, copy=False)
     n_levels, _ = level_count_and_offset(image.dtype)
-    if image.dtype == np.uint8 and image.shape[0] * image.shape[1] < 2**24:
-        m = None if mask is None else mask.view(np.uint8)
-        return np.stack(
-            [
-                cv2.calcHist([image], [c], m, [256], [0, 256]).reshape(-1)
-                for c in range(image.shape[2])
-            ]
-        ).astype(np.int64)
     return plane_histograms(channel_planes(level_index(image)), mask, n_levels)
 
 
@@ -275,13 +286,66 @@ def histogram_quantile_points(hist: np.ndarray, values: np.ndarray) -> tuple:
     return midpoint_cdf(hist[occupied].astype(np.float64)), values[occupied]
 
 
-def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
-    """Knots ``(p, v)`` of the reference quantile function of one channel."""
+#: (histograms' id, dtype name) -> (a copy of the histograms, knots per channel)
+_KNOTS: dict[tuple[int, str], tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = {}
+_KNOTS_LOCK = threading.Lock()
+#: states whose knots are kept (a 16-bit RGB state's entry is about 6 MiB at most)
+KNOTS_KEPT = 4
+
+
+def _histogram_knots(hist: np.ndarray, dtype_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`histogram_quantile_points` of every row of ``hist``, remembered.
+
+    A transform evaluates the same reference for every image, and for 16-bit
+    references finding the knots costs more than using them. The knots are
+    kept for the last :data:`KNOTS_KEPT` histogram arrays, and used again
+    only while the array still holds the counts they were computed from (a
+    comparison, much cheaper than the knots), so editing or replacing a
+    fitted state in place is always seen. The cached arrays are read-only.
+    """
+    key = (id(hist), dtype_name)
+    hit = _KNOTS.get(key)
+    if hit is not None and hit[0].shape == hist.shape and np.array_equal(hit[0], hist):
+        return hit[1]
+    values = level_values(np.dtype(dtype_name))
+    knots = [histogram_quantile_points(row, values) for row in hist]
+    for p, v in knots:
+        p.flags.writeable = v.flags.writeable = False
+    with _KNOTS_LOCK:
+        while len(_KNOTS) >= KNOTS_KEPT:
+            del _KNOTS[next(iter(_KNOTS))]  # the oldest entry
+        _KNOTS[key] = (hist.copy(), knots)
+    return knots
+
+
+def channel_knots(state: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`quantile_points` of every channel (read-only for histogram states)."""
     if "histograms" in state:
-        values = level_values(np.dtype(state["dtype"].item()))
-        return histogram_quantile_points(state["histograms"][channel], values)
+        return _histogram_knots(state["histograms"], str(state["dtype"].item()))
+    quantiles = state["quantiles"]
+    grid = probability_grid(quantiles.shape[1])
+    return [(grid, q) for q in quantiles]
+
+
+def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Knots ``(p, v)`` of the reference quantile function of one channel (read-only)."""
+    if "histograms" in state:
+        return channel_knots(state)[channel]
     q = state["quantiles"][channel]
     return probability_grid(len(q)), q
+
+
+def quantile_rows(state: dict, probs: np.ndarray) -> np.ndarray:
+    """:func:`quantile_values` of every channel ``c`` at ``probs[c]``, at once.
+
+    ``probs`` is ``(C, n)`` float64 with non-decreasing rows (midpoint CDFs,
+    as for lookup tables over all levels); one running maximum over the
+    rows keeps the result monotone to the ulp, as :func:`quantile_values` does.
+    """
+    out = np.empty(probs.shape)
+    for c, (row, knots) in enumerate(zip(probs, channel_knots(state))):
+        out[c] = np.interp(row, *knots)
+    return np.maximum.accumulate(out, axis=-1, out=out)
 
 
 #: sketch queries longer than this take the arithmetic path of :func:`quantile_values`

@@ -423,6 +423,27 @@ def test_strength_validated_again_at_transform(astronaut):
 
 
 @pytest.mark.parametrize(
+    ("good", "bad", "msg"),
+    [
+        ({"strength": 0.5}, {"strength": 1.5}, "strength"),
+        ({"n_jobs": 2}, {"n_jobs": 2.0}, "n_jobs"),  # equal value, another type
+        ({"ordering": "variational"}, {"ordering": "nope"}, "ordering"),
+    ],
+)
+def test_remembered_valid_params_do_not_let_bad_ones_through(astronaut, good, bad, msg):
+    # validation results are remembered per (type, value); a valid set must not
+    # make an invalid one pass, before or after it
+    m = HistogramMatcher(**good).fit([astronaut])
+    m.transform([astronaut])
+    m.set_params(**bad)
+    for _ in range(2):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            m.transform([astronaut])
+    m.set_params(**good)
+    m.transform([astronaut])
+
+
+@pytest.mark.parametrize(
     ("X", "exc", "msg"),
     [
         ([], ValueError, "at least one image"),

@@ -39,6 +39,56 @@ def test_image_histograms_with_and_without_mask():
     assert h16.shape == (3, 65536) and h16.sum() == 3 * mask.sum()
 
 
+def test_uint8_histograms_exact_above_float32_integers():
+    # 4097**2 pixels: more than 2**24 in one bin, an odd count float32 cannot hold
+    img = np.zeros((4097, 4097, 1), dtype=np.uint8)
+    img[0, :4096] = 7
+    expected = np.zeros(256, dtype=np.int64)
+    expected[[0, 7]] = [4097 * 4097 - 4096, 4096]
+    assert expected[0] > 2**24 and expected[0] % 2 == 1
+    np.testing.assert_array_equal(_reference.uint8_histograms(img, None)[0], expected)
+    np.testing.assert_array_equal(_reference.image_histograms(img, None)[0], expected)
+
+
+def test_uint8_histograms_fills_rows_of_float32_counts():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (40, 30, 4), dtype=np.uint8)
+    mask = rng.random((40, 30)) < 0.5
+    h = _reference.uint8_histograms(img, mask)
+    assert h.dtype == np.float32 and h.shape == (4, 256)
+    for c in range(4):
+        np.testing.assert_array_equal(h[c], np.bincount(img[:, :, c][mask], minlength=256))
+
+
+def test_remembered_knots_follow_edits_of_the_state():
+    rng = np.random.default_rng(2)
+    hist = rng.integers(0, 50, (3, 256)).astype(np.int64)
+    state = {"histograms": hist, "dtype": np.array("uint8")}
+    probs = np.linspace(0, 1, 101)
+
+    def fresh(c):
+        return np.interp(probs, *_reference.histogram_quantile_points(hist[c], np.arange(256.0)))
+
+    for c in range(3):
+        np.testing.assert_allclose(_reference.quantile_values(state, c, probs), fresh(c))
+    p, v = _reference.quantile_points(state, 1)
+    assert not p.flags.writeable and not v.flags.writeable
+    hist[1, :128] = 0  # edited in place: same array object, new counts
+    hist[1, 200] += 1000
+    np.testing.assert_allclose(_reference.quantile_values(state, 1, probs), fresh(1))
+    state["histograms"] = hist[::-1].copy()  # replaced
+    hist = state["histograms"]
+    np.testing.assert_allclose(
+        _reference.quantile_rows(state, np.tile(probs, (3, 1)))[2], fresh(2)
+    )
+    # many states in turn: the cache stays bounded and answers stay right
+    for seed in range(2 * _reference.KNOTS_KEPT):
+        hist = np.random.default_rng(seed).integers(1, 9, (3, 256)).astype(np.int64)
+        state = {"histograms": hist, "dtype": np.array("uint8")}
+        np.testing.assert_allclose(_reference.quantile_values(state, 0, probs), fresh(0))
+    assert len(_reference._KNOTS) <= _reference.KNOTS_KEPT
+
+
 def test_histogram_quantile_points_midpoint_convention():
     hist = np.zeros(256, dtype=np.int64)
     hist[[10, 20]] = [1, 3]

@@ -22,6 +22,7 @@ randomness only through the ``numpy.random.Generator`` passed to ``learn``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -126,7 +127,11 @@ def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int
 
 def value_range(dtype: np.dtype) -> tuple[float, float] | None:
     """(min, max) of an integer dtype, None for floats."""
-    dtype = np.dtype(dtype)
+    return _value_range(np.dtype(dtype))
+
+
+@functools.cache
+def _value_range(dtype: np.dtype) -> tuple[float, float] | None:
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         return float(info.min), float(info.max)

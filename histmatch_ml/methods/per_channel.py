@@ -75,18 +75,25 @@ def cdf_lut(
 
 
 def dense_luts(
-    hist: np.ndarray, state: dict, levels: np.ndarray, strength: float, dtype: np.dtype
+    hist: np.ndarray,
+    state: dict,
+    levels: np.ndarray,
+    strength: float,
+    dtype: np.dtype,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lookup tables ``(C, L)`` for every level at once (8-bit: no occupancy test).
 
     The tables of :func:`cdf_lut`, computed for absent levels too (they are
-    never read for counted pixels), with the CDFs and the blend done for all
-    channels at once: 0.025 ms (3%) less per uint8 RGB image than
-    :func:`cdf_lut` channel by channel.
+    never read for counted pixels), with the CDFs, quantiles and the blend
+    done for all channels together: for uint8 RGB this is under a tenth of
+    the cost of :func:`cdf_lut` channel by channel. ``out`` (``(C, L)`` of
+    ``dtype``, any strides) receives the tables if given.
     """
-    cdf = _reference.midpoint_cdf(hist)
-    matched = np.stack([_reference.quantile_values(state, c, row) for c, row in enumerate(cdf)])
-    return blend(levels, matched, strength, dtype)
+    matched = _reference.quantile_rows(state, _reference.midpoint_cdf(hist))
+    if out is None:
+        return blend(levels, matched, strength, dtype)
+    return blend(levels, matched, strength, dtype, out=out)
 
 
 class Scratch:
@@ -233,11 +240,14 @@ def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_lut_uint8(image: np.ndarray, lut: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Apply lookup tables ``(C, 256)`` to a uint8 ``(H, W, C<=4)`` image into ``out``."""
-    n_channels = image.shape[2]
-    table = np.ascontiguousarray(lut.T).reshape(1, 256, n_channels)
-    if n_channels == 1:
+def lut_table(n_channels: int) -> np.ndarray:
+    """A ``(1, 256, C)`` uint8 table for :func:`apply_lut_uint8`; fill it through ``.T``."""
+    return np.empty((1, 256, n_channels), dtype=np.uint8)
+
+
+def apply_lut_uint8(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Apply a :func:`lut_table` to a uint8 ``(H, W, C<=4)`` image into ``out``."""
+    if image.shape[2] == 1:
         cv2.LUT(image[:, :, 0], table, dst=out[:, :, 0])
     else:
         cv2.LUT(image, table, dst=out)
@@ -261,9 +271,10 @@ class PerChannel(MatchingMethod):
         n_channels = image.shape[2]
         if dtype == np.uint8 and n_channels <= 4:
             # histograms and tables per channel; cv2.LUT maps the interleaved image at once
-            hist = _reference.image_histograms(image, mask)
-            lut = dense_luts(hist, state, _reference.level_values(dtype), strength, dtype)
-            keep_unmasked(apply_lut_uint8(image, lut, out), image, mask)
+            hist = _reference.uint8_histograms(image, mask)
+            table = lut_table(n_channels)
+            dense_luts(hist, state, _reference.level_values(dtype), strength, dtype, table[0].T)
+            keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
             return
 
         # 8/16-bit levels, or floats (and wide integers, through float64 to be
