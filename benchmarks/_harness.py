@@ -18,6 +18,7 @@ import datetime
 import gc
 import os
 import platform
+import random
 import statistics
 import time
 import tracemalloc
@@ -40,15 +41,30 @@ def median_time(
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], *, repeat: int = 15, warmup: int = 2
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeat: int = 15,
+    warmup: int = 2,
+    shuffle: bool = True,
 ) -> dict[str, float]:
-    """Medians of several callables timed round-robin, so machine load hits all alike."""
+    """Medians of several callables timed round-robin, so machine load hits all alike.
+
+    Each round runs every callable once, in a fresh (seeded) random order
+    when ``shuffle``: a call's time depends on what ran just before it (a
+    peer that frees large arrays leaves the next caller cold caches and
+    unmapped pages), and a fixed order would always hand the same callable
+    the same predecessor.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns.items())
+    rng = random.Random(0)
     for _ in range(repeat):
-        for name, fn in fns.items():
+        if shuffle:
+            rng.shuffle(order)
+        for name, fn in order:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -335,7 +335,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
             raw values (``"per_channel"``, ``"exact"``): the output is on the
             references' scale.
         """
-        check_is_fitted(self, "reference_")
+        if not hasattr(self, "reference_"):  # (check_is_fitted costs 0.01-0.04 ms a call)
+            check_is_fitted(self, "reference_")
         method, params = self._checked_method()
         if get_method(self.method_).state_kind != method.state_kind:
             raise ValueError(
