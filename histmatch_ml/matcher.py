@@ -32,18 +32,20 @@ from .methods._base import warn_scale_mismatch
 _VALID_PARAMS: set[tuple] = set()
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _params_key(cls: type, params: dict[str, Any]) -> tuple | None:
-    """A hashable key for ``params`` of an estimator class, None if a value is unhashable.
+    """A key for ``params`` of an estimator class; None unless every value is a plain scalar.
 
     Each value enters with its exact type, so ``1`` and ``1.0`` or ``True``
-    are different keys (validation may treat them differently).
+    are different keys (validation may treat them differently). Other
+    values (a ``RandomState``, numpy scalars) are validated on every call,
+    so the set of remembered keys never keeps a user's object alive.
     """
-    key = (cls, *((name, type(v), v) for name, v in params.items()))
-    try:
-        hash(key)
-    except TypeError:
+    if not all(type(v) in _PLAIN for v in params.values()):
         return None
-    return key
+    return (cls, *((name, type(v), v) for name, v in params.items()))
 
 
 _FITTED = (

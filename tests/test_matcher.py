@@ -617,3 +617,15 @@ def test_transform_refuses_nan_and_infinity_anywhere(method, bad, with_mask, ast
         m.transform(batch, mask=mask)
     with pytest.raises(ValueError, match="NaN or infinity"):
         m.transform(list(batch.astype(np.float64)), mask=None if mask is None else list(mask))
+
+
+def test_remembered_params_hold_no_user_objects(astronaut):
+    from histmatch_ml import matcher as matcher_module
+
+    rs = np.random.RandomState(0)
+    m = HistogramMatcher(random_state=rs).fit([astronaut])
+    m.transform([astronaut])
+    assert all(rs is not part[2] for key in matcher_module._VALID_PARAMS for part in key[1:])
+    m.set_params(random_state="bad")
+    with pytest.raises(ValueError, match="random_state"):
+        m.transform([astronaut])
