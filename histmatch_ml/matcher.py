@@ -211,17 +211,20 @@ class HistogramMatcher(TransformerMixin, BaseEstimator):
         """
         params = {name: getattr(self, name) for name in self._parameter_constraints}
         key = _params_key(type(self), params)
-        if key is None or key not in _VALID_PARAMS:
+        known = key is not None and key in _VALID_PARAMS
+        if not known:
             validate_parameter_constraints(
                 self._parameter_constraints, params, caller_name=type(self).__name__
             )
-            get_method(self.method).check_params({**params, "strength": float(self.strength)})
+        method = get_method(self.method)
+        params["strength"] = float(params["strength"])
+        if not known:
+            method.check_params(params)
             if key is not None:
                 if len(_VALID_PARAMS) >= 256:
                     _VALID_PARAMS.clear()
                 _VALID_PARAMS.add(key)
-        params["strength"] = float(params["strength"])
-        return get_method(self.method), params
+        return method, params
 
     # --------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:

@@ -91,8 +91,6 @@ def dense_luts(
     of ``dtype``, any strides) receives the tables if given.
     """
     matched = _reference.quantile_rows(state, _reference.midpoint_cdf(hist))
-    if out is None:
-        return blend(levels, matched, strength, dtype)
     return blend(levels, matched, strength, dtype, out=out)
 
 
