@@ -629,3 +629,79 @@ def test_remembered_params_hold_no_user_objects(astronaut):
     m.set_params(random_state="bad")
     with pytest.raises(ValueError, match="random_state"):
         m.transform([astronaut])
+
+
+# ------------------------------------------------------------ floats holding 8-bit levels
+BYTE_CONVERSIONS = {
+    "/ 255 float32 (ToTensor)": lambda a: a.astype(np.float32) / np.float32(255),
+    "* (1/255) float32 (img_as_float32)": lambda a: a.astype(np.float32) * np.float32(1 / 255),
+    "/ 255 float64": lambda a: a / 255.0,
+    "* (1/255) float64 (img_as_float)": lambda a: a * (1 / 255),
+    "cast to float32, 0..255": lambda a: a.astype(np.float32),
+}
+
+
+def _grid_only(monkeypatch, matcher, images, **kwargs):
+    """``matcher.transform`` with the 8-bit-levels shortcut of the float path turned off."""
+    from histmatch_ml.methods import per_channel
+
+    with monkeypatch.context() as patch:
+        patch.setattr(per_channel, "byte_levels", lambda image, check: None)
+        return matcher.transform(images, **kwargs)
+
+
+@pytest.mark.parametrize("convert", list(BYTE_CONVERSIONS.values()), ids=list(BYTE_CONVERSIONS))
+@pytest.mark.parametrize("grey", [False, True])
+def test_float_images_of_8_bit_levels_match_exactly_as_on_the_grid(
+    convert, grey, monkeypatch, astronaut, coffee
+):
+    from histmatch_ml.methods.per_channel import byte_levels
+
+    src, ref = convert(astronaut), convert(coffee)
+    if grey:
+        src, ref = np.ascontiguousarray(src[..., 1:2]), np.ascontiguousarray(ref[..., 1:2])
+    assert byte_levels(src, np.empty_like(src)) is not None  # the shortcut is taken
+    mask = np.random.default_rng(5).random(src.shape[:2]) < 0.6
+    m = HistogramMatcher().fit([ref])
+    for strength in (1.0, 0.4):
+        m.set_params(strength=strength)
+        for masks in (None, mask[None]):
+            fast = m.transform(src[None], mask=masks)
+            grid = _grid_only(monkeypatch, m, src[None], mask=masks)
+            assert fast.dtype == src.dtype
+            np.testing.assert_array_equal(fast, grid)
+            if masks is not None:
+                np.testing.assert_array_equal(fast[0][~mask], src[~mask])
+
+
+def test_float_images_not_of_8_bit_levels_take_the_grid(astronaut):
+    from histmatch_ml.methods.per_channel import byte_levels
+
+    levels = astronaut.astype(np.float32) / 255
+    check = np.empty_like(levels)
+    assert byte_levels(levels, check) is not None
+    cases = {}
+    for name, (row, col, value) in {
+        "one value off by an ulp": (300, 301, np.nextafter(levels[300, 301, 1], np.float32(2))),
+        "NaN": (300, 301, np.nan),
+        "infinity": (300, 301, np.inf),
+        "a negative level": (300, 301, -levels[300, 301, 1] - 1 / 255),
+        "NaN in a sampled row": (0, 5, np.nan),
+    }.items():
+        bad = levels.copy()
+        bad[row, col, 1] = value
+        cases[name] = bad
+    cases["continuous values"] = np.random.default_rng(0).random(levels.shape, dtype=np.float32)
+    cases["levels of 1 / 256"] = astronaut.astype(np.float32) / 256
+    for name, image in cases.items():
+        assert byte_levels(image, check) is None, name
+    assert byte_levels(np.asfortranarray(levels), check) is None  # not contiguous
+
+
+def test_float_8_bit_levels_with_an_ulp_off_are_still_matched(astronaut, coffee):
+    # the shortcut turns the image down; the grid matches it, monotone as ever
+    src = astronaut.astype(np.float32) / 255
+    src[300, 301, 1] = np.nextafter(src[300, 301, 1], np.float32(2))
+    out = HistogramMatcher().fit([coffee.astype(np.float32) / 255]).transform([src])[0]
+    order = np.argsort(src[..., 1], axis=None, kind="stable")
+    assert (np.diff(out[..., 1].ravel()[order]) >= 0).all()

@@ -14,10 +14,15 @@ with the same convention. Equal values stay equal and the map is monotone.
   a lookup table of reference quantiles at the cells' midpoint CDF, one
   gather (:func:`match_cells`). Values are never rounded to 8 bits or
   clipped to [0, 1], and repeated values get exactly their midpoint CDF.
+* floats that hold 8-bit levels (``k / 255`` or ``k``, as converted 8-bit images do):
+  each value is alone in its grid cell, so matching the levels gives the
+  grid's result bit for bit, at the cost of the uint8 path
+  (:func:`byte_levels`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cv2
@@ -54,15 +59,7 @@ def cdf_lut(
     out = np.empty(len(counts), dtype=dtype) if out is None else out
     present = counts > 0  # (counting a bool array is 40x faster than a float one)
     if np.count_nonzero(present) <= len(counts) // 8:
-        occupied = np.flatnonzero(present)
-        matched = _reference.quantile_values(
-            state, channel, _reference.midpoint_cdf(counts[occupied])
-        )
-        out.fill(0)
-        out[occupied] = (
-            matched if levels is None else blend(levels[occupied], matched, strength, dtype)
-        )
-        return out
+        return occupied_lut(counts, state, channel, out, levels, strength, present)
     probs = _reference.midpoint_cdf(counts, out=scratch("cdf_lut.probs", counts.shape, np.float64))
     matched = _reference.quantile_values(
         state, channel, probs, out=scratch("cdf_lut.matched", counts.shape, np.float64)
@@ -71,6 +68,29 @@ def cdf_lut(
         blend(levels, matched, strength, dtype, out=out)
     else:
         np.copyto(out, matched, casting="unsafe")
+    return out
+
+
+def occupied_lut(
+    counts: np.ndarray,
+    state: dict,
+    channel: int,
+    out: np.ndarray,
+    levels: np.ndarray | None = None,
+    strength: float = 1.0,
+    present: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`cdf_lut` computed on the occupied entries only (the others are 0).
+
+    ``out`` (any strides) receives the table; ``present`` is ``counts > 0``
+    if already at hand.
+    """
+    occupied = np.flatnonzero(counts > 0 if present is None else present)
+    matched = _reference.quantile_values(state, channel, _reference.midpoint_cdf(counts[occupied]))
+    out.fill(0)
+    out[occupied] = (
+        matched if levels is None else blend(levels[occupied], matched, strength, out.dtype)
+    )
     return out
 
 
@@ -238,18 +258,68 @@ def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def lut_table(n_channels: int) -> np.ndarray:
-    """A ``(1, 256, C)`` uint8 table for :func:`apply_lut_uint8`; fill it through ``.T``."""
-    return np.empty((1, 256, n_channels), dtype=np.uint8)
+def lut_table(n_channels: int, dtype: Any = np.uint8) -> np.ndarray:
+    """A ``(1, 256, C)`` table for :func:`apply_lut_uint8`; fill it through ``.T``."""
+    return np.empty((1, 256, n_channels), dtype=dtype)
+
+
+def _cv_image(image: np.ndarray) -> np.ndarray:
+    """An ``(H, W, C)`` array as OpenCV takes it: ``(H, W)`` for one channel."""
+    return image[:, :, 0] if image.shape[2] == 1 else image
 
 
 def apply_lut_uint8(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Apply a :func:`lut_table` to a uint8 ``(H, W, C<=4)`` image into ``out``."""
-    if image.shape[2] == 1:
-        cv2.LUT(image[:, :, 0], table, dst=out[:, :, 0])
-    else:
-        cv2.LUT(image, table, dst=out)
+    """Apply a :func:`lut_table` to a uint8 ``(H, W, C<=4)`` image into ``out`` (table's dtype)."""
+    cv2.LUT(_cv_image(image), table, dst=_cv_image(out))
     return out
+
+
+@functools.cache
+def byte_tables(dtype: np.dtype) -> tuple[tuple[float, np.ndarray], ...]:
+    """``(scale, table)``: the values of 8-bit levels ``k`` in a float dtype, as images get them.
+
+    ``table[k]`` is the value of level ``k``, and ``k = round(x * scale)``.
+    Three conversions are common: a division by 255 (numpy's ``image /
+    255``, torchvision's ``ToTensor``, albumentations' ``ToFloat``), a
+    product with ``1 / 255`` (scikit-image's ``img_as_float``; the two differ
+    in the last bit for about half the levels) and a plain cast, which keeps
+    ``0..255``. The tables are read-only.
+    """
+    k = np.arange(256, dtype=dtype)
+    tables = ((255.0, k / dtype.type(255)), (255.0, k * dtype.type(1 / 255)), (1.0, k))
+    for _, table in tables:
+        table.flags.writeable = False
+    return tables
+
+
+def byte_levels(image: np.ndarray, check: np.ndarray) -> np.ndarray | None:
+    """The 8-bit levels of a float ``(H, W, C<=4)`` image converted from 8 bits, or None.
+
+    A float image converted from 8 bits (:func:`byte_tables`) has at most
+    256 values per channel, at least ``1 / 255`` of its range apart, so each
+    is alone in its grid cell and matching its levels ``k`` gives the grid's
+    result bit for bit, at the cost of the uint8 path: one 256-bin histogram
+    per channel and one ``cv2.LUT``. Three rows choose the conversion (or
+    rule the image out at once); then every value must equal its level's
+    (an L1 distance of exactly 0, which NaN and infinity never pass).
+    ``check`` (of the image's shape and dtype) is used as work space. The
+    levels are a work buffer (see :mod:`.._scratch`).
+    """
+    if not image.flags.c_contiguous:
+        return None
+    rows = image[[0, image.shape[0] // 2, -1]].reshape(3, -1)
+    candidates = []
+    for scale, table in byte_tables(image.dtype):
+        # round(|x| * scale), saturated to uint8
+        if np.array_equal(table[cv2.convertScaleAbs(rows, alpha=scale)], rows):
+            candidates.append((scale, table))
+    levels = scratch("per_channel.byte_levels", image.shape, np.uint8)
+    for scale, table in candidates:
+        cv2.convertScaleAbs(_cv_image(image), dst=_cv_image(levels), alpha=scale)
+        apply_lut_uint8(levels, table, check)
+        if cv2.norm(_cv_image(image), _cv_image(check), cv2.NORM_L1) == 0:
+            return levels
+    return None
 
 
 @register
@@ -273,6 +343,18 @@ class PerChannel(MatchingMethod):
             table = lut_table(n_channels)
             dense_luts(hist, state, _reference.level_values(dtype), strength, dtype, table[0].T)
             keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
+            return
+        levels = byte_levels(image, out) if dtype.kind == "f" and n_channels <= 4 else None
+        if levels is not None:
+            # the same per level, with the grid's tables (occupied levels only)
+            hist = _reference.uint8_histograms(levels, mask)
+            table = lut_table(n_channels, dtype)
+            for c in range(n_channels):
+                occupied_lut(hist[c], state, c, table[0, :, c])
+            apply_lut_uint8(levels, table, out)
+            if strength != 1.0:
+                out[...] = blend(image, out, strength, dtype)
+            keep_unmasked(out, image, mask)
             return
 
         # 8/16-bit levels, or floats (and wide integers, through float64 to be
