@@ -204,3 +204,32 @@ def test_quantile_values_short_and_long_paths_equal_interp_and_are_monotone(kind
     np.testing.assert_allclose(
         _reference.quantile_values(state, 1, probs[shuffled]), got[shuffled], rtol=1e-12, atol=1e-9
     )
+
+
+@pytest.mark.parametrize("n", [5, 1024, 1025, 65536])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_midpoint_cdf_is_the_same_to_the_bit_on_every_branch(n, dtype):
+    rng = np.random.default_rng(n)
+    hist = (rng.integers(0, 50, n) * (rng.random(n) < 0.7)).astype(dtype)
+    hist[-1] += 1
+    cum = np.cumsum(hist, dtype=np.float64)
+    expected = (cum - hist * 0.5) / cum[-1]  # (counts below + count / 2) / total
+    np.testing.assert_array_equal(_reference.midpoint_cdf(hist), expected)
+    out = np.empty(n)
+    assert _reference.midpoint_cdf(hist, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    assert _reference.midpoint_cdf(np.array([0, 7, 0], dtype=dtype))[1] == 0.5
+
+
+def test_long_sketch_queries_end_on_the_end_knots_and_round_into_float32_out():
+    rng = np.random.default_rng(2)
+    state = {
+        "quantiles": np.sort(rng.normal(size=(1, 1024)), axis=1),
+        "dtype": np.array("float32"),
+    }
+    probs = np.sort(np.concatenate([rng.random(9997), [0.0, 1.0, 1.0]]))
+    got = _reference.quantile_values(state, 0, probs)
+    assert got[0] == state["quantiles"][0, 0] and got[-1] == state["quantiles"][0, -1]
+    out32 = np.empty(len(probs), dtype=np.float32)
+    assert _reference.quantile_values(state, 0, probs, out=out32) is out32
+    np.testing.assert_array_equal(out32, got.astype(np.float32))

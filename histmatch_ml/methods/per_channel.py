@@ -61,14 +61,12 @@ def cdf_lut(
     if np.count_nonzero(present) <= len(counts) // 8:
         return occupied_lut(counts, state, channel, out, levels, strength, present)
     probs = _reference.midpoint_cdf(counts, out=scratch("cdf_lut.probs", counts.shape, np.float64))
+    if levels is None:  # float cells: the quantiles are the table
+        return _reference.quantile_values(state, channel, probs, out=out)
     matched = _reference.quantile_values(
         state, channel, probs, out=scratch("cdf_lut.matched", counts.shape, np.float64)
     )
-    if levels is not None:
-        blend(levels, matched, strength, dtype, out=out)
-    else:
-        np.copyto(out, matched, casting="unsafe")
-    return out
+    return blend(levels, matched, strength, dtype, out=out)
 
 
 def occupied_lut(
