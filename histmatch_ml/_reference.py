@@ -382,26 +382,60 @@ def quantile_values(
             return result
         out[...] = result
         return out
-    out = np.empty(probs.shape) if out is None else out
-    v = state["quantiles"][channel]
-    frac = scratch("quantile_values.frac", probs.shape, np.float64)
-    lower = scratch("quantile_values.lower", probs.shape, np.intp)
-    below = scratch("quantile_values.below", probs.shape, np.float64)
-    upper = scratch("quantile_values.upper", probs.shape, np.float64)
-    # knots at i / (n - 1): the segment is the integer part of probs * (n - 1); at
-    # probs = 1 it is the last knot, which the clipped takes give as both ends
-    np.multiply(probs, len(v) - 1, out=frac)
-    np.maximum(frac, 0.0, out=frac)
-    np.copyto(lower, frac, casting="unsafe")  # truncation: floor, as frac >= 0
-    frac -= lower  # in [0, 1] for probs in [0, 1]
+    position = scratch("quantile_values.position", probs.shape, np.float64)
+    np.multiply(probs, state["quantiles"].shape[1] - 1, out=position)
+    np.maximum(position, 0.0, out=position)
+    return _sketch_at(state["quantiles"][channel], position, out)
+
+
+def _sketch_at(v: np.ndarray, position: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """A sketch's knots ``v`` (at probabilities ``i / (n - 1)``) interpolated at ``position``.
+
+    ``position`` (float64 work array, ``>= 0``, overwritten) is the probability
+    times ``n - 1``: its integer part is the segment, its fraction the place in
+    it; from ``n - 1`` on it is the last knot, which the clipped takes give as
+    both ends. Each value is capped by its segment's right end, so the result
+    is non-decreasing in ``position`` to the last ulp. Into ``out`` (any float
+    dtype, rounded once) if given.
+    """
+    out = np.empty(position.shape) if out is None else out
+    lower = scratch("quantile_values.lower", position.shape, np.intp)
+    below = scratch("quantile_values.below", position.shape, np.float64)
+    upper = scratch("quantile_values.upper", position.shape, np.float64)
+    np.copyto(lower, position, casting="unsafe")  # truncation: floor, as position >= 0
+    position -= lower  # in [0, 1) inside the knots
     np.take(v, lower, out=below, mode="clip")  # (clip: no bounds checks, 2x faster)
     np.take(v[1:], lower, out=upper, mode="clip")
     step = lower.view(np.float64)  # (the indices are no longer needed)
     np.subtract(upper, below, out=step)
-    step *= frac
+    step *= position
     below += step
-    # the segment's right end caps rounding
     return np.minimum(below, upper, out=out, casting="same_kind")
+
+
+def midpoint_quantiles(
+    counts: np.ndarray, state: dict, channel: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``quantile_values(state, channel, midpoint_cdf(counts))`` for a long histogram row.
+
+    The same values up to rounding (to the bit where the reference is a
+    histogram or ``counts`` is short); on a sketch the midpoint CDF's total
+    and the knots' spacing are folded into one product, three passes fewer
+    over the row. ``counts``: one float32/float64 row longer than
+    ``SMALL_QUERY``; ``out`` as in :func:`quantile_values`.
+    """
+    if "histograms" in state or len(counts) <= SMALL_QUERY or counts.dtype.kind != "f":
+        probs = midpoint_cdf(
+            counts, out=scratch("midpoint_quantiles.probs", counts.shape, np.float64)
+        )
+        return quantile_values(state, channel, probs, out=out)
+    sums = scratch("midpoint_cdf.sums", (2, len(counts) + 1), np.float64)
+    cum = cv2.integral(counts.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1]
+    position = scratch("quantile_values.position", counts.shape, np.float64)
+    # (counts below + counts up to and including) / (2 total) * (n - 1)
+    np.add(cum[:-1], cum[1:], out=position)
+    position *= (state["quantiles"].shape[1] - 1) / (2 * cum[-1])
+    return _sketch_at(state["quantiles"][channel], position, out)
 
 
 def learn(

@@ -233,3 +233,25 @@ def test_long_sketch_queries_end_on_the_end_knots_and_round_into_float32_out():
     out32 = np.empty(len(probs), dtype=np.float32)
     assert _reference.quantile_values(state, 0, probs, out=out32) is out32
     np.testing.assert_array_equal(out32, got.astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [300, 65536])
+@pytest.mark.parametrize("kind", ["quantiles", "histograms"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_midpoint_quantiles_equal_quantile_values_at_the_midpoint_cdf(n, kind, dtype):
+    rng = np.random.default_rng(n)
+    if kind == "quantiles":
+        state = {"quantiles": np.sort(rng.normal(size=(2, 1024)) * 1e3, axis=1),
+                 "dtype": np.array("float32")}  # fmt: skip
+    else:
+        hist = rng.integers(0, 3, size=(2, 65536)) * (rng.random((2, 65536)) < 0.01)
+        state = {"histograms": hist, "dtype": np.array("uint16")}
+    counts = (rng.integers(0, 9, n) * (rng.random(n) < 0.8)).astype(dtype)
+    counts[[0, -1]] = [3, 2]
+    expected = _reference.quantile_values(state, 1, _reference.midpoint_cdf(counts))
+    got = _reference.midpoint_quantiles(counts, state, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-10)
+    assert (np.diff(got) >= 0).all()
+    out32 = np.empty(n, dtype=np.float32)
+    assert _reference.midpoint_quantiles(counts, state, 1, out=out32) is out32
+    np.testing.assert_array_equal(out32, got.astype(np.float32))

@@ -60,11 +60,10 @@ def cdf_lut(
     present = counts > 0  # (counting a bool array is 40x faster than a float one)
     if np.count_nonzero(present) <= len(counts) // 8:
         return occupied_lut(counts, state, channel, out, levels, strength, present)
-    probs = _reference.midpoint_cdf(counts, out=scratch("cdf_lut.probs", counts.shape, np.float64))
     if levels is None:  # float cells: the quantiles are the table
-        return _reference.quantile_values(state, channel, probs, out=out)
-    matched = _reference.quantile_values(
-        state, channel, probs, out=scratch("cdf_lut.matched", counts.shape, np.float64)
+        return _reference.midpoint_quantiles(counts, state, channel, out=out)
+    matched = _reference.midpoint_quantiles(
+        counts, state, channel, out=scratch("cdf_lut.matched", counts.shape, np.float64)
     )
     return blend(levels, matched, strength, dtype, out=out)
 
