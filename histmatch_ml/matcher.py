@@ -60,7 +60,9 @@ _FITTED = (
 )
 
 
-class HistogramMatcher(TransformerMixin, BaseEstimator):
+# (auto_wrap_output_keys=None: outputs are images, not named features, so scikit-learn's
+# set_output wrapper, which only returns them unchanged, is not put around transform)
+class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Match the histograms of images to a reference learned from a set of images.
 
     ``fit`` pools the pixels of any number of reference images (optionally

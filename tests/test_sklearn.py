@@ -80,3 +80,14 @@ def test_matching_removes_a_domain_shift_for_a_classifier():
     acc_matched = matched.score(shifted_test, y[test])
     assert acc_matched > acc_plain + 0.05
     assert acc_matched > 0.9
+
+
+def test_outputs_are_images_whatever_the_set_output_config(astronaut, coffee):
+    import sklearn
+
+    m = HistogramMatcher().fit([coffee])
+    expected = m.transform(astronaut[None])
+    with sklearn.config_context(transform_output="pandas"):
+        np.testing.assert_array_equal(m.transform(astronaut[None]), expected)
+        assert type(clone(m).fit_transform(astronaut[None])) is np.ndarray
+    assert not hasattr(m, "set_output")  # images have no feature names to put in a frame
