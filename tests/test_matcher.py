@@ -383,6 +383,40 @@ def test_strength_zero_is_identity_and_half_is_the_blend(astronaut, coffee):
     np.testing.assert_allclose(fh, 0.75 * f + 0.25 * ff, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_blend_in_place_is_the_blend_to_the_bit(dtype):
+    from histmatch_ml.methods._base import blend, blend_float_into
+
+    rng = np.random.default_rng(8)
+    original = (rng.normal(size=(64, 48, 3)) * 100).astype(dtype)
+    for strength in (0.0, 0.1, 0.75, 1 / 3):
+        matched = (rng.normal(size=original.shape) * 7).astype(dtype)
+        expected = blend(original, matched, strength, np.dtype(dtype))
+        kept = original.copy()
+        assert blend_float_into(original, matched, strength) is matched
+        np.testing.assert_array_equal(matched, expected)
+        np.testing.assert_array_equal(original, kept)
+
+
+def test_strength_blends_continuous_floats_without_full_size_temporaries(astronaut, coffee):
+    import tracemalloc
+
+    import cv2
+
+    src = cv2.GaussianBlur(astronaut.astype(np.float32) / 255, (0, 0), 1.5)
+    m = HistogramMatcher(strength=0.6).fit([coffee.astype(np.float32) / 255])
+    m.transform(src[None])  # work buffers allocated once
+    tracemalloc.start()
+    try:
+        out = m.transform(src[None])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * out.nbytes  # the output itself, no blend temporaries
+    full = m.set_params(strength=1.0).transform(src[None])
+    np.testing.assert_allclose(out, 0.4 * src[None] + 0.6 * full, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16])
 def test_strength_on_dense_16_bit_histograms(dtype):
     # most of the 65,536 levels occupied: the lookup table is computed whole, in place
@@ -660,7 +694,8 @@ def test_float_images_of_8_bit_levels_match_exactly_as_on_the_grid(
     src, ref = convert(astronaut), convert(coffee)
     if grey:
         src, ref = np.ascontiguousarray(src[..., 1:2]), np.ascontiguousarray(ref[..., 1:2])
-    assert byte_levels(src, np.empty_like(src)) is not None  # the shortcut is taken
+    found = byte_levels(src, np.empty_like(src))  # the shortcut is taken
+    assert found is not None and found[0].shape == src.shape and found[1].dtype == src.dtype
     mask = np.random.default_rng(5).random(src.shape[:2]) < 0.6
     m = HistogramMatcher().fit([ref])
     for strength in (1.0, 0.4):

@@ -177,6 +177,18 @@ def blend(
     return result.astype(dtype)
 
 
+def blend_float_into(original: np.ndarray, matched: np.ndarray, strength: float) -> np.ndarray:
+    """:func:`blend` of float arrays in place in ``matched`` (no temporaries), to the bit.
+
+    ``original + s * (matched - original)`` in the arrays' dtype, the same
+    three roundings as :func:`blend`.
+    """
+    s = np.asarray(strength, dtype=matched.dtype)
+    np.subtract(matched, original, out=matched)
+    np.multiply(matched, s, out=matched)
+    return np.add(matched, original, out=matched)
+
+
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Copy the pixels of ``image`` outside ``mask`` back into ``out`` (in place)."""
     if mask is not None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _images, _reference
 from .._scratch import scratch
-from ._base import MatchingMethod, blend, keep_unmasked, register
+from ._base import MatchingMethod, blend, blend_float_into, keep_unmasked, register
 
 #: cells of the float path's grid (the resolution of the source CDF)
 GRID_CELLS = 65536
@@ -289,8 +289,11 @@ def byte_tables(dtype: np.dtype) -> tuple[tuple[float, np.ndarray], ...]:
     return tables
 
 
-def byte_levels(image: np.ndarray, check: np.ndarray) -> np.ndarray | None:
-    """The 8-bit levels of a float ``(H, W, C<=4)`` image converted from 8 bits, or None.
+def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(levels, values)`` of a float ``(H, W, C<=4)`` image converted from 8 bits, or None.
+
+    ``levels`` (uint8, the image's shape) are the pixels' 8-bit levels and
+    ``values[k]`` the value of level ``k`` (a :func:`byte_tables` table).
 
     A float image converted from 8 bits (:func:`byte_tables`) has at most
     256 values per channel, at least ``1 / 255`` of its range apart, so each
@@ -315,7 +318,7 @@ def byte_levels(image: np.ndarray, check: np.ndarray) -> np.ndarray | None:
         cv2.convertScaleAbs(_cv_image(image), dst=_cv_image(levels), alpha=scale)
         apply_lut_uint8(levels, table, check)
         if cv2.norm(_cv_image(image), _cv_image(check), cv2.NORM_L1) == 0:
-            return levels
+            return levels, table
     return None
 
 
@@ -341,17 +344,18 @@ class PerChannel(MatchingMethod):
             dense_luts(hist, state, _reference.level_values(dtype), strength, dtype, table[0].T)
             keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
             return
-        levels = byte_levels(image, out) if dtype.kind == "f" and n_channels <= 4 else None
-        if levels is not None:
-            # the same per level, with the grid's tables (occupied levels only)
+        found = byte_levels(image, out) if dtype.kind == "f" and n_channels <= 4 else None
+        if found is not None:
+            # the same per level: the grid's tables (occupied levels only), blended
+            # by strength as the grid blends each pixel, so to the bit its result
+            levels, values = found
             hist = _reference.uint8_histograms(levels, mask)
             table = lut_table(n_channels, dtype)
             for c in range(n_channels):
                 occupied_lut(hist[c], state, c, table[0, :, c])
-            apply_lut_uint8(levels, table, out)
             if strength != 1.0:
-                out[...] = blend(image, out, strength, dtype)
-            keep_unmasked(out, image, mask)
+                table[0] = blend(values[:, None], table[0], strength, dtype)
+            keep_unmasked(apply_lut_uint8(levels, table, out), image, mask)
             return
 
         # 8/16-bit levels, or floats (and wide integers, through float64 to be
@@ -379,8 +383,10 @@ class PerChannel(MatchingMethod):
                 match_cells(work, mask, state, c, planes[c])
             else:  # one value: it sits at the median of the reference
                 planes[c].fill(_reference.quantile_values(state, c, np.array([0.5]))[0])
-        if exact or (dtype.kind == "f" and strength == 1.0):
+        if exact or dtype.kind == "f":
             interleave_into(planes, out)
-        else:
+            if not exact and strength != 1.0:
+                blend_float_into(image, out, strength)
+        else:  # wide integers: matched in float64, blended, rounded and clipped
             out[...] = blend(image, planes.transpose(1, 2, 0), strength, dtype)
         keep_unmasked(out, image, mask)
