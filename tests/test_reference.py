@@ -182,16 +182,20 @@ def test_property_quantile_values_equal_interp(knots, probs):
     )
 
 
+def _random_state(kind: str, rng: np.random.Generator, n_knots: int) -> dict:
+    """A two-channel reference state: a float sketch of ``n_knots`` or sparse uint16 histograms."""
+    if kind == "quantiles":
+        knots = np.sort(rng.normal(size=(2, n_knots)) * 1e3, axis=1)
+        return {"quantiles": knots, "dtype": np.array("float32")}
+    hist = rng.integers(0, 3, size=(2, 65536)) * (rng.random((2, 65536)) < 0.01)
+    return {"histograms": hist, "dtype": np.array("uint16")}
+
+
 @pytest.mark.parametrize("n_probs", [50, 5000, 70000])
 @pytest.mark.parametrize("kind", ["quantiles", "histograms"])
 def test_quantile_values_short_and_long_paths_equal_interp_and_are_monotone(kind, n_probs):
     rng = np.random.default_rng(n_probs)
-    if kind == "quantiles":
-        state = {"quantiles": np.sort(rng.normal(size=(2, 257)) * 1e3, axis=1),
-                 "dtype": np.array("float32")}  # fmt: skip
-    else:
-        hist = rng.integers(0, 3, size=(2, 65536)) * (rng.random((2, 65536)) < 0.01)
-        state = {"histograms": hist, "dtype": np.array("uint16")}
+    state = _random_state(kind, rng, n_knots=257)
     probs = np.sort(np.concatenate([rng.random(n_probs - 3), [0.0, 1.0, 0.5]]))
     got = _reference.quantile_values(state, 1, probs)
     expected = np.interp(probs, *_reference.quantile_points(state, 1))
@@ -240,12 +244,7 @@ def test_long_sketch_queries_end_on_the_end_knots_and_round_into_float32_out():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_midpoint_quantiles_equal_quantile_values_at_the_midpoint_cdf(n, kind, dtype):
     rng = np.random.default_rng(n)
-    if kind == "quantiles":
-        state = {"quantiles": np.sort(rng.normal(size=(2, 1024)) * 1e3, axis=1),
-                 "dtype": np.array("float32")}  # fmt: skip
-    else:
-        hist = rng.integers(0, 3, size=(2, 65536)) * (rng.random((2, 65536)) < 0.01)
-        state = {"histograms": hist, "dtype": np.array("uint16")}
+    state = _random_state(kind, rng, n_knots=1024)
     counts = (rng.integers(0, 9, n) * (rng.random(n) < 0.8)).astype(dtype)
     counts[[0, -1]] = [3, 2]
     expected = _reference.quantile_values(state, 1, _reference.midpoint_cdf(counts))
