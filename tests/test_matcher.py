@@ -709,6 +709,27 @@ def test_float_images_of_8_bit_levels_match_exactly_as_on_the_grid(
                 np.testing.assert_array_equal(fast[0][~mask], src[~mask])
 
 
+@pytest.mark.parametrize("n_channels", [2, 4])
+def test_float_8_bit_levels_with_constant_channels_and_any_count_match_as_on_the_grid(
+    n_channels, monkeypatch, astronaut, coffee
+):
+    from histmatch_ml.methods.per_channel import byte_levels
+
+    def with_channels(rgb):
+        image = np.zeros((*rgb.shape[:2], n_channels), dtype=np.float32)
+        image[..., :2] = rgb[..., :2].astype(np.float32) / 255  # the rest stays 0: constant
+        return image
+
+    src, ref = with_channels(astronaut), with_channels(coffee)
+    ref[..., 2:] = np.float32(1 / 255) * np.arange(ref.shape[1])[None, :, None] % 1
+    assert byte_levels(src, np.empty_like(src)) is not None
+    m = HistogramMatcher(strength=0.7).fit([ref])
+    fast = m.transform(src[None])
+    np.testing.assert_array_equal(fast, _grid_only(monkeypatch, m, src[None]))
+    if n_channels == 4:
+        assert np.ptp(fast[..., 2]) == 0  # a constant channel stays constant
+
+
 def test_float_images_not_of_8_bit_levels_take_the_grid(astronaut):
     from histmatch_ml.methods.per_channel import byte_levels
 

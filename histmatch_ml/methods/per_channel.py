@@ -313,7 +313,7 @@ def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.nd
         # round(|x| * scale), saturated to uint8
         if np.array_equal(table[cv2.convertScaleAbs(rows, alpha=scale)], rows):
             candidates.append((scale, table))
-    levels = scratch("per_channel.byte_levels", image.shape, np.uint8)
+    levels = scratch("per_channel.byte_levels", image.shape, np.uint8) if candidates else None
     for scale, table in candidates:
         cv2.convertScaleAbs(_cv_image(image), dst=_cv_image(levels), alpha=scale)
         apply_lut_uint8(levels, table, check)
