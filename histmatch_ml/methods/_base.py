@@ -199,5 +199,11 @@ def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -
 def finish(
     image: np.ndarray, matched: np.ndarray, mask: np.ndarray | None, strength: float
 ) -> np.ndarray:
-    """Blend by ``strength``, cast to the image dtype and restore unmasked pixels."""
+    """Blend by ``strength``, cast to the image dtype and restore unmasked pixels.
+
+    ``matched`` is the caller's work array: a float one of the image's dtype
+    is blended in place (:func:`blend_float_into`) and returned.
+    """
+    if strength != 1.0 and image.dtype.kind == "f" and matched.dtype == image.dtype:
+        return keep_unmasked(blend_float_into(image, matched, strength), image, mask)
     return keep_unmasked(blend(image, matched, strength, image.dtype), image, mask)
