@@ -761,3 +761,22 @@ def test_float_8_bit_levels_with_an_ulp_off_are_still_matched(astronaut, coffee)
     out = HistogramMatcher().fit([coffee.astype(np.float32) / 255]).transform([src])[0]
     order = np.argsort(src[..., 1], axis=None, kind="stable")
     assert (np.diff(out[..., 1].ravel()[order]) >= 0).all()
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: a,
+        lambda a: a.astype(np.uint16) * 257,
+        lambda a: a.astype(np.float32) / 255,  # 8-bit levels
+        lambda a: (a.astype(np.float32) + 0.5) / 256,  # continuous-ish: the grid
+    ],
+    ids=["uint8", "uint16", "float32 levels", "float32 grid"],
+)
+def test_read_only_images_and_references_are_accepted(convert, astronaut, coffee):
+    src, ref = convert(astronaut), convert(coffee)
+    src.flags.writeable = ref.flags.writeable = False  # e.g. np.frombuffer or a memory map
+    m = HistogramMatcher().fit([ref])
+    out = m.transform(src[None])
+    assert out.dtype == src.dtype and out.flags.writeable
+    np.testing.assert_array_equal(out, m.transform(src[None].copy()))
