@@ -335,58 +335,74 @@ class PerChannel(MatchingMethod):
         return out
 
     def apply_into(self, image, mask, state, params, out) -> None:
-        strength, dtype = params["strength"], image.dtype
-        n_channels = image.shape[2]
-        if dtype == np.uint8 and n_channels <= 4:
-            # histograms and tables per channel; cv2.LUT maps the interleaved image at once
-            hist = _reference.uint8_histograms(image, mask)
-            table = lut_table(n_channels)
-            dense_luts(hist, state, _reference.level_values(dtype), strength, dtype, table[0].T)
-            keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
+        strength, n_channels = params["strength"], image.shape[2]
+        if image.dtype == np.uint8 and n_channels <= 4:
+            match_uint8(image, mask, state, strength, out)
             return
-        found = byte_levels(image, out) if dtype.kind == "f" and n_channels <= 4 else None
+        found = byte_levels(image, out) if image.dtype.kind == "f" and n_channels <= 4 else None
         if found is not None:
-            # the same per level: the grid's tables (occupied levels only), blended
-            # by strength as the grid blends each pixel, so to the bit its result
-            levels, values = found
-            hist = _reference.uint8_histograms(levels, mask)
-            table = lut_table(n_channels, dtype)
-            for c in range(n_channels):
-                occupied_lut(hist[c], state, c, table[0, :, c])
-            if strength != 1.0:
-                table[0] = blend(values[:, None], table[0], strength, dtype)
-            keep_unmasked(apply_lut_uint8(levels, table, out), image, mask)
-            return
-
-        # 8/16-bit levels, or floats (and wide integers, through float64 to be
-        # rounded once) on the grid: each channel becomes a plane of cells,
-        # matched into ``planes``, which are merged into ``out`` at the end
-        shape = image.shape[:2]
-        exact = _reference.has_exact_levels(dtype)
-        if exact:
-            n_cells, _ = _reference.level_count_and_offset(dtype)
-            cell_dtype, plane_dtype = (np.uint8 if n_cells == 256 else np.uint16), dtype
-            levels = _reference.level_values(dtype)
+            match_byte_levels(*found, image, mask, state, strength, out)
         else:
-            n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
-            plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
-        planes = split_into(
-            image, scratch("per_channel.planes", (n_channels, *shape), plane_dtype)
-        )
-        work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
-        for c in range(n_channels):
-            # each plane is read into cells, then receives its matched values
-            if exact:
-                _reference.level_index(planes[c], out=work.cells)
-                match_cells(work, mask, state, c, planes[c], levels, strength)
-            elif grid_cells(planes[c], mask, work.cells):
-                match_cells(work, mask, state, c, planes[c])
-            else:  # one value: it sits at the median of the reference
-                planes[c].fill(_reference.quantile_values(state, c, np.array([0.5]))[0])
-        if exact or dtype.kind == "f":
-            interleave_into(planes, out)
-            if not exact and strength != 1.0:
-                blend_float_into(image, out, strength)
-        else:  # wide integers: matched in float64, blended, rounded and clipped
-            out[...] = blend(image, planes.transpose(1, 2, 0), strength, dtype)
-        keep_unmasked(out, image, mask)
+            match_planes(image, mask, state, strength, out)
+
+
+def match_uint8(image, mask, state: dict, strength: float, out: np.ndarray) -> None:
+    """uint8 ``(H, W, C<=4)``: histograms and tables per channel, one ``cv2.LUT`` for all."""
+    hist = _reference.uint8_histograms(image, mask)
+    table = lut_table(image.shape[2])
+    levels = _reference.level_values(image.dtype)
+    dense_luts(hist, state, levels, strength, image.dtype, table[0].T)
+    keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
+
+
+def match_byte_levels(
+    levels: np.ndarray, values: np.ndarray, image, mask, state: dict, strength: float, out
+) -> None:
+    """A float image through its 8-bit ``levels`` (see :func:`byte_levels`), to the grid's bit.
+
+    The grid's tables (occupied levels only), blended by strength as the grid
+    blends each pixel, in the image's float dtype.
+    """
+    hist = _reference.uint8_histograms(levels, mask)
+    table = lut_table(image.shape[2], image.dtype)
+    for c in range(image.shape[2]):
+        occupied_lut(hist[c], state, c, table[0, :, c])
+    if strength != 1.0:
+        table[0] = blend(values[:, None], table[0], strength, image.dtype)
+    keep_unmasked(apply_lut_uint8(levels, table, out), image, mask)
+
+
+def match_planes(image, mask, state: dict, strength: float, out: np.ndarray) -> None:
+    """16-bit levels, or floats (and wide integers) on the grid, channel plane by plane.
+
+    Each channel becomes a plane of cells (its levels, or grid cells for
+    floats and wide integers, those through float64 to be rounded once),
+    matched into ``planes``, which are merged into ``out`` at the end.
+    """
+    dtype, n_channels, shape = image.dtype, image.shape[2], image.shape[:2]
+    exact = _reference.has_exact_levels(dtype)
+    if exact:
+        n_cells, _ = _reference.level_count_and_offset(dtype)
+        cell_dtype, plane_dtype = (np.uint8 if n_cells == 256 else np.uint16), dtype
+        levels = _reference.level_values(dtype)
+    else:
+        n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
+        plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
+    planes = split_into(image, scratch("per_channel.planes", (n_channels, *shape), plane_dtype))
+    work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
+    for c in range(n_channels):
+        # each plane is read into cells, then receives its matched values
+        if exact:
+            _reference.level_index(planes[c], out=work.cells)
+            match_cells(work, mask, state, c, planes[c], levels, strength)
+        elif grid_cells(planes[c], mask, work.cells):
+            match_cells(work, mask, state, c, planes[c])
+        else:  # one value: it sits at the median of the reference
+            planes[c].fill(_reference.quantile_values(state, c, np.array([0.5]))[0])
+    if exact or dtype.kind == "f":
+        interleave_into(planes, out)
+        if not exact and strength != 1.0:
+            blend_float_into(image, out, strength)
+    else:  # wide integers: matched in float64, blended, rounded and clipped
+        out[...] = blend(image, planes.transpose(1, 2, 0), strength, dtype)
+    keep_unmasked(out, image, mask)
