@@ -257,6 +257,16 @@ def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.nda
     return out
 
 
+def _running_sums(row: np.ndarray) -> np.ndarray:
+    """``[0, row[0], row[0] + row[1], ...]`` of one float row, in float64 (a work buffer).
+
+    ``cv2.integral``: several times faster than ``np.cumsum``, and exact for
+    integer counts.
+    """
+    sums = scratch("running_sums", (2, len(row) + 1), np.float64)
+    return cv2.integral(row.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1]
+
+
 def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
@@ -265,8 +275,7 @@ def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     ``np.cumsum``, and exact for integer counts).
     """
     if hist.ndim == 1 and hist.dtype in (np.float32, np.float64) and len(hist) > 1024:
-        sums = scratch("midpoint_cdf.sums", (2, len(hist) + 1), np.float64)
-        cum = cv2.integral(hist.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1]
+        cum = _running_sums(hist)
         # (counts below + counts up to and including) / (2 total): twice the exact
         # numerator of the branch below over twice its total, so the same quotient
         # to the bit, in one pass fewer
@@ -429,8 +438,7 @@ def midpoint_quantiles(
             counts, out=scratch("midpoint_quantiles.probs", counts.shape, np.float64)
         )
         return quantile_values(state, channel, probs, out=out)
-    sums = scratch("midpoint_cdf.sums", (2, len(counts) + 1), np.float64)
-    cum = cv2.integral(counts.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1]
+    cum = _running_sums(counts)
     position = scratch("quantile_values.position", counts.shape, np.float64)
     # (counts below + counts up to and including) / (2 total) * (n - 1)
     np.add(cum[:-1], cum[1:], out=position)
