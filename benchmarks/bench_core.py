@@ -156,21 +156,21 @@ def hazen_quantile(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def float_error(
-    ours: np.ndarray, source: np.ndarray, reference: np.ndarray, state: dict | None
+    ours: np.ndarray, source: np.ndarray, reference: np.ndarray, knots: dict | None
 ) -> float:
     """Mean per-channel W1 between our output and the exact answer, over the value range.
 
-    With ``state=None`` the exact answer uses the exact quantile function of
+    With ``knots=None`` the exact answer uses the exact quantile function of
     every reference pixel (end to end: grid path and quantile sketch);
-    otherwise it uses the fitted sketch's knots, which isolates the error of
-    the sort-free grid path.
+    otherwise it uses the fitted knots (``matcher.tables_``), which isolates
+    the error of the sort-free grid path.
     """
     errors = []
     for c in range(source.shape[2]):
-        if state is None:
+        if knots is None:
             quantile = hazen_quantile(reference[:, :, c])
         else:
-            p, v = _reference.quantile_points(state, c)
+            p, v = _reference.quantile_points(knots, c)
 
             def quantile(q, p=p, v=v):
                 return np.interp(q, p, v)
@@ -366,7 +366,7 @@ def bench_quality(report: Report, size: int | None) -> None:
     for label, src_f in _float_sources(src).items():
         ours = matcher.transform(src_f[None])[0]
         end_to_end = float_error(ours, src_f, ref_f, None)
-        grid_only = float_error(ours, src_f, ref_f, matcher.reference_)
+        grid_only = float_error(ours, src_f, ref_f, matcher.tables_)
         report.value_row(
             f"float32 accuracy, {label} astronaut->coffee: W1 to the exact float64 "
             "answer / value range (end to end; grid path alone)",
@@ -395,7 +395,7 @@ def bench_quality(report: Report, size: int | None) -> None:
             f"float32 accuracy, {label}->coffee: W1 to the exact float64 answer / value "
             "range (grid path alone)",
             None,
-            f"{float_error(ours, src_f, ref_f, matcher.reference_):.2e}",
+            f"{float_error(ours, src_f, ref_f, matcher.tables_):.2e}",
             None,
             None,
             None,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 #: dtypes accepted as images; integer outputs are rounded and clipped to them.
@@ -198,15 +199,13 @@ def to_batch(
     name: str = "X",
     estimator: Any = None,
     reset: bool = False,
-    check_finite: bool = True,
 ) -> Batch:
     """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
 
     Accepted: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``; a list
     or tuple of ``(H, W)`` / ``(H, W, C)`` images of any sizes; a single
-    ``PIL.Image``. Raises ``TypeError`` / ``ValueError`` naming ``name``.
-    ``check_finite=False`` leaves the NaN/infinity check of float images to a
-    kernel that makes it in its own pass (see :func:`not_finite_error`).
+    ``PIL.Image``. Raises ``TypeError`` / ``ValueError`` naming ``name``,
+    also for float images holding NaN or infinity.
 
     With ``estimator``, tabular input goes through scikit-learn's
     ``validate_data`` first (``n_features_in_``, ``feature_names_in_``,
@@ -278,23 +277,23 @@ def to_batch(
     for i, im in enumerate(batch_images):
         if im.shape[0] == 0 or im.shape[1] == 0:
             raise ValueError(f"{name} image {i} must not be empty; got shape {im.shape}")
-        if check_finite:
-            _check_finite(im, name)
+        _check_finite(im, name)
         images.append(np.ascontiguousarray(im))
     masks = _mask_list(mask, [im.shape[:2] for im in images], "mask")
     return Batch(images, masks, kind, meta)
 
 
-def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
-    """Preallocate the output of an ndarray batch.
+def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """Preallocate the output of a batch.
 
-    Returns ``(full, views)``: ``full`` is the array :func:`restore` returns and
-    ``views[i]`` is a writable ``(H, W, C)`` view of image ``i`` inside it, so
-    transforming a batch needs no second full-size copy. Lists and PIL images
-    give ``(None, None)``.
+    Returns ``(full, views)``: ``views[i]`` is a writable ``(H, W, C)`` array
+    for image ``i``. For ndarray batches they are views into ``full``, the
+    array :func:`restore` returns, so transforming a batch needs no second
+    full-size copy; lists and PIL images give ``full=None`` and one array per
+    image.
     """
     if batch.kind not in ("array4", "array3", "tabular"):
-        return None, None
+        return None, [np.empty_like(im) for im in batch.images]
     full = np.empty((len(batch.images), *batch.images[0].shape), dtype=batch.dtype)
     return full, list(full)
 
@@ -322,6 +321,43 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
         else:
             result.append(out[:, :, 0] if ndim == 2 else out)
     return meta["container"](result)
+
+
+# ------------------------------------------------------------------- channel layout
+#: dtypes cv2.mixChannels and cv2.merge handle
+_CV_DTYPES = tuple(
+    map(np.dtype, ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64"))
+)
+
+
+def _cv_ready(image: np.ndarray) -> bool:
+    return 1 < image.shape[2] <= 4 and image.dtype in _CV_DTYPES and image.flags.c_contiguous
+
+
+def split_into(image: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """Copy the channels of ``image`` ``(H, W, C)`` into contiguous ``planes`` ``(C, H, W)``.
+
+    ``cv2.mixChannels`` when the dtypes agree (OpenCV's copy beats numpy's
+    strided one), a casting copy otherwise.
+    """
+    n = image.shape[2]
+    if image.dtype == planes.dtype and _cv_ready(image):
+        pairs = [i for c in range(n) for i in (c, c)]
+        first = cv2.mixChannels([image], list(planes), pairs)[0]
+        if np.shares_memory(first, planes):
+            return planes
+    np.copyto(planes, image.transpose(2, 0, 1), casting="unsafe")
+    return planes
+
+
+def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write contiguous planes ``(C, H, W)`` as the channels of ``out`` ``(H, W, C)``.
+
+    ``cv2.merge`` where OpenCV takes the dtype, a strided copy otherwise.
+    """
+    if not (_cv_ready(out) and cv2.merge(list(planes), dst=out) is out):
+        out[...] = planes.transpose(1, 2, 0)
+    return out
 
 
 def wrap_single(image: Any, name: str = "image") -> tuple[Any, Callable[[Any], Any]]:

@@ -13,21 +13,20 @@ Two representations, chosen by the reference dtype:
   mixture of their piecewise-linear distributions exactly and resamples it on
   the grid; see :func:`merge_quantiles` for the tolerance.
 
-Both expose the same *quantile function*: :func:`quantile_points` returns
-``(p, v)`` knots such that ``np.interp(q, p, v)`` is the reference value at
-probability ``q``. Everything here is a pure function of arrays.
+Both expose the same *quantile function*: :func:`quantile_knots`, computed
+once per fit and kept with the fitted estimator, holds ``(p, v)`` knots such
+that ``np.interp(q, p, v)`` is the reference value at probability ``q``
+(:func:`quantile_points`); the lookups (:func:`quantile_values`,
+:func:`quantile_rows`, :func:`midpoint_quantiles`) read those knots.
+Everything here is a pure function of arrays.
 """
 
 from __future__ import annotations
-
-import sys
-import threading
 
 import cv2
 import numpy as np
 
 from . import _images
-from ._scratch import scratch
 
 _EXACT = {
     np.dtype(np.uint8): (256, 0),
@@ -47,22 +46,10 @@ def level_count_and_offset(dtype: np.dtype) -> tuple[int, int]:
     return _EXACT[np.dtype(dtype)]
 
 
-_LEVEL_VALUES: dict[np.dtype, np.ndarray] = {}
-
-
 def level_values(dtype: np.dtype) -> np.ndarray:
-    """The value of every level index of an 8/16-bit integer dtype (float64, read-only).
-
-    A constant per dtype, built once (512 KiB for 16-bit types).
-    """
-    dtype = np.dtype(dtype)
-    values = _LEVEL_VALUES.get(dtype)
-    if values is None:
-        n, offset = level_count_and_offset(dtype)
-        values = np.arange(n, dtype=np.float64) - offset
-        values.flags.writeable = False
-        _LEVEL_VALUES[dtype] = values
-    return values
+    """The value of every level index of an 8/16-bit integer dtype, as float64."""
+    n, offset = level_count_and_offset(dtype)
+    return np.arange(n, dtype=np.float64) - offset
 
 
 def level_index(channel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -99,20 +86,11 @@ def level_counts(
 
     ``cv2.calcHist`` (which releases the GIL) below 2**24 pixels, where its
     float32 counts are exact; ``np.bincount`` (int64) above. ``out`` is an
-    optional float32 ``(n_levels, 1)`` buffer for ``calcHist`` to reuse.
+    optional float32 ``(n_levels, 1)`` buffer for ``calcHist`` to fill.
     """
     if plane.size < 2**24 and plane.dtype in (np.uint8, np.uint16) and plane.ndim == 2:
         m = None if mask is None else mask.view(np.uint8)
-        if plane.dtype == np.uint8 or not plane.flags.c_contiguous:
-            return cv2.calcHist([plane], [0], m, [n_levels], [0, n_levels], hist=out).reshape(-1)
-        # 16-bit: the joint histogram of the two bytes (OpenCV's 8-bit path, ~15% faster)
-        pairs = plane.view(np.uint8).reshape(*plane.shape, 2)
-        if out is not None:
-            out = out.reshape(256, 256)
-        high_first = [1, 0] if sys.byteorder == "little" else [0, 1]  # rows: the high byte
-        return cv2.calcHist(
-            [pairs], high_first, m, [256, 256], [0, 256, 0, 256], hist=out
-        ).reshape(-1)
+        return cv2.calcHist([plane], [0], m, [n_levels], [0, n_levels], hist=out).reshape(-1)
     values = plane.ravel() if mask is None else plane[mask]
     return np.bincount(values, minlength=n_levels)
 
@@ -258,29 +236,18 @@ def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.nda
 
 
 def _running_sums(row: np.ndarray) -> np.ndarray:
-    """``[0, row[0], row[0] + row[1], ...]`` of one float row, in float64 (a work buffer).
-
-    ``cv2.integral``: several times faster than ``np.cumsum``, and exact for
-    integer counts.
-    """
-    sums = scratch("running_sums", (2, len(row) + 1), np.float64)
-    return cv2.integral(row.reshape(1, -1), sum=sums, sdepth=cv2.CV_64F)[1]
+    """``[0, row[0], row[0] + row[1], ...]`` of one row, in float64 (exact for integer counts)."""
+    sums = np.empty(len(row) + 1)
+    sums[0] = 0.0
+    np.cumsum(row, dtype=np.float64, out=sums[1:])
+    return sums
 
 
 def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
-    Along the last axis, in float64 (into ``out`` if given). One long float
-    histogram row is summed with ``cv2.integral`` (several times faster than
-    ``np.cumsum``, and exact for integer counts).
+    Along the last axis, in float64 (into ``out`` if given).
     """
-    if hist.ndim == 1 and hist.dtype in (np.float32, np.float64) and len(hist) > 1024:
-        cum = _running_sums(hist)
-        # (counts below + counts up to and including) / (2 total): twice the exact
-        # numerator of the branch below over twice its total, so the same quotient
-        # to the bit, in one pass fewer
-        out = np.add(cum[:-1], cum[1:], out=out)
-        return np.divide(out, 2 * cum[-1], out=out)
     cum = np.cumsum(hist, axis=-1, dtype=np.float64)
     out = np.multiply(hist, 0.5, out=out, dtype=np.float64)
     np.subtract(cum, out, out=out)
@@ -299,56 +266,40 @@ def histogram_quantile_points(hist: np.ndarray, values: np.ndarray) -> tuple:
     return midpoint_cdf(hist[occupied].astype(np.float64)), values[occupied]
 
 
-#: (histograms' id, dtype name) -> (a copy of the histograms, knots per channel)
-_KNOTS: dict[tuple[int, str], tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = {}
-_KNOTS_LOCK = threading.Lock()
-#: states whose knots are kept (a 16-bit RGB state's entry is about 6 MiB at most)
-KNOTS_KEPT = 4
+def quantile_knots(state: dict) -> dict[str, np.ndarray]:
+    """The knots of every channel's reference quantile function, computed once per fit.
 
-
-def _histogram_knots(hist: np.ndarray, dtype_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`histogram_quantile_points` of every row of ``hist``, remembered.
-
-    A transform evaluates the same reference for every image, and for 16-bit
-    references finding the knots costs more than using them. The knots are
-    kept for the last :data:`KNOTS_KEPT` histogram arrays, and used again
-    only while the array still holds the counts they were computed from (a
-    comparison, much cheaper than the knots), so editing or replacing a
-    fitted state in place is always seen. The cached arrays are read-only.
+    For histogram states, ``"probs"`` and ``"values"`` ``(C, K)`` float64: the
+    midpoint CDF and the value of each occupied level
+    (:func:`histogram_quantile_points`), rows padded to the longest by
+    repeating their last knot (which leaves ``np.interp`` unchanged). For
+    sketches, ``"values"`` ``(C, n_quantiles)``: the quantiles, whose
+    probabilities are the evenly spaced :func:`probability_grid`.
     """
-    key = (id(hist), dtype_name)
-    hit = _KNOTS.get(key)
-    if hit is not None and hit[0].shape == hist.shape and np.array_equal(hit[0], hist):
-        return hit[1]
-    values = level_values(np.dtype(dtype_name))
-    knots = [histogram_quantile_points(row, values) for row in hist]
-    for p, v in knots:
-        p.flags.writeable = v.flags.writeable = False
-    with _KNOTS_LOCK:
-        while len(_KNOTS) >= KNOTS_KEPT:
-            del _KNOTS[next(iter(_KNOTS))]  # the oldest entry
-        _KNOTS[key] = (hist.copy(), knots)
-    return knots
+    if "quantiles" in state:
+        return {"values": np.array(state["quantiles"], dtype=np.float64)}
+    values = level_values(np.dtype(str(state["dtype"].item())))
+    rows = [histogram_quantile_points(row, values) for row in state["histograms"]]
+    width = max(len(p) for p, _ in rows)
+    probs = np.empty((len(rows), width))
+    knots = np.empty((len(rows), width))
+    for c, (p, v) in enumerate(rows):
+        probs[c, : len(p)], probs[c, len(p) :] = p, p[-1]
+        knots[c, : len(v)], knots[c, len(v) :] = v, v[-1]
+    return {"probs": probs, "values": knots}
 
 
-def channel_knots(state: dict) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`quantile_points` of every channel (read-only for histogram states)."""
-    if "histograms" in state:
-        return _histogram_knots(state["histograms"], str(state["dtype"].item()))
-    quantiles = state["quantiles"]
-    grid = probability_grid(quantiles.shape[1])
-    return [(grid, q) for q in quantiles]
+def quantile_points(knots: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Knots ``(p, v)`` of the reference quantile function of one channel (padding removed)."""
+    v = knots["values"][channel]
+    if "probs" not in knots:
+        return probability_grid(len(v)), v
+    p = knots["probs"][channel]
+    end = int(np.searchsorted(p, p[-1])) + 1  # the padding repeats the last knot
+    return p[:end], v[:end]
 
 
-def quantile_points(state: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
-    """Knots ``(p, v)`` of the reference quantile function of one channel (read-only)."""
-    if "histograms" in state:
-        return channel_knots(state)[channel]
-    q = state["quantiles"][channel]
-    return probability_grid(len(q)), q
-
-
-def quantile_rows(state: dict, probs: np.ndarray) -> np.ndarray:
+def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
     """:func:`quantile_values` of every channel ``c`` at ``probs[c]``, at once.
 
     ``probs`` is ``(C, n)`` float64 with non-decreasing rows (midpoint CDFs,
@@ -356,8 +307,8 @@ def quantile_rows(state: dict, probs: np.ndarray) -> np.ndarray:
     rows keeps the result monotone to the ulp, as :func:`quantile_values` does.
     """
     out = np.empty(probs.shape)
-    for c, (row, knots) in enumerate(zip(probs, channel_knots(state))):
-        out[c] = np.interp(row, *knots)
+    for c, row in enumerate(probs):
+        out[c] = np.interp(row, *quantile_points(knots, c))
     return np.maximum.accumulate(out, axis=-1, out=out)
 
 
@@ -366,21 +317,21 @@ SMALL_QUERY = 4096
 
 
 def quantile_values(
-    state: dict, channel: int, probs: np.ndarray, out: np.ndarray | None = None
+    knots: dict, channel: int, probs: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
     """The reference quantile function of one channel at probabilities ``probs`` (float64).
 
-    Equal to ``np.interp(probs, *quantile_points(state, channel))`` up to
+    Equal to ``np.interp(probs, *quantile_points(knots, channel))`` up to
     rounding, and non-decreasing in ``probs`` to the last ulp (``np.interp``
     alone can overshoot a knot by one). Long queries on sketches, whose knots
     sit on the evenly spaced :func:`probability_grid`, find their segment by
-    arithmetic instead of a search, in work arrays from :mod:`._scratch`.
-    ``out`` (a float array of the shape of ``probs``, not ``probs`` itself)
-    receives the result, rounded to its dtype, if given.
+    arithmetic instead of a search. ``out`` (a float array of the shape of
+    ``probs``, not ``probs`` itself) receives the result, rounded to its
+    dtype, if given.
     """
     probs = np.asarray(probs, dtype=np.float64)
-    if "histograms" in state or probs.size <= SMALL_QUERY:
-        p, v = quantile_points(state, channel)
+    if "probs" in knots or probs.size <= SMALL_QUERY:
+        p, v = quantile_points(knots, channel)
         result = np.interp(probs, p, v)
         if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
             np.maximum.accumulate(result, out=result)
@@ -391,10 +342,10 @@ def quantile_values(
             return result
         out[...] = result
         return out
-    position = scratch("quantile_values.position", probs.shape, np.float64)
-    np.multiply(probs, state["quantiles"].shape[1] - 1, out=position)
+    v = knots["values"][channel]
+    position = np.multiply(probs, len(v) - 1)
     np.maximum(position, 0.0, out=position)
-    return _sketch_at(state["quantiles"][channel], position, out)
+    return _sketch_at(v, position, out)
 
 
 def _sketch_at(v: np.ndarray, position: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -408,12 +359,12 @@ def _sketch_at(v: np.ndarray, position: np.ndarray, out: np.ndarray | None) -> n
     dtype, rounded once) if given.
     """
     out = np.empty(position.shape) if out is None else out
-    lower = scratch("quantile_values.lower", position.shape, np.intp)
-    below = scratch("quantile_values.below", position.shape, np.float64)
-    upper = scratch("quantile_values.upper", position.shape, np.float64)
+    lower = np.empty(position.shape, dtype=np.intp)
+    below = np.empty(position.shape)
+    upper = np.empty(position.shape)
     np.copyto(lower, position, casting="unsafe")  # truncation: floor, as position >= 0
     position -= lower  # in [0, 1) inside the knots
-    np.take(v, lower, out=below, mode="clip")  # (clip: no bounds checks, 2x faster)
+    np.take(v, lower, out=below, mode="clip")  # (clip: the ends give the last knot)
     np.take(v[1:], lower, out=upper, mode="clip")
     step = lower.view(np.float64)  # (the indices are no longer needed)
     np.subtract(upper, below, out=step)
@@ -423,9 +374,9 @@ def _sketch_at(v: np.ndarray, position: np.ndarray, out: np.ndarray | None) -> n
 
 
 def midpoint_quantiles(
-    counts: np.ndarray, state: dict, channel: int, out: np.ndarray | None = None
+    counts: np.ndarray, knots: dict, channel: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``quantile_values(state, channel, midpoint_cdf(counts))`` for a long histogram row.
+    """``quantile_values(knots, channel, midpoint_cdf(counts))`` for a long histogram row.
 
     The same values up to rounding (to the bit where the reference is a
     histogram or ``counts`` is short); on a sketch the midpoint CDF's total
@@ -433,17 +384,14 @@ def midpoint_quantiles(
     over the row. ``counts``: one float32/float64 row longer than
     ``SMALL_QUERY``; ``out`` as in :func:`quantile_values`.
     """
-    if "histograms" in state or len(counts) <= SMALL_QUERY or counts.dtype.kind != "f":
-        probs = midpoint_cdf(
-            counts, out=scratch("midpoint_quantiles.probs", counts.shape, np.float64)
-        )
-        return quantile_values(state, channel, probs, out=out)
+    if "probs" in knots or len(counts) <= SMALL_QUERY or counts.dtype.kind != "f":
+        return quantile_values(knots, channel, midpoint_cdf(counts), out=out)
+    v = knots["values"][channel]
     cum = _running_sums(counts)
-    position = scratch("quantile_values.position", counts.shape, np.float64)
     # (counts below + counts up to and including) / (2 total) * (n - 1)
-    np.add(cum[:-1], cum[1:], out=position)
-    position *= (state["quantiles"].shape[1] - 1) / (2 * cum[-1])
-    return _sketch_at(state["quantiles"][channel], position, out)
+    position = np.add(cum[:-1], cum[1:])
+    position *= (len(v) - 1) / (2 * cum[-1])
+    return _sketch_at(v, position, out)
 
 
 def learn(

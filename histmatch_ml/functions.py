@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _images
 from .matcher import HistogramMatcher
+
+__all__ = ["match_histograms"]
 
 
 def match_histograms(
@@ -15,7 +19,13 @@ def match_histograms(
     method: str = "per_channel",
     mask: Any = None,
     reference_mask: Any = None,
-    **params: Any,
+    strength: float = 1.0,
+    n_quantiles: int = 1024,
+    ordering: str = "variational",
+    n_iter: int = 20,
+    lab_mode: str = "joint",
+    regrain: bool = False,
+    random_state: int | np.random.RandomState | None = None,
 ) -> Any:
     """Match the histogram of one image to that of one reference image.
 
@@ -34,9 +44,20 @@ def match_histograms(
         Only these pixels of ``image`` are counted and changed.
     reference_mask : ndarray of bool of shape (h, w), optional
         Only these pixels of ``reference`` are counted.
-    **params
-        Other :class:`HistogramMatcher` parameters (``strength``,
-        ``ordering``, ``random_state``, ...).
+    strength : float in [0, 1], default=1.0
+        Blend between the input (0) and the fully matched image (1).
+    n_quantiles : int in [2, 65536], default=1024
+        Quantiles kept for a float reference (see :class:`HistogramMatcher`).
+    ordering : {"variational", "local_means"}, default="variational"
+        How ``method="exact"`` ranks pixels of equal value.
+    n_iter : int in [1, 1000], default=20
+        Iterations of ``method="lab"``'s sliced transport.
+    lab_mode : {"joint", "marginal"}, default="joint"
+        ``method="lab"``: the joint colour distribution or each CIELAB channel.
+    regrain : bool, default=False
+        ``method="lab"``: restore the source's fine structure afterwards.
+    random_state : int, RandomState instance or None, default=None
+        Seeds ``method="lab"``'s projections.
 
     Returns
     -------
@@ -75,6 +96,15 @@ def match_histograms(
     """
     source, unwrap = _images.wrap_single(image, "image")
     ref, _ = _images.wrap_single(reference, "reference")
-    matcher = HistogramMatcher(method=method, **params)
+    matcher = HistogramMatcher(
+        method,
+        strength=strength,
+        n_quantiles=n_quantiles,
+        ordering=ordering,
+        n_iter=n_iter,
+        lab_mode=lab_mode,
+        regrain=regrain,
+        random_state=random_state,
+    )
     matcher.fit(ref, mask=reference_mask)
     return unwrap(matcher.transform(source, mask=mask))

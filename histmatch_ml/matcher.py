@@ -2,11 +2,15 @@
 
 Inputs go through :mod:`histmatch_ml._images`, the learned state lives in plain
 arrays built by the method modules in :mod:`histmatch_ml.methods`; this module
-only validates parameters, keeps the fitted attributes and loops over images.
+validates parameters (once, in ``fit``), keeps the fitted attributes and loops
+over images. Its parameter constraints and the "Parameters" section of its
+docstring are built from the methods' declarations (:class:`~.methods.Param`),
+and rebuilt whenever a method is registered.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
@@ -15,55 +19,137 @@ from typing import Any
 
 import numpy as np
 from joblib import effective_n_jobs
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import (
-    Interval,
-    StrOptions,
-    validate_parameter_constraints,
-)
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _images
-from .methods import available_methods, get_method
+from .methods import Param, available_methods, declared_params, get_method, on_register
 from .methods._base import warn_scale_mismatch
 
-#: parameter sets that passed validation (see ``HistogramMatcher._checked_method``)
-_VALID_PARAMS: set[tuple] = set()
+__all__ = ["HistogramMatcher", "estimator_params"]
 
 
-_PLAIN = (str, int, float, bool, type(None))
+def _own_params() -> tuple[Param, ...]:
+    """The parameters the estimator itself reads (the method's are declared by the methods)."""
+    methods = available_methods()
+    lines = [f'``"{m}"``: {get_method(m).summary}.' for m in methods]
+    return (
+        Param(
+            "method",
+            "per_channel",
+            [StrOptions(set(methods))],
+            " ".join(lines),
+            "{" + ", ".join(f'"{m}"' for m in methods) + "}",
+        ),
+        Param(
+            "strength",
+            1.0,
+            [Interval(Real, 0, 1, closed="both")],
+            "Blend between the input (0) and the fully matched image (1).",
+            "float in [0, 1]",
+        ),
+        Param(
+            "n_jobs",
+            None,
+            [Interval(Integral, -1, None, closed="left"), None],
+            "Threads used by ``transform`` to match the images of a batch in parallel (the "
+            "kernels release the GIL); None means 1 and -1 all cores. Results do not depend "
+            "on it.",
+            "int or None",
+        ),
+        Param(
+            "random_state",
+            None,
+            ["random_state"],
+            'Seeds every random choice (the projection directions of ``"lab"``); the other '
+            "built-in methods are deterministic.",
+            "int, RandomState instance or None",
+        ),
+    )
 
 
-def _params_key(cls: type, params: dict[str, Any]) -> tuple | None:
-    """A key for ``params`` of an estimator class; None unless every value is a plain scalar.
+def estimator_params() -> dict[str, tuple[Param, list[str] | None]]:
+    """Every parameter of :class:`HistogramMatcher`: name -> (declaration, methods).
 
-    Each value enters with its exact type, so ``1`` and ``1.0`` or ``True``
-    are different keys (validation may treat them differently). Other
-    values (a ``RandomState``, numpy scalars) are validated on every call,
-    so the set of remembered keys never keeps a user's object alive.
+    ``methods`` lists the methods that read a method parameter, and is None
+    for the parameters every method uses (``method``, ``strength``,
+    ``n_jobs``, ``random_state``). The command line builds its options from
+    this.
+
+    Examples
+    --------
+    >>> from histmatch_ml.matcher import estimator_params
+    >>> params = estimator_params()
+    >>> params["ordering"][1], params["strength"][1]
+    (['exact'], None)
     """
-    if not all(type(v) in _PLAIN for v in params.values()):
-        return None
-    return (cls, *((name, type(v), v) for name, v in params.items()))
+    method, strength, n_jobs, random_state = ((p, None) for p in _own_params())
+    return {
+        "method": method,
+        "strength": strength,
+        **declared_params(),
+        "n_jobs": n_jobs,
+        "random_state": random_state,
+    }
 
 
-_FITTED = (
-    "method_",
-    "reference_",
-    "dtype_",
-    "n_channels_",
-    "n_images_seen_",
-    "n_pixels_seen_",
-    "n_features_in_",
-    "feature_names_in_",
+def _describe(param: Param, methods: list[str] | None) -> str:
+    """One numpydoc entry of the Parameters section."""
+    default = f'"{param.default}"' if isinstance(param.default, str) else repr(param.default)
+    text = param.doc
+    if methods is not None:
+        text += " Used by method=" + ", ".join(f'"{m}"' for m in methods) + "."
+    words, lines, line = text.split(), [], "       "
+    for word in words:
+        if len(line) + len(word) + 1 > 79:
+            lines.append(line)
+            line = "       "
+        line += " " + word
+    lines.append(line)
+    return f"    {param.name} : {param.type_doc}, default={default}\n" + "\n".join(lines)
+
+
+_EXPLICIT = (
+    "method",
+    "strength",
+    "n_quantiles",
+    "ordering",
+    "n_iter",
+    "lab_mode",
+    "regrain",
+    "n_jobs",
+    "random_state",
 )
 
 
-# (auto_wrap_output_keys=None: outputs are images, not named features, so scikit-learn's
-# set_output wrapper, which only returns them unchanged, is not put around transform)
-class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
-    """Match the histograms of images to a reference learned from a set of images.
+def _refresh() -> None:
+    """Rebuild the constraints, signature and docstring of the estimator from the declarations.
+
+    Called at import and after every method registration, so a method added
+    in a module of its own brings its parameters to the estimator, its
+    ``get_params``/``set_params``, its docstring and the command line.
+    """
+    params = estimator_params()
+    HistogramMatcher._parameter_constraints = {n: p.constraint for n, (p, _) in params.items()}
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method = inspect.Parameter(
+        "method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=params["method"][0].default
+    )
+    others = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=p.default)
+        for n, (p, _) in params.items()
+        if n != "method"
+    ]
+    init = HistogramMatcher.__init__
+    init.__signature__ = inspect.Signature([self_param, method, *others])
+    HistogramMatcher.__doc__ = _DOC.replace(
+        "{parameters}", "\n".join(_describe(p, m) for p, m in params.values())
+    )
+
+
+_DOC = """Match the histograms of images to a reference learned from a set of images.
 
     ``fit`` pools the pixels of any number of reference images (optionally
     masked) into one reference distribution per channel; ``transform`` remaps
@@ -72,34 +158,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     Parameters
     ----------
-    method : {"per_channel", "exact", "lab"}, default="per_channel"
-        ``"per_channel"``: classic CDF matching of each channel.
-        ``"exact"``: exact histogram specification (the output histogram equals
-        the reference's, pixel for pixel). ``"lab"``: joint colour matching in
-        CIELAB (RGB images only).
-    strength : float in [0, 1], default=1.0
-        Blend between the input (0) and the fully matched image (1).
-    n_quantiles : int >= 2, default=1024
-        Size of the quantile sketch kept for float (and 32/64-bit integer)
-        references and for the projections of ``"lab"``. 8- and 16-bit integer
-        references keep exact full-range histograms instead.
-    ordering : {"variational", "local_means"}, default="variational"
-        Strict ordering used by ``method="exact"`` to break ties between equal
-        pixel values.
-    n_iter : int >= 1, default=20
-        Iterations of the sliced transport used by ``method="lab"``.
-    lab_mode : {"joint", "marginal"}, default="joint"
-        ``method="lab"``: match the joint 3-D colour distribution, or each LAB
-        channel on its own.
-    regrain : bool, default=False
-        ``method="lab"``: restore the source's fine structure after transfer.
-    n_jobs : int or None, default=None
-        Threads used by ``transform`` to match the images of a batch in
-        parallel (the kernels release the GIL); ``None`` means 1 and ``-1``
-        all cores. Results do not depend on it.
-    random_state : int, RandomState instance or None, default=None
-        Seeds every random choice (the projection directions of ``"lab"``);
-        ``"per_channel"`` and ``"exact"`` are deterministic.
+{parameters}
 
     Attributes
     ----------
@@ -122,6 +181,11 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Number of reference images learned from.
     n_pixels_seen_ : int
         Number of reference pixels learned from (masked pixels only).
+    tables_ : dict of str to ndarray
+        What ``transform`` derives from ``reference_``, computed at fit (plain
+        arrays). For ``per_channel`` and ``exact``: ``"values"`` (and for
+        histogram states ``"probs"``) of shape ``(n_channels_, K)``, the knots
+        of each channel's reference quantile function. Empty for ``lab``.
     n_features_in_ : int
         Pixels per row; set only when fitted on a 2-D ``(N, P)`` array.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -168,17 +232,11 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     True
     """
 
-    _parameter_constraints: dict = {
-        "method": [StrOptions(set(available_methods()))],
-        "strength": [Interval(Real, 0, 1, closed="both")],
-        "n_quantiles": [Interval(Integral, 2, None, closed="left")],
-        "ordering": [StrOptions({"variational", "local_means"})],
-        "n_iter": [Interval(Integral, 1, None, closed="left")],
-        "lab_mode": [StrOptions({"joint", "marginal"})],
-        "regrain": ["boolean"],
-        "n_jobs": [Integral, None],
-        "random_state": ["random_state"],
-    }
+
+# (auto_wrap_output_keys=None: outputs are images, not named features, so scikit-learn's
+# set_output wrapper, which only returns them unchanged, is not put around transform)
+class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    # (the docstring and the parameter constraints are built by _refresh)
 
     def __init__(
         self,
@@ -192,6 +250,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         regrain: bool = False,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
+        **params: Any,
     ) -> None:
         self.method = method
         self.strength = strength
@@ -202,33 +261,35 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.regrain = regrain
         self.n_jobs = n_jobs
         self.random_state = random_state
+        # parameters declared by methods registered beyond the built-in ones
+        for name, (param, _) in declared_params().items():
+            if name not in _EXPLICIT:
+                setattr(self, name, params.pop(name, param.default))
+        if params:
+            raise TypeError(
+                f"HistogramMatcher got unexpected keyword arguments {sorted(params)}; "
+                f"the parameters are {sorted(estimator_params())}"
+            )
 
     # ------------------------------------------------------------------ helpers
-    def _checked_method(self):
-        """Validate the parameters; return the method object and its params.
+    def _params(self) -> dict[str, Any]:
+        """The parameters the kernels read, as plain values."""
+        params = {name: getattr(self, name) for name in declared_params()}
+        params["strength"] = float(self.strength)
+        return params
 
-        Parameter sets that passed are remembered (by type and value, see
-        :func:`_params_key`), so a transform per image does not pay for
-        scikit-learn's validation (about 0.04 ms) every time.
-        """
-        params = {name: getattr(self, name) for name in self._parameter_constraints}
-        key = _params_key(type(self), params)
-        known = key is not None and key in _VALID_PARAMS
-        if not known:
-            validate_parameter_constraints(
-                self._parameter_constraints, params, caller_name=type(self).__name__
-            )
+    def _fitted_method(self):
+        """The method ``transform`` applies: ``method``, which must read the fitted state."""
         method = get_method(self.method)
-        params["strength"] = float(params["strength"])
-        if not known:
-            method.check_params(params)
-            if key is not None:
-                if len(_VALID_PARAMS) >= 256:
-                    _VALID_PARAMS.clear()
-                _VALID_PARAMS.add(key)
-        return method, params
+        if get_method(self.method_).state_kind != method.state_kind:
+            raise ValueError(
+                f"method is {self.method!r} but the matcher was fitted with "
+                f"{self.method_!r}, whose learned state it cannot use; call fit again"
+            )
+        return method
 
     # --------------------------------------------------------------------- fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:
         """Learn the reference distribution from a set of reference images.
 
@@ -247,17 +308,17 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self : HistogramMatcher
             The fitted estimator.
         """
-        for attr in _FITTED:
-            if hasattr(self, attr):
-                delattr(self, attr)
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
+            delattr(self, attr)
         return self._learn(X, mask)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:
         """Add more reference images to the learned distribution.
 
         ``partial_fit(a); partial_fit(b)`` equals ``fit([a, b])`` exactly for
         8/16-bit references and within the tolerance given in the class Notes
-        for floats.
+        for floats. Parameters are validated at the first call.
 
         Parameters
         ----------
@@ -276,7 +337,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return self._learn(X, mask)
 
     def _learn(self, X: Any, mask: Any) -> HistogramMatcher:
-        method, params = self._checked_method()
+        method, params = get_method(self.method), self._params()
         first = not hasattr(self, "reference_")
         batch = _images.to_batch(X, mask, estimator=self, reset=first)
         method.check_channels(batch.n_channels, "X")
@@ -284,29 +345,33 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             state = method.learn(batch, params, np.random.default_rng(seed))
             self.method_ = method.name
-            self.reference_ = state
             self.dtype_ = batch.dtype.name
             self.n_channels_ = batch.n_channels
             self.n_images_seen_ = len(batch.images)
             self.n_pixels_seen_ = batch.n_pixels
-            return self
-        if method.name != self.method_:
-            raise ValueError(
-                f"method is {self.method!r} but the matcher was fitted with "
-                f"{self.method_!r}; call fit to start again"
+        else:
+            if method.name != self.method_:
+                raise ValueError(
+                    f"method is {self.method!r} but the matcher was fitted with "
+                    f"{self.method_!r}; call fit to start again"
+                )
+            if batch.dtype.name != self.dtype_:
+                raise TypeError(
+                    f"X must have the dtype of the references seen so far ({self.dtype_}); "
+                    f"got {batch.dtype.name}"
+                )
+            self._check_channels(batch)
+            state = method.merge(
+                self.reference_,
+                self.n_pixels_seen_,
+                method.learn(batch, params, None, like=self.reference_),
+                batch.n_pixels,
+                params,
             )
-        if batch.dtype.name != self.dtype_:
-            raise TypeError(
-                f"X must have the dtype of the references seen so far ({self.dtype_}); "
-                f"got {batch.dtype.name}"
-            )
-        self._check_channels(batch)
-        state = method.learn(batch, params, None, like=self.reference_)
-        self.reference_ = method.merge(
-            self.reference_, self.n_pixels_seen_, state, batch.n_pixels, params
-        )
-        self.n_images_seen_ += len(batch.images)
-        self.n_pixels_seen_ += batch.n_pixels
+            self.n_images_seen_ += len(batch.images)
+            self.n_pixels_seen_ += batch.n_pixels
+        self.reference_ = state
+        self.tables_ = method.prepare(state, params)
         return self
 
     def _check_channels(self, batch) -> None:
@@ -342,43 +407,30 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             raw values (``"per_channel"``, ``"exact"``): the output is on the
             references' scale.
         """
-        if not hasattr(self, "reference_"):  # (check_is_fitted costs 0.01-0.04 ms a call)
-            check_is_fitted(self, "reference_")
-        method, params = self._checked_method()
-        if get_method(self.method_).state_kind != method.state_kind:
-            raise ValueError(
-                f"method is {self.method!r} but the matcher was fitted with "
-                f"{self.method_!r}, whose learned state it cannot use; call fit again"
-            )
-        batch = _images.to_batch(
-            X,
-            mask,
-            estimator=self,
-            reset=False,
-            # (a method that checks in its own pass does so on unmasked batches)
-            check_finite=mask is not None or not method.checks_finite,
-        )
+        check_is_fitted(self, ("reference_", "tables_"))
+        method, params = self._fitted_method(), self._params()
+        batch = _images.to_batch(X, mask, estimator=self, reset=False)
         self._check_channels(batch)
         method.check_channels(batch.n_channels, "X")
         if method.raw_values:
-            warn_scale_mismatch(batch.dtype, self.dtype_, "X", stacklevel=3)
-        full, views = _images.allocate_output(batch)
+            warn_scale_mismatch(batch.dtype, self.dtype_, "X", stacklevel=2)
+        full, outputs = _images.allocate_output(batch)
         masks = batch.masks or [None] * len(batch.images)
 
-        def match(i: int) -> np.ndarray | None:
-            if views is None:
-                return method.apply(batch.images[i], masks[i], self.reference_, params)
-            method.apply_into(batch.images[i], masks[i], self.reference_, params, out=views[i])
-            return None
+        def match(i: int) -> None:
+            method.apply(
+                batch.images[i], masks[i], self.reference_, self.tables_, params, outputs[i]
+            )
 
         n_threads = 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
         n_threads = min(n_threads, len(batch.images))
         if n_threads > 1:
             with ThreadPoolExecutor(n_threads) as pool:
-                outputs = list(pool.map(match, range(len(batch.images))))
+                list(pool.map(match, range(len(batch.images))))
         else:
-            outputs = [match(i) for i in range(len(batch.images))]
-        return _images.restore(batch, outputs if views is None else full)
+            for i in range(len(batch.images)):
+                match(i)
+        return _images.restore(batch, outputs if full is None else full)
 
     def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:
         """Fit to ``X`` and match ``X`` itself (masks apply to both steps).
@@ -482,8 +534,68 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
         return load_model(path, expected_class=cls)
 
+    def _check_loaded_state(self) -> None:
+        """Check the fitted attributes read from a model file; ``ValueError`` for any flaw.
+
+        The model-file code calls this after setting the attributes; the
+        reference state is checked by the method that reads it, and the
+        derived ``tables_`` must be what that state gives (they are derived
+        again when a file has none).
+        """
+        for name in ("method_", "reference_", "dtype_", "n_channels_", "n_images_seen_"):
+            if not hasattr(self, name):
+                raise ValueError(f"it has no fitted attribute {name!r}")
+        check_loaded_counts(self)
+        from ._reference import dtype_from_name
+
+        dtype_from_name(self.dtype_, "dtype_")
+        method = get_method(self.method_)
+        try:
+            counted = method.check_state(self.reference_, self.n_channels_)
+        except ValueError as exc:
+            raise ValueError(f"reference_: {exc}") from None
+        seen = getattr(self, "n_pixels_seen_", None)
+        if counted is not None and seen is not None and counted != seen:
+            raise ValueError(
+                f"reference_ histograms count {counted} pixels; n_pixels_seen_ says {seen}"
+            )
+        expected = method.prepare(self.reference_, self._params())
+        if not hasattr(self, "tables_"):
+            self.tables_ = expected
+        elif not same_arrays(self.tables_, expected):
+            raise ValueError("tables_ are not the ones reference_ gives")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def check_loaded_counts(estimator: Any) -> None:
+    """The counts a loaded estimator may carry are positive integers (``ValueError``)."""
+    for name in ("n_channels_", "n_images_seen_", "n_pixels_seen_", "n_features_in_"):
+        value = getattr(estimator, name, None)
+        if value is None:
+            continue
+        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be an integer; got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1; got {value}")
+
+
+def same_arrays(a: Any, b: dict) -> bool:
+    """True when ``a`` is a dict of arrays equal to those of ``b`` (keys, shapes, values)."""
+    return (
+        isinstance(a, dict)
+        and set(a) == set(b)
+        and all(
+            isinstance(a[k], np.ndarray)
+            and a[k].shape == b[k].shape
+            and np.array_equal(a[k], b[k])
+            for k in b
+        )
+    )
+
+
+on_register(_refresh)

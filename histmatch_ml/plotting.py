@@ -183,7 +183,6 @@ def plot_reference_quantiles(matcher: Any, *, ax: Any = None, title: str | None 
     from .methods import get_method
 
     check_is_fitted(matcher, "reference_")
-    state = matcher.reference_
     if get_method(matcher.method_).state_kind != "channels":
         raise ValueError(
             "matcher must hold per-channel reference quantiles (method 'per_channel' or "
@@ -194,7 +193,7 @@ def plot_reference_quantiles(matcher: Any, *, ax: Any = None, title: str | None 
         _, ax = plt.subplots(figsize=(6, 4))
     n_channels = int(matcher.n_channels_)
     for c in range(n_channels):
-        p, v = _reference.quantile_points(state, c)
+        p, v = _reference.quantile_points(matcher.tables_, c)
         colour = _CHANNEL_COLOURS[c] if n_channels in (3, 4) else None
         if n_channels == 1:
             colour = "black"

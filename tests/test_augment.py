@@ -113,7 +113,7 @@ def test_every_method_replays_its_matcher(method):
     refs = [r[::2, ::2] for r in _refs_rgb()]
     source = load("astronaut")[::8, ::8]
     extra = {"n_iter": 3} if method == "lab" else {}
-    aug = RandomHistogramMatching(method, p=1.0, random_state=1, method_params=extra)
+    aug = RandomHistogramMatching(HistogramMatcher(method, **extra), p=1.0, random_state=1)
     aug.fit(refs)
     assert aug.method_ == method
     for _ in range(2):
@@ -338,18 +338,41 @@ def test_fit_with_masks(refs):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"strength": 1.5}, "strength must satisfy"),
-        ({"strength": (0.8, 0.2)}, "strength must satisfy"),
-        ({"strength": "high"}, "strength must be a float"),
-        ({"p": 2.0}, "p must be a float in"),
-        ({"method": "nope"}, "method must be one of"),
-        ({"method_params": {"bins": 3}}, "method_params may only set"),
-        ({"random_state": "x"}, "random_state must be"),
+        ({"strength": 1.5}, "'strength' parameter"),
+        ({"strength": (0.8, 0.2)}, "0 <= low <= high <= 1"),
+        ({"strength": (0.2, 1.2)}, "0 <= low <= high <= 1"),
+        ({"strength": (0.2, 0.5, 0.9)}, "a pair"),
+        ({"strength": "high"}, "'strength' parameter"),
+        ({"p": 2.0}, "'p' parameter"),
+        ({"matcher": "lab"}, "'matcher' parameter"),
+        ({"matcher": HistogramMatcher("nope")}, "'method' parameter"),
+        ({"matcher": HistogramMatcher(n_iter=0)}, "'n_iter' parameter"),
+        ({"random_state": "x"}, "'random_state' parameter"),
     ],
 )
 def test_invalid_parameters(refs, kwargs, message):
+    aug = RandomHistogramMatching(**kwargs)
     with pytest.raises(ValueError, match=message):
-        RandomHistogramMatching(**kwargs).fit(refs)
+        aug.fit(refs)
+    assert not hasattr(aug, "references_")
+
+
+def test_matcher_configures_the_method_and_nested_params_work(refs, source):
+    aug = RandomHistogramMatching(HistogramMatcher("lab", n_iter=4), p=1.0, random_state=2)
+    assert aug.get_params()["matcher__n_iter"] == 4
+    aug.set_params(matcher__n_iter=3, matcher__lab_mode="marginal").fit(refs)
+    assert aug.method_ == "lab" and aug.matcher.n_iter == 3
+    assert not hasattr(aug.matcher, "reference_")  # the given matcher is never fitted
+    params = {"apply": True, "reference": 1, "strength": 1.0}
+    expected = HistogramMatcher("lab", n_iter=3, lab_mode="marginal", random_state=2)
+    np.testing.assert_array_equal(
+        aug.apply(source, params), expected.fit([refs[1]]).transform([source])[0]
+    )
+    # the matcher's own strength does not matter: the drawn one is applied
+    aug.set_params(matcher__strength=0.0)
+    np.testing.assert_array_equal(
+        aug.apply(source, params), expected.fit([refs[1]]).transform([source])[0]
+    )
 
 
 def test_invalid_groups_and_channels(refs, source):

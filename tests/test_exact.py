@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from histmatch_ml import HistogramMatcher, _reference, match_histograms
-from histmatch_ml.methods import get_method
+from histmatch_ml._ordering import strict_order
 from histmatch_ml.methods.exact import target_counts
 
 ORDERINGS = ("variational", "local_means")
@@ -166,7 +166,7 @@ def test_flat_image_gets_the_reference_histogram_in_raster_order(rng, ordering, 
     matcher = exact(ordering=ordering).fit([reference])
     out = matcher.transform([flat])[0]
     if dtype == np.float32:  # the reference quantile function at the rank midpoints
-        p, v = _reference.quantile_points(matcher.reference_, 0)
+        p, v = _reference.quantile_points(matcher.tables_, 0)
         expected = np.interp((np.arange(120) + 0.5) / 120, p, v).astype(dtype)
     else:
         expected = np.sort(reference.ravel())
@@ -212,7 +212,7 @@ def test_float_reference_gives_quantiles_at_rank_midpoints(rng):
     out = matcher.transform([source])[0]
     assert out.dtype == np.float32
     n = source.size
-    p, v = _reference.quantile_points(matcher.reference_, 0)
+    p, v = _reference.quantile_points(matcher.tables_, 0)
     expected = np.interp((np.arange(n) + 0.5) / n, p, v).astype(np.float32)
     np.testing.assert_array_equal(np.sort(out.ravel()), expected)
     assert_order_kept(source, out)
@@ -224,7 +224,7 @@ def test_float_image_with_uint8_reference_uses_the_quantile_function(rng):
     matcher = exact().fit([reference])
     with pytest.warns(UserWarning, match="references were uint8"):
         out = matcher.transform([source])[0]
-    p, v = _reference.quantile_points(matcher.reference_, 0)
+    p, v = _reference.quantile_points(matcher.tables_, 0)
     n = source.size
     np.testing.assert_allclose(np.sort(out.ravel()), np.interp((np.arange(n) + 0.5) / n, p, v))
     assert_order_kept(source, out)
@@ -313,4 +313,4 @@ def test_bad_ordering_is_refused():
     with pytest.raises(ValueError, match="ordering"):
         exact(ordering="lexicographic").fit(np.zeros((1, 4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="ordering must be one of"):
-        get_method("exact").check_params({"ordering": "random", "strength": 1.0})
+        strict_order(np.zeros((4, 4), dtype=np.uint8), None, "random")

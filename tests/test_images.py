@@ -42,7 +42,8 @@ def test_allocate_output_gives_views_into_one_array():
     assert out.shape == (3, 4, 5)
     np.testing.assert_array_equal(out[:, 0, 0], [1, 2, 3])
     assert np.shares_memory(out, full)
-    assert _images.allocate_output(_images.to_batch([np.zeros((2, 2))])) == (None, None)
+    full, views = _images.allocate_output(_images.to_batch([np.zeros((2, 3)), np.zeros((4, 1))]))
+    assert full is None and [v.shape for v in views] == [(2, 3, 1), (4, 1, 1)]
 
 
 def test_list_of_rows_is_tabular():

@@ -128,20 +128,6 @@ def test_integer_outputs_are_rounded_not_floored():
     assert out.mean() == pytest.approx(ref.mean())
 
 
-def test_uint16_full_range_and_int16_negative_are_fast_and_exact():
-    rng = np.random.default_rng(5)
-    ref = rng.integers(0, 65536, (256, 256), dtype=np.uint16)
-    ref[0, 0], ref[0, 1] = 0, 65535
-    m = HistogramMatcher().fit([ref])
-    assert m.reference_["histograms"].shape == (1, 65536)
-    assert m.reference_["histograms"].sum() == ref.size
-    signed = (ref.astype(np.int32) - 32768).astype(np.int16)
-    ms = HistogramMatcher().fit([signed])
-    out = ms.transform([signed])[0]
-    assert out.dtype == np.int16 and out.min() < -32000
-    np.testing.assert_array_equal(out, signed)  # its own histogram: unchanged
-
-
 def test_wide_integers_are_matched_through_float64():
     rng = np.random.default_rng(6)
     ref = rng.integers(0, 2**31 - 1, (40, 40), dtype=np.int64)
@@ -188,33 +174,6 @@ def test_float_path_close_to_reference(src_name, ref_name):
     ours = match_histograms(src, ref)
     theirs = exposure.match_histograms(src, ref, channel_axis=-1)
     assert histogram_distance(ours, ref).mean() <= histogram_distance(theirs, ref).mean()
-
-
-def _exact_midpoint_match(x, p, v):
-    """Sort-based reference answer: Q_ref at each distinct value's midpoint CDF."""
-    _, inverse, counts = np.unique(x.ravel(), return_inverse=True, return_counts=True)
-    cdf = (np.cumsum(counts) - counts / 2) / x.size
-    return np.interp(cdf, p, v)[inverse.ravel()].reshape(x.shape)
-
-
-@pytest.mark.parametrize("kind", ["quantised", "continuous"])
-def test_float_grid_path_accuracy(kind, astronaut, coffee):
-    """Documented accuracy: W1 to the exact sort-based answer <= 4e-4 of the range."""
-    from histmatch_ml import _reference
-
-    rng = np.random.default_rng(7)
-    src, ref = astronaut.astype(np.float32), coffee.astype(np.float32)
-    if kind == "continuous":
-        src = src + rng.random(src.shape, dtype=np.float32)
-        ref = ref + rng.random(ref.shape, dtype=np.float32)
-    src, ref = src / 256, ref / 256
-    m = HistogramMatcher().fit([ref])
-    out = m.transform([src])[0]
-    for c in range(3):
-        p, v = _reference.quantile_points(m.reference_, c)
-        exact = _exact_midpoint_match(src[:, :, c].astype(np.float64), p, v)
-        w1 = histogram_distance(out[:, :, c], exact.astype(np.float32))[0]
-        assert w1 <= 4e-4 * (v[-1] - v[0])
 
 
 def test_fit_on_set_pools_pixels(astronaut, coffee):
@@ -384,18 +343,21 @@ def test_strength_zero_is_identity_and_half_is_the_blend(astronaut, coffee):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_float_blend_in_place_is_the_blend_to_the_bit(dtype):
-    from histmatch_ml.methods._base import blend, blend_float_into
+def test_float_blend_is_the_blend_formula_to_the_bit(dtype):
+    from histmatch_ml.methods._base import blend
 
     rng = np.random.default_rng(8)
     original = (rng.normal(size=(64, 48, 3)) * 100).astype(dtype)
+    s = dtype(1) / 3
     for strength in (0.0, 0.1, 0.75, 1 / 3):
         matched = (rng.normal(size=original.shape) * 7).astype(dtype)
-        expected = blend(original, matched, strength, np.dtype(dtype))
+        expected = original + dtype(strength) * (matched - original)
         kept = original.copy()
-        assert blend_float_into(original, matched, strength) is matched
-        np.testing.assert_array_equal(matched, expected)
+        out = np.empty_like(original)
+        assert blend(original, matched.copy(), strength, np.dtype(dtype), out=out) is out
+        np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(original, kept)
+    assert s > 0
 
 
 def test_strength_blends_continuous_floats_without_full_size_temporaries(astronaut, coffee):
@@ -404,32 +366,21 @@ def test_strength_blends_continuous_floats_without_full_size_temporaries(astrona
     import cv2
 
     src = cv2.GaussianBlur(astronaut.astype(np.float32) / 255, (0, 0), 1.5)
-    m = HistogramMatcher(strength=0.6).fit([coffee.astype(np.float32) / 255])
-    m.transform(src[None])  # work buffers allocated once
-    tracemalloc.start()
-    try:
-        out = m.transform(src[None])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1.5 * out.nbytes  # the output itself, no blend temporaries
-    full = m.set_params(strength=1.0).transform(src[None])
+
+    def peak_of(strength):
+        m = HistogramMatcher(strength=strength).fit([coffee.astype(np.float32) / 255])
+        tracemalloc.start()
+        try:
+            out = m.transform(src[None])
+            return out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    full, peak_full = peak_of(1.0)
+    out, peak_blend = peak_of(0.6)
+    # blending adds no image-sized temporary over the unblended transform
+    assert peak_blend < peak_full + 0.25 * out.nbytes
     np.testing.assert_allclose(out, 0.4 * src[None] + 0.6 * full, atol=1e-6)
-
-
-@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
-def test_strength_on_dense_16_bit_histograms(dtype):
-    # most of the 65,536 levels occupied: the lookup table is computed whole, in place
-    rng = np.random.default_rng(5)
-    info = np.iinfo(dtype)
-    src = rng.integers(info.min, info.max, size=(300, 300), endpoint=True).astype(dtype)
-    ref = np.clip(rng.normal(0, 3000, size=(200, 200)), info.min, info.max).astype(dtype)
-    full = match_histograms(src, ref).astype(np.float64)
-    half = match_histograms(src, ref, strength=0.5).astype(np.float64)
-    assert np.abs(half - (0.5 * src + 0.5 * full)).max() <= 1.0
-    np.testing.assert_array_equal(match_histograms(src, ref, strength=0.0), src)
-    order = np.argsort(src, axis=None)
-    assert (np.diff(half.ravel()[order]) >= 0).all()
 
 
 # --------------------------------------------------------------------------- errors
@@ -449,32 +400,29 @@ def test_bad_params_named_in_error(params, msg):
         HistogramMatcher(**params).fit(np.zeros((1, 4, 4), dtype=np.uint8))
 
 
-def test_strength_validated_again_at_transform(astronaut):
-    m = HistogramMatcher().fit([astronaut])
-    m.set_params(strength=2.0)
-    with pytest.raises(ValueError, match="strength"):
-        m.transform([astronaut])
-
-
 @pytest.mark.parametrize(
-    ("good", "bad", "msg"),
+    ("bad", "msg"),
     [
-        ({"strength": 0.5}, {"strength": 1.5}, "strength"),
-        ({"n_jobs": 2}, {"n_jobs": 2.0}, "n_jobs"),  # equal value, another type
-        ({"ordering": "variational"}, {"ordering": "nope"}, "ordering"),
+        ({"strength": 1.5}, "strength"),
+        ({"n_jobs": 2.0}, "n_jobs"),
+        ({"n_jobs": -2}, "n_jobs"),
+        ({"ordering": "nope"}, "ordering"),
+        ({"n_quantiles": 2**40}, "n_quantiles"),
+        ({"n_iter": 0}, "n_iter"),
+        ({"method": "nope"}, "method"),
     ],
 )
-def test_remembered_valid_params_do_not_let_bad_ones_through(astronaut, good, bad, msg):
-    # validation results are remembered per (type, value); a valid set must not
-    # make an invalid one pass, before or after it
-    m = HistogramMatcher(**good).fit([astronaut])
-    m.transform([astronaut])
-    m.set_params(**bad)
-    for _ in range(2):
-        with pytest.raises((ValueError, TypeError), match=msg):
-            m.transform([astronaut])
-    m.set_params(**good)
-    m.transform([astronaut])
+def test_parameters_are_validated_in_fit(astronaut, bad, msg):
+    m = HistogramMatcher(**bad)
+    with pytest.raises((ValueError, TypeError), match=msg):
+        m.fit([astronaut])
+    assert not hasattr(m, "reference_")
+    # set after a fit, they are refused by the next fit and partial_fit of a new matcher
+    fitted = HistogramMatcher().fit([astronaut]).set_params(**bad)
+    with pytest.raises((ValueError, TypeError), match=msg):
+        fitted.fit([astronaut])
+    with pytest.raises((ValueError, TypeError), match=msg):
+        HistogramMatcher(**bad).partial_fit([astronaut])
 
 
 @pytest.mark.parametrize(
@@ -523,8 +471,6 @@ def test_n_jobs_threads_give_identical_results(method, astronaut, coffee):
     m.set_params(n_jobs=1)
     for a, b in zip(listed, m.transform([astronaut, coffee[:50, :70]])):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="n_jobs"):
-        m.set_params(n_jobs=1.5).transform(batch)
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
@@ -537,32 +483,6 @@ def test_mask_keeps_unmasked_pixels_for_16_bit_and_float(dtype, astronaut, coffe
     np.testing.assert_array_equal(out[~mask], src[~mask])
     inside = match_histograms(np.ascontiguousarray(src[50:200, 60:300]), ref)
     np.testing.assert_array_equal(out[50:200, 60:300], inside)
-
-
-# ------------------------------------------------------------ float grid: ranges and threads
-@pytest.mark.parametrize(
-    ("offset", "width", "dtype"),
-    [
-        (1e6, 100.0, np.float32),  # far from zero: cells come from x - min, not x * scale
-        (5e6, 100.0, np.float32),
-        (-3e38, 6e38, np.float32),  # wider than float32's own range
-        (-1e308, 1.5e308, np.float64),  # wider than float64's range
-        (0.0, 1e-42, np.float32),  # a subnormal range
-        (1.0, 1e-6, np.float64),
-    ],
-)
-def test_float_ranges_far_from_zero_wide_or_tiny_are_matched(offset, width, dtype):
-    rng = np.random.default_rng(3)
-    u = rng.random((64, 48))
-    src = (offset + u * width).astype(dtype)
-    ref = rng.normal(size=(40, 40)).astype(dtype)
-    out = match_histograms(src, ref)
-    assert out.dtype == dtype and np.isfinite(out).all()
-    order = np.argsort(src, axis=None, kind="stable")
-    assert (np.diff(out.ravel()[order]) >= 0).all()  # monotone
-    assert ref.min() <= out.min() and out.max() <= ref.max()
-    # equal inputs stay equal, and distinct far-apart inputs are told apart
-    assert len(np.unique(out)) >= min(len(np.unique(src)), 100) // 2
 
 
 def test_results_do_not_depend_on_opencv_threads(astronaut, coffee):
@@ -615,27 +535,6 @@ def test_scale_mismatch_between_images_and_references_warns(astronaut, coffee):
         HistogramMatcher("lab").fit([coffee]).transform([as_float])  # lab reads each scale
 
 
-def test_values_piled_at_the_extremes_keep_their_own_output():
-    # a black border and clipped highlights, with the tails blurring leaves next to them:
-    # the extremes get their own grid cells, so they are not merged with their tails
-    rng = np.random.default_rng(11)
-    body = rng.random(4000)
-    low_tail = rng.uniform(1e-7, 1e-5, 1000)  # (within 2**-10 of a cell they would share)
-    high_tail = 1 - rng.uniform(1e-6, 1e-5, 1000)
-    src = np.concatenate([np.zeros(3000), low_tail, body, high_tail, np.ones(3000)])
-    src = src.astype(np.float32).reshape(120, 100)
-    ref = rng.random((100, 100)).astype(np.float32)
-    out = match_histograms(src, ref)
-    zeros, ones = out[src == 0], out[src == 1]
-    assert np.ptp(zeros) == 0 and np.ptp(ones) == 0
-    assert out[(src > 0) & (src <= 1e-5)].min() > zeros[0]
-    assert out[(src < 1) & (src >= 1 - 1e-5)].max() < ones[0]
-    # each pile sits at its own midpoint CDF of the reference
-    n = src.size
-    np.testing.assert_allclose(zeros[0], np.quantile(ref, 1500 / n, method="hazen"), atol=0.02)
-    np.testing.assert_allclose(ones[0], np.quantile(ref, 1 - 1500 / n, method="hazen"), atol=0.02)
-
-
 @pytest.mark.parametrize("method", ["per_channel", "exact", "lab"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -651,116 +550,6 @@ def test_transform_refuses_nan_and_infinity_anywhere(method, bad, with_mask, ast
         m.transform(batch, mask=mask)
     with pytest.raises(ValueError, match="NaN or infinity"):
         m.transform(list(batch.astype(np.float64)), mask=None if mask is None else list(mask))
-
-
-def test_remembered_params_hold_no_user_objects(astronaut):
-    from histmatch_ml import matcher as matcher_module
-
-    rs = np.random.RandomState(0)
-    m = HistogramMatcher(random_state=rs).fit([astronaut])
-    m.transform([astronaut])
-    assert all(rs is not part[2] for key in matcher_module._VALID_PARAMS for part in key[1:])
-    m.set_params(random_state="bad")
-    with pytest.raises(ValueError, match="random_state"):
-        m.transform([astronaut])
-
-
-# ------------------------------------------------------------ floats holding 8-bit levels
-BYTE_CONVERSIONS = {
-    "/ 255 float32 (ToTensor)": lambda a: a.astype(np.float32) / np.float32(255),
-    "* (1/255) float32 (img_as_float32)": lambda a: a.astype(np.float32) * np.float32(1 / 255),
-    "/ 255 float64": lambda a: a / 255.0,
-    "* (1/255) float64 (img_as_float)": lambda a: a * (1 / 255),
-    "cast to float32, 0..255": lambda a: a.astype(np.float32),
-}
-
-
-def _grid_only(monkeypatch, matcher, images, **kwargs):
-    """``matcher.transform`` with the 8-bit-levels shortcut of the float path turned off."""
-    from histmatch_ml.methods import per_channel
-
-    with monkeypatch.context() as patch:
-        patch.setattr(per_channel, "byte_levels", lambda image, check: None)
-        return matcher.transform(images, **kwargs)
-
-
-@pytest.mark.parametrize("convert", list(BYTE_CONVERSIONS.values()), ids=list(BYTE_CONVERSIONS))
-@pytest.mark.parametrize("grey", [False, True])
-def test_float_images_of_8_bit_levels_match_exactly_as_on_the_grid(
-    convert, grey, monkeypatch, astronaut, coffee
-):
-    from histmatch_ml.methods.per_channel import byte_levels
-
-    src, ref = convert(astronaut), convert(coffee)
-    if grey:
-        src, ref = np.ascontiguousarray(src[..., 1:2]), np.ascontiguousarray(ref[..., 1:2])
-    found = byte_levels(src, np.empty_like(src))  # the shortcut is taken
-    assert found is not None and found[0].shape == src.shape and found[1].dtype == src.dtype
-    mask = np.random.default_rng(5).random(src.shape[:2]) < 0.6
-    m = HistogramMatcher().fit([ref])
-    for strength in (1.0, 0.4):
-        m.set_params(strength=strength)
-        for masks in (None, mask[None]):
-            fast = m.transform(src[None], mask=masks)
-            grid = _grid_only(monkeypatch, m, src[None], mask=masks)
-            assert fast.dtype == src.dtype
-            np.testing.assert_array_equal(fast, grid)
-            if masks is not None:
-                np.testing.assert_array_equal(fast[0][~mask], src[~mask])
-
-
-@pytest.mark.parametrize("n_channels", [2, 4])
-def test_float_8_bit_levels_with_constant_channels_and_any_count_match_as_on_the_grid(
-    n_channels, monkeypatch, astronaut, coffee
-):
-    from histmatch_ml.methods.per_channel import byte_levels
-
-    def with_channels(rgb):
-        image = np.zeros((*rgb.shape[:2], n_channels), dtype=np.float32)
-        image[..., :2] = rgb[..., :2].astype(np.float32) / 255  # the rest stays 0: constant
-        return image
-
-    src, ref = with_channels(astronaut), with_channels(coffee)
-    ref[..., 2:] = np.float32(1 / 255) * np.arange(ref.shape[1])[None, :, None] % 1
-    assert byte_levels(src, np.empty_like(src)) is not None
-    m = HistogramMatcher(strength=0.7).fit([ref])
-    fast = m.transform(src[None])
-    np.testing.assert_array_equal(fast, _grid_only(monkeypatch, m, src[None]))
-    if n_channels == 4:
-        assert np.ptp(fast[..., 2]) == 0  # a constant channel stays constant
-
-
-def test_float_images_not_of_8_bit_levels_take_the_grid(astronaut):
-    from histmatch_ml.methods.per_channel import byte_levels
-
-    levels = astronaut.astype(np.float32) / 255
-    check = np.empty_like(levels)
-    assert byte_levels(levels, check) is not None
-    cases = {}
-    for name, (row, col, value) in {
-        "one value off by an ulp": (300, 301, np.nextafter(levels[300, 301, 1], np.float32(2))),
-        "NaN": (300, 301, np.nan),
-        "infinity": (300, 301, np.inf),
-        "a negative level": (300, 301, -levels[300, 301, 1] - 1 / 255),
-        "NaN in a sampled row": (0, 5, np.nan),
-    }.items():
-        bad = levels.copy()
-        bad[row, col, 1] = value
-        cases[name] = bad
-    cases["continuous values"] = np.random.default_rng(0).random(levels.shape, dtype=np.float32)
-    cases["levels of 1 / 256"] = astronaut.astype(np.float32) / 256
-    for name, image in cases.items():
-        assert byte_levels(image, check) is None, name
-    assert byte_levels(np.asfortranarray(levels), check) is None  # not contiguous
-
-
-def test_float_8_bit_levels_with_an_ulp_off_are_still_matched(astronaut, coffee):
-    # the shortcut turns the image down; the grid matches it, monotone as ever
-    src = astronaut.astype(np.float32) / 255
-    src[300, 301, 1] = np.nextafter(src[300, 301, 1], np.float32(2))
-    out = HistogramMatcher().fit([coffee.astype(np.float32) / 255]).transform([src])[0]
-    order = np.argsort(src[..., 1], axis=None, kind="stable")
-    assert (np.diff(out[..., 1].ravel()[order]) >= 0).all()
 
 
 @pytest.mark.parametrize(

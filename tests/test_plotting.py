@@ -143,8 +143,8 @@ class _JointMethod(_base.MatchingMethod):
     name = "joint_for_test"
     state_kind = "joint"
 
-    def apply(self, image, mask, state, params):
-        return image
+    def apply(self, image, mask, state, tables, params, out):
+        out[...] = image
 
 
 def test_reference_quantiles_rejects_joint_state(monkeypatch):

@@ -60,33 +60,31 @@ def test_uint8_histograms_fills_rows_of_float32_counts():
         np.testing.assert_array_equal(h[c], np.bincount(img[:, :, c][mask], minlength=256))
 
 
-def test_remembered_knots_follow_edits_of_the_state():
-    rng = np.random.default_rng(2)
-    hist = rng.integers(0, 50, (3, 256)).astype(np.int64)
-    state = {"histograms": hist, "dtype": np.array("uint8")}
-    probs = np.linspace(0, 1, 101)
-
-    def fresh(c):
-        return np.interp(probs, *_reference.histogram_quantile_points(hist[c], np.arange(256.0)))
-
+def test_quantile_knots_of_histograms_are_padded_occupied_levels():
+    rng = np.random.default_rng(3)
+    hist = np.zeros((3, 256), dtype=np.int64)
+    for c, n_levels in enumerate((1, 7, 200)):  # rows of very different lengths
+        hist[c, rng.choice(256, n_levels, replace=False)] = rng.integers(1, 50, n_levels)
+    knots = _reference.quantile_knots({"histograms": hist, "dtype": np.array("uint8")})
+    assert knots["probs"].shape == knots["values"].shape == (3, 200)
+    probs = np.linspace(0, 1, 1001)
     for c in range(3):
-        np.testing.assert_allclose(_reference.quantile_values(state, c, probs), fresh(c))
-    p, v = _reference.quantile_points(state, 1)
-    assert not p.flags.writeable and not v.flags.writeable
-    hist[1, :128] = 0  # edited in place: same array object, new counts
-    hist[1, 200] += 1000
-    np.testing.assert_allclose(_reference.quantile_values(state, 1, probs), fresh(1))
-    state["histograms"] = hist[::-1].copy()  # replaced
-    hist = state["histograms"]
-    np.testing.assert_allclose(
-        _reference.quantile_rows(state, np.tile(probs, (3, 1)))[2], fresh(2)
-    )
-    # many states in turn: the cache stays bounded and answers stay right
-    for seed in range(2 * _reference.KNOTS_KEPT):
-        hist = np.random.default_rng(seed).integers(1, 9, (3, 256)).astype(np.int64)
-        state = {"histograms": hist, "dtype": np.array("uint8")}
-        np.testing.assert_allclose(_reference.quantile_values(state, 0, probs), fresh(0))
-    assert len(_reference._KNOTS) <= _reference.KNOTS_KEPT
+        p, v = _reference.histogram_quantile_points(hist[c], np.arange(256.0))
+        np.testing.assert_array_equal(knots["probs"][c, : len(p)], p)
+        np.testing.assert_array_equal(knots["values"][c, : len(v)], v)
+        # the padding repeats the last knot, which leaves the interpolation unchanged
+        np.testing.assert_array_equal(
+            _reference.quantile_values(knots, c, probs), np.interp(probs, p, v)
+        )
+
+
+def test_quantile_knots_of_sketches_are_the_quantiles():
+    q = np.sort(np.random.default_rng(0).normal(size=(2, 64)), axis=1)
+    knots = _reference.quantile_knots({"quantiles": q, "dtype": np.array("float32")})
+    assert set(knots) == {"values"}
+    p, v = _reference.quantile_points(knots, 1)
+    np.testing.assert_array_equal(p, _reference.probability_grid(64))
+    np.testing.assert_array_equal(v, q[1])
 
 
 def test_histogram_quantile_points_midpoint_convention():
@@ -176,9 +174,11 @@ def test_property_level_counts_equal_bincount(plane, use_mask, rnd):
 )
 def test_property_quantile_values_equal_interp(knots, probs):
     state = {"quantiles": np.sort(knots)[None], "dtype": np.array("float32")}
-    expected = np.interp(probs, *_reference.quantile_points(state, 0))
+    expected = np.interp(probs, *_reference.quantile_points(_reference.quantile_knots(state), 0))
     np.testing.assert_allclose(
-        _reference.quantile_values(state, 0, probs), expected, atol=1e-9 * 1e6
+        _reference.quantile_values(_reference.quantile_knots(state), 0, probs),
+        expected,
+        atol=1e-9 * 1e6,
     )
 
 
@@ -197,16 +197,19 @@ def test_quantile_values_short_and_long_paths_equal_interp_and_are_monotone(kind
     rng = np.random.default_rng(n_probs)
     state = _random_state(kind, rng, n_knots=257)
     probs = np.sort(np.concatenate([rng.random(n_probs - 3), [0.0, 1.0, 0.5]]))
-    got = _reference.quantile_values(state, 1, probs)
-    expected = np.interp(probs, *_reference.quantile_points(state, 1))
+    got = _reference.quantile_values(_reference.quantile_knots(state), 1, probs)
+    expected = np.interp(probs, *_reference.quantile_points(_reference.quantile_knots(state), 1))
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
     assert (np.diff(got) >= 0).all()
     out = np.empty_like(probs)
-    assert _reference.quantile_values(state, 1, probs, out=out) is out
+    assert _reference.quantile_values(_reference.quantile_knots(state), 1, probs, out=out) is out
     np.testing.assert_array_equal(out, got)
     shuffled = rng.permutation(len(probs))  # unsorted queries: the same values
     np.testing.assert_allclose(
-        _reference.quantile_values(state, 1, probs[shuffled]), got[shuffled], rtol=1e-12, atol=1e-9
+        _reference.quantile_values(_reference.quantile_knots(state), 1, probs[shuffled]),
+        got[shuffled],
+        rtol=1e-12,
+        atol=1e-9,
     )
 
 
@@ -232,10 +235,12 @@ def test_long_sketch_queries_end_on_the_end_knots_and_round_into_float32_out():
         "dtype": np.array("float32"),
     }
     probs = np.sort(np.concatenate([rng.random(9997), [0.0, 1.0, 1.0]]))
-    got = _reference.quantile_values(state, 0, probs)
+    got = _reference.quantile_values(_reference.quantile_knots(state), 0, probs)
     assert got[0] == state["quantiles"][0, 0] and got[-1] == state["quantiles"][0, -1]
     out32 = np.empty(len(probs), dtype=np.float32)
-    assert _reference.quantile_values(state, 0, probs, out=out32) is out32
+    assert (
+        _reference.quantile_values(_reference.quantile_knots(state), 0, probs, out=out32) is out32
+    )
     np.testing.assert_array_equal(out32, got.astype(np.float32))
 
 
@@ -247,10 +252,15 @@ def test_midpoint_quantiles_equal_quantile_values_at_the_midpoint_cdf(n, kind, d
     state = _random_state(kind, rng, n_knots=1024)
     counts = (rng.integers(0, 9, n) * (rng.random(n) < 0.8)).astype(dtype)
     counts[[0, -1]] = [3, 2]
-    expected = _reference.quantile_values(state, 1, _reference.midpoint_cdf(counts))
-    got = _reference.midpoint_quantiles(counts, state, 1)
+    expected = _reference.quantile_values(
+        _reference.quantile_knots(state), 1, _reference.midpoint_cdf(counts)
+    )
+    got = _reference.midpoint_quantiles(counts, _reference.quantile_knots(state), 1)
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-10)
     assert (np.diff(got) >= 0).all()
     out32 = np.empty(n, dtype=np.float32)
-    assert _reference.midpoint_quantiles(counts, state, 1, out=out32) is out32
+    assert (
+        _reference.midpoint_quantiles(counts, _reference.quantile_knots(state), 1, out=out32)
+        is out32
+    )
     np.testing.assert_array_equal(out32, got.astype(np.float32))

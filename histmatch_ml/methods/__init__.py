@@ -1,10 +1,32 @@
 """Matching methods, one module each, behind :class:`~._base.MatchingMethod`.
 
-Importing this package registers every method; adding a method means adding a
-module here and naming it in the import below.
+Importing this package registers the built-in methods. A method is one module
+that subclasses :class:`MatchingMethod`, declares the parameters it reads
+(:class:`Param`) and decorates the class with :func:`register`; the
+estimators, their docstrings and the command line pick it up from there.
 """
 
-from . import exact, lab, per_channel  # noqa: F401  (importing registers them)
-from ._base import MatchingMethod, available_methods, get_method, register
+from . import per_channel, exact, lab  # noqa: F401, I001  (importing registers them, in this order)
+from ._base import (
+    N_QUANTILES,
+    MatchingMethod,
+    Param,
+    available_methods,
+    declared_params,
+    get_method,
+    on_register,
+    register,
+    unregister,
+)
 
-__all__ = ["MatchingMethod", "available_methods", "get_method", "register"]
+__all__ = [
+    "N_QUANTILES",
+    "MatchingMethod",
+    "Param",
+    "available_methods",
+    "declared_params",
+    "get_method",
+    "on_register",
+    "register",
+    "unregister",
+]

@@ -1,20 +1,25 @@
-"""The interface every matching method implements, and helpers they share.
+"""The interface every matching method implements, its parameter declarations, the registry.
 
 A method is a small stateless object registered under a name. The estimator
-(:class:`histmatch_ml.HistogramMatcher`) only ever calls these four hooks, so
-adding a method means adding one module to this package:
+(:class:`histmatch_ml.HistogramMatcher`) only ever calls these hooks, so
+adding a method means adding one module that subclasses
+:class:`MatchingMethod` and decorates it with :func:`register`:
 
-* ``check_params(params)`` - validate the estimator parameters it reads;
+* ``params`` - the :class:`Param` declarations of the estimator parameters
+  the method reads (name, default, scikit-learn constraint, one-line doc);
+  the estimator's ``_parameter_constraints``, its docstring and the command
+  line options are built from them;
 * ``learn(batch, params, rng, like)`` - learn a state (a dict of plain arrays)
   from a :class:`~histmatch_ml._images.Batch` of reference images; ``like`` is
   an existing state to align with (for ``partial_fit``), or None;
 * ``merge(a, na, b, nb, params)`` - combine two states learned on ``na`` and
   ``nb`` pixels;
+* ``prepare(state, params)`` - what ``apply`` derives from a state (quantile
+  knots, tables), computed once per fit and kept as a fitted attribute;
 * ``check_state(state, n_channels)`` - validate a state read from a model file;
-* ``apply(image, mask, state, params)`` - match one ``(H, W, C)`` image and
-  return the result in the image's dtype, pixels outside ``mask`` untouched
-  (``apply_into`` does the same into a preallocated array; override it when
-  the method can write in place).
+* ``apply(image, mask, state, tables, params, out)`` - match one ``(H, W, C)``
+  image into ``out`` (the image's dtype and shape), pixels outside ``mask``
+  untouched.
 
 Kernels are pure functions of arrays: no estimator, no global state, and
 randomness only through the ``numpy.random.Generator`` passed to ``learn``.
@@ -22,16 +27,83 @@ randomness only through the ``numpy.random.Generator`` passed to ``learn``.
 
 from __future__ import annotations
 
-import functools
-import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from .. import _reference
 
+__all__ = [
+    "N_QUANTILES",
+    "MatchingMethod",
+    "Param",
+    "available_methods",
+    "blend",
+    "declared_params",
+    "finish",
+    "get_method",
+    "keep_unmasked",
+    "on_register",
+    "register",
+    "unregister",
+    "warn_scale_mismatch",
+]
+
+
+@dataclass(frozen=True)
+class Param:
+    """The declaration of one estimator parameter.
+
+    Attributes
+    ----------
+    name : str
+        The keyword of :class:`~histmatch_ml.HistogramMatcher` (and the
+        command line option ``--name-with-dashes``).
+    default : Any
+        Its default value.
+    constraint : list
+        scikit-learn parameter constraints (as in ``_parameter_constraints``),
+        checked once in ``fit``. Size-like parameters carry an upper bound.
+    doc : str
+        One line saying what it does, for the docstring and ``--help``.
+    type_doc : str
+        The numpydoc type line, e.g. ``"int in [2, 65536]"``.
+
+    Examples
+    --------
+    >>> from numbers import Integral
+    >>> from sklearn.utils._param_validation import Interval
+    >>> from histmatch_ml.methods import Param
+    >>> p = Param("n_levels", 8, [Interval(Integral, 2, 256, closed="both")],
+    ...           "Number of output levels.", "int in [2, 256]")
+    >>> p.name, p.default
+    ('n_levels', 8)
+    """
+
+    name: str
+    default: Any
+    constraint: list
+    doc: str
+    type_doc: str
+
+
+#: the size of the quantile sketches of float references (and of lab's projections)
+N_QUANTILES = Param(
+    "n_quantiles",
+    1024,
+    [Interval(Integral, 2, 2**16, closed="both")],
+    "Quantiles kept per channel for float (and 32/64-bit integer) references; 8/16-bit "
+    "integer references keep exact full-range histograms instead.",
+    "int in [2, 65536]",
+)
+
 _REGISTRY: dict[str, MatchingMethod] = {}
+_LISTENERS: list[Callable[[], None]] = []
 
 
 class MatchingMethod(ABC):
@@ -39,19 +111,16 @@ class MatchingMethod(ABC):
 
     #: registry name, the value of ``HistogramMatcher(method=...)``
     name: ClassVar[str] = ""
+    #: what the method is for, in one line (``histmatch --help``, the docstring)
+    summary: ClassVar[str] = ""
+    #: the parameters this method reads besides ``strength``
+    params: ClassVar[tuple[Param, ...]] = (N_QUANTILES,)
     #: methods with the same ``state_kind`` can use each other's fitted state
     state_kind: ClassVar[str] = "channels"
     #: True when output values are the references' raw values (so images of
     #: another dtype scale, e.g. float [0, 1] against uint8, come out on the
     #: references' scale); False for methods that normalise by the dtype's scale
     raw_values: ClassVar[bool] = True
-    #: True when ``apply`` itself raises ``_images.not_finite_error()`` for float
-    #: images holding NaN or infinity (found in a pass it makes anyway), so that
-    #: ``transform`` can skip its own check of unmasked batches
-    checks_finite: ClassVar[bool] = False
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        """Raise ``ValueError``/``TypeError`` for parameters this method rejects."""
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
@@ -64,6 +133,10 @@ class MatchingMethod(ABC):
         """Merge two per-channel states (exact for histograms)."""
         return _reference.merge(a, na, b, nb)
 
+    def prepare(self, state: dict, params: dict[str, Any]) -> dict:
+        """The knots of every channel's reference quantile function."""
+        return _reference.quantile_knots(state)
+
     def check_state(self, state: Any, n_channels: int | None) -> int | None:
         """Validate a stored state (model loading); return the pixels it counts, if known.
 
@@ -72,35 +145,86 @@ class MatchingMethod(ABC):
         return _reference.check_state(state, n_channels)
 
     @abstractmethod
-    def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
-        """Match one ``(H, W, C)`` image; same dtype out, unmasked pixels untouched."""
-
-    def apply_into(
-        self, image: np.ndarray, mask, state: dict, params: dict[str, Any], out: np.ndarray
+    def apply(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None,
+        state: dict,
+        tables: dict,
+        params: dict[str, Any],
+        out: np.ndarray,
     ) -> None:
-        """Like :meth:`apply`, writing into ``out`` (a view into a batch's output).
-
-        Methods that can write their result in place override this to save a copy.
-        """
-        out[...] = self.apply(image, mask, state, params)
+        """Match one ``(H, W, C)`` image into ``out``; unmasked pixels keep their value."""
 
 
 def register(cls: type[MatchingMethod]) -> type[MatchingMethod]:
-    """Class decorator: make ``cls`` available as ``method=cls.name``."""
+    """Class decorator: make ``cls`` available as ``method=cls.name``.
+
+    A parameter declared by several methods must be the same declaration
+    (share the :class:`Param` object), so that one keyword means one thing.
+
+    Examples
+    --------
+    See ``tests/toy_method.py`` for a complete method in one module.
+    """
+    if not cls.name.isidentifier():
+        raise ValueError(f"a method name must be an identifier; got {cls.name!r}")
+    known = {p.name: p for m in _REGISTRY.values() for p in m.params if m.name != cls.name}
+    for p in cls.params:
+        if p.name in known and known[p.name] != p:
+            raise ValueError(
+                f"method {cls.name!r} declares parameter {p.name!r} differently from "
+                f"another method; share one Param declaration"
+            )
     _REGISTRY[cls.name] = cls()
+    for listener in _LISTENERS:
+        listener()
     return cls
+
+
+def unregister(name: str) -> None:
+    """Remove the method called ``name`` from the registry (for plug-ins and tests)."""
+    get_method(name)
+    del _REGISTRY[name]
+    for listener in _LISTENERS:
+        listener()
+
+
+def on_register(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` now and after every :func:`register` (the estimator's hook)."""
+    _LISTENERS.append(listener)
+    listener()
 
 
 def get_method(name: Any) -> MatchingMethod:
     """The registered method called ``name``; ``ValueError`` naming the choices."""
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"method must be one of {sorted(_REGISTRY)}; got {name!r}")
+        raise ValueError(f"method must be one of {list(_REGISTRY)}; got {name!r}")
     return _REGISTRY[name]
 
 
 def available_methods() -> list[str]:
-    """Names of the registered methods."""
-    return sorted(_REGISTRY)
+    """Names of the registered methods, in the order they were registered.
+
+    Examples
+    --------
+    >>> from histmatch_ml.methods import available_methods
+    >>> {"per_channel", "exact", "lab"} <= set(available_methods())
+    True
+    """
+    return list(_REGISTRY)
+
+
+def declared_params() -> dict[str, tuple[Param, list[str]]]:
+    """Every method parameter: name -> (declaration, the methods that read it).
+
+    In the order methods were registered and, within a method, declared.
+    """
+    out: dict[str, tuple[Param, list[str]]] = {}
+    for method in _REGISTRY.values():
+        for p in method.params:
+            out.setdefault(p.name, (p, []))[1].append(method.name)
+    return out
 
 
 def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int = 2) -> None:
@@ -111,6 +235,8 @@ def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int
     image matched to float [0, 1] references is rounded to 0 or 1. Floats of
     different widths share a scale and do not warn.
     """
+    import warnings
+
     dtype, fitted = np.dtype(dtype), np.dtype(fitted)
     if dtype == fitted or (dtype.kind == "f" and fitted.kind == "f"):
         return
@@ -127,11 +253,7 @@ def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int
 
 def value_range(dtype: np.dtype) -> tuple[float, float] | None:
     """(min, max) of an integer dtype, None for floats."""
-    return _value_range(np.dtype(dtype))
-
-
-@functools.cache
-def _value_range(dtype: np.dtype) -> tuple[float, float] | None:
+    dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         return float(info.min), float(info.max)
@@ -149,44 +271,27 @@ def blend(
 
     Integers are rounded to nearest and clipped to the dtype's range; floats
     are cast without clipping or quantising. Works on whole images and on
-    per-level lookup tables alike. With ``out`` (of ``dtype``), ``matched``
-    (float) is used as work space and the result is written into ``out``.
+    per-level lookup tables alike. ``matched`` (float) is used as work space
+    and overwritten; the result goes into ``out`` (of ``dtype``) if given.
     """
     dtype = np.dtype(dtype)
-    bounds = value_range(dtype)
-    if out is not None:
-        if strength != 1.0:
-            matched -= original
-            matched *= strength
-            matched += original
-        if bounds is not None:  # (two ufuncs: np.clip's wrapper costs more on small tables)
-            np.rint(matched, out=matched)
-            np.maximum(matched, bounds[0], out=matched)
-            np.minimum(matched, bounds[1], out=matched)
-        np.copyto(out, matched, casting="unsafe")
-        return out
     if strength != 1.0:
         work = np.result_type(matched.dtype, np.float32)
-        matched = original.astype(work, copy=False) + np.asarray(strength, dtype=work) * (
-            matched - original.astype(work, copy=False)
-        )
-    if bounds is None:
+        if matched.dtype != work:
+            matched = matched.astype(work)
+        if original.dtype != work:
+            original = original.astype(work)
+        matched -= original
+        matched *= matched.dtype.type(strength)
+        matched += original
+    bounds = value_range(dtype)
+    if bounds is not None:
+        np.rint(matched, out=matched)
+        np.clip(matched, bounds[0], bounds[1], out=matched)
+    if out is None:
         return matched.astype(dtype, copy=False)
-    result = np.rint(matched)
-    np.clip(result, bounds[0], bounds[1], out=result)
-    return result.astype(dtype)
-
-
-def blend_float_into(original: np.ndarray, matched: np.ndarray, strength: float) -> np.ndarray:
-    """:func:`blend` of float arrays in place in ``matched`` (no temporaries), to the bit.
-
-    ``original + s * (matched - original)`` in the arrays' dtype, the same
-    three roundings as :func:`blend`.
-    """
-    s = np.asarray(strength, dtype=matched.dtype)
-    np.subtract(matched, original, out=matched)
-    np.multiply(matched, s, out=matched)
-    return np.add(matched, original, out=matched)
+    np.copyto(out, matched, casting="unsafe")
+    return out
 
 
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -197,13 +302,15 @@ def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -
 
 
 def finish(
-    image: np.ndarray, matched: np.ndarray, mask: np.ndarray | None, strength: float
+    image: np.ndarray,
+    matched: np.ndarray,
+    mask: np.ndarray | None,
+    strength: float,
+    out: np.ndarray,
 ) -> np.ndarray:
-    """Blend by ``strength``, cast to the image dtype and restore unmasked pixels.
+    """Blend ``matched`` (a float work array, overwritten) by ``strength`` into ``out``.
 
-    ``matched`` is the caller's work array: a float one of the image's dtype
-    is blended in place (:func:`blend_float_into`) and returned.
+    Cast to the image's dtype (integers rounded and clipped), pixels outside
+    ``mask`` restored from ``image``.
     """
-    if strength != 1.0 and image.dtype.kind == "f" and matched.dtype == image.dtype:
-        return keep_unmasked(blend_float_into(image, matched, strength), image, mask)
-    return keep_unmasked(blend(image, matched, strength, image.dtype), image, mask)
+    return keep_unmasked(blend(image, matched, strength, image.dtype, out=out), image, mask)

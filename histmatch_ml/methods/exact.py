@@ -21,20 +21,19 @@ source is never darker in the output.
 The default ``ordering="variational"`` leaves no pixel tied on any of
 scikit-image's textured samples, where ``"local_means"`` leaves up to a
 quarter of a near-flat image (moon: 26%, brick: 22%, camera: 10%) to be ranked
-by position; it costs about 2.4 times as much (about 25 ms per 512x512
-channel). See ``benchmarks/README.md``, section "exact". Each channel is matched on its own; it
+by position; it costs more (``benchmarks/README.md``, section "exact"). Each
+channel is matched on its own; it
 uses the per-channel reference state, so a matcher fitted with
 ``per_channel`` can transform with ``exact`` and the other way round.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from sklearn.utils._param_validation import StrOptions
 
 from .. import _ordering, _reference
-from ._base import MatchingMethod, finish, register
+from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 
 
 def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
@@ -79,7 +78,9 @@ def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
-def ranked_values(state: dict, channel: int, n: int, integer_image: bool) -> np.ndarray:
+def ranked_values(
+    state: dict, knots: dict, channel: int, n: int, integer_image: bool
+) -> np.ndarray:
     """The ``n`` output values of one channel in ascending order (float64).
 
     Exact level counts (:func:`target_counts`) when the state holds level
@@ -89,7 +90,7 @@ def ranked_values(state: dict, channel: int, n: int, integer_image: bool) -> np.
     if integer_image and "histograms" in state:
         levels = _reference.level_values(np.dtype(state["dtype"].item()))
         return np.repeat(levels, target_counts(state["histograms"][channel], n))
-    return _reference.quantile_values(state, channel, (np.arange(n) + 0.5) / n)
+    return _reference.quantile_values(knots, channel, (np.arange(n) + 0.5) / n)
 
 
 @register
@@ -113,13 +114,20 @@ class Exact(MatchingMethod):
     """
 
     name = "exact"
-    state_kind = "channels"
+    summary = "exact histogram specification: the output histogram equals the reference's"
+    params = (
+        N_QUANTILES,
+        Param(
+            "ordering",
+            "variational",
+            [StrOptions(set(_ordering.ORDERINGS))],
+            "How pixels of equal value are ranked: a variational restoration (Nikolova & "
+            "Steidl) or nested local means (Coltuc et al.).",
+            "{" + ", ".join(f'"{o}"' for o in _ordering.ORDERINGS) + "}",
+        ),
+    )
 
-    def check_params(self, params: dict[str, Any]) -> None:
-        _ordering.check_ordering(params["ordering"])
-
-    def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
-        ordering = _ordering.check_ordering(params["ordering"])
+    def apply(self, image, mask, state, tables, params, out) -> None:
         height, width, n_channels = image.shape
         n = height * width if mask is None else int(np.count_nonzero(mask))
         work = np.result_type(image.dtype, np.float32)
@@ -131,7 +139,7 @@ class Exact(MatchingMethod):
                 plane = np.empty(height * width, dtype=work)
             else:  # unmasked pixels keep their value (finish restores them exactly)
                 plane = channel.astype(work).ravel()
-            order = _ordering.strict_order(channel, mask, ordering)
-            plane[order] = ranked_values(state, c, n, integer_image)
+            order = _ordering.strict_order(channel, mask, params["ordering"])
+            plane[order] = ranked_values(state, tables, c, n, integer_image)
             matched[:, :, c] = plane.reshape(height, width)
-        return finish(image, matched, mask, params["strength"])
+        finish(image, matched, mask, params["strength"], out)

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from .. import _images, _reference
-from .._scratch import scratch
-from ._base import MatchingMethod, blend, blend_float_into, keep_unmasked, register
+from .._images import interleave_into, split_into
+from ._base import MatchingMethod, blend, keep_unmasked, register
 
 #: cells of the float path's grid (the resolution of the source CDF)
 GRID_CELLS = 65536
@@ -38,7 +38,7 @@ GRID_CELLS = 65536
 
 def cdf_lut(
     counts: np.ndarray,
-    state: dict,
+    knots: dict,
     channel: int,
     dtype: np.dtype,
     levels: np.ndarray | None = None,
@@ -57,20 +57,18 @@ def cdf_lut(
     whole, in place in work buffers. ``out`` is an optional buffer to fill.
     """
     out = np.empty(len(counts), dtype=dtype) if out is None else out
-    present = counts > 0  # (counting a bool array is 40x faster than a float one)
+    present = counts > 0
     if np.count_nonzero(present) <= len(counts) // 8:
-        return occupied_lut(counts, state, channel, out, levels, strength, present)
+        return occupied_lut(counts, knots, channel, out, levels, strength, present)
     if levels is None:  # float cells: the quantiles are the table
-        return _reference.midpoint_quantiles(counts, state, channel, out=out)
-    matched = _reference.midpoint_quantiles(
-        counts, state, channel, out=scratch("cdf_lut.matched", counts.shape, np.float64)
-    )
+        return _reference.midpoint_quantiles(counts, knots, channel, out=out)
+    matched = _reference.midpoint_quantiles(counts, knots, channel)
     return blend(levels, matched, strength, dtype, out=out)
 
 
 def occupied_lut(
     counts: np.ndarray,
-    state: dict,
+    knots: dict,
     channel: int,
     out: np.ndarray,
     levels: np.ndarray | None = None,
@@ -83,7 +81,7 @@ def occupied_lut(
     if already at hand.
     """
     occupied = np.flatnonzero(counts > 0 if present is None else present)
-    matched = _reference.quantile_values(state, channel, _reference.midpoint_cdf(counts[occupied]))
+    matched = _reference.quantile_values(knots, channel, _reference.midpoint_cdf(counts[occupied]))
     out.fill(0)
     out[occupied] = (
         matched if levels is None else blend(levels[occupied], matched, strength, out.dtype)
@@ -93,7 +91,7 @@ def occupied_lut(
 
 def dense_luts(
     hist: np.ndarray,
-    state: dict,
+    knots: dict,
     levels: np.ndarray,
     strength: float,
     dtype: np.dtype,
@@ -107,23 +105,23 @@ def dense_luts(
     when the whole transform takes under a millisecond). ``out`` (``(C, L)``
     of ``dtype``, any strides) receives the tables if given.
     """
-    matched = _reference.quantile_rows(state, _reference.midpoint_cdf(hist))
+    matched = _reference.quantile_rows(knots, _reference.midpoint_cdf(hist))
     return blend(levels, matched, strength, dtype, out=out)
 
 
-class Scratch:
-    """The work buffers for the channels of one image (reused, see ``scratch``)."""
+class Work:
+    """The work arrays shared by the channels of one image."""
 
     def __init__(self, shape: tuple[int, int], n_cells: int, cell_dtype, lut_dtype) -> None:
-        self.cells = scratch("per_channel.cells", shape, cell_dtype)
-        self.hist = scratch("per_channel.hist", (n_cells, 1), np.float32)
-        self.lut = scratch("per_channel.lut", (n_cells,), lut_dtype)
+        self.cells = np.empty(shape, dtype=cell_dtype)
+        self.hist = np.empty((n_cells, 1), dtype=np.float32)
+        self.lut = np.empty(n_cells, dtype=lut_dtype)
 
 
 def match_cells(
-    work: Scratch,
+    work: Work,
     mask: np.ndarray | None,
-    state: dict,
+    knots: dict,
     channel: int,
     out: np.ndarray,
     levels: np.ndarray | None = None,
@@ -136,25 +134,8 @@ def match_cells(
     """
     n_cells = len(work.lut)
     counts = _reference.level_counts(work.cells, mask, n_cells, out=work.hist)
-    lut = cdf_lut(counts, state, channel, out.dtype, levels, strength, out=work.lut)
-    return gather(lut, work.cells, out)
-
-
-#: pixels per block of :func:`gather`
-GATHER_BLOCK = 32768
-
-
-def gather(lut: np.ndarray, cells: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[...] = lut[cells]`` for 2-D ``cells``, by blocks of rows.
-
-    ``np.take`` converts the indices to a temporary intp array; by blocks that
-    temporary stays in cache (20-25% faster than one call, and no fresh
-    memory). ``mode="clip"`` writes straight into ``out`` (indices always fit).
-    """
-    step = max(1, GATHER_BLOCK // max(1, cells.shape[1]))
-    for row in range(0, cells.shape[0], step):
-        np.take(lut, cells[row : row + step], out=out[row : row + step], mode="clip")
-    return out
+    lut = cdf_lut(counts, knots, channel, out.dtype, levels, strength, out=work.lut)
+    return np.take(lut, work.cells, out=out, mode="clip")  # (indices always fit)
 
 
 #: where the minimum sits in cell 0 (and the maximum in the last cell): values
@@ -197,16 +178,6 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
     real = t.dtype.type
     span = GRID_CELLS - 2 + 2 * _END  # lo -> 1 - _END, hi -> GRID_CELLS - 1 + _END
     scale = span / (hi - lo)
-    if mask is None and scale <= np.finfo(t.dtype).max:
-        # trunc((x - shift) * scale) with shift = lo - (1 - _END) / scale: two
-        # passes, the second casting as it multiplies; taken when the rounded
-        # shift keeps every product inside [0, GRID_CELLS) (not for offsets far
-        # beyond the range, where shift rounds by more than a cell)
-        shift = real(lo - (1 - _END) / scale)
-        if (float(real(hi)) - float(shift)) * float(real(scale)) < GRID_CELLS - 0.25:
-            t -= shift
-            np.multiply(t, real(scale), out=cells, casting="unsafe")
-            return True
     t -= real(lo)
     if scale <= np.finfo(t.dtype).max:
         t *= real(scale)
@@ -218,41 +189,6 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
         np.clip(t, 0.0, GRID_CELLS - 0.5, out=t)
     np.copyto(cells, t, casting="unsafe")  # truncation
     return True
-
-
-#: dtypes cv2.mixChannels and cv2.merge handle
-_CV_DTYPES = tuple(
-    map(np.dtype, ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64"))
-)
-
-
-def _cv_ready(image: np.ndarray) -> bool:
-    return 1 < image.shape[2] <= 4 and image.dtype in _CV_DTYPES and image.flags.c_contiguous
-
-
-def split_into(image: np.ndarray, planes: np.ndarray) -> np.ndarray:
-    """Copy the channels of ``image`` ``(H, W, C)`` into contiguous ``planes`` ``(C, H, W)``.
-
-    ``cv2.mixChannels`` when the dtypes agree (twice as fast as numpy's
-    strided copy; ``cv2.split`` is as fast in OpenCV 4 but in OpenCV 5 slows
-    down 2.5x when the planes were just written, as they are on every call
-    here); a casting copy otherwise.
-    """
-    n = image.shape[2]
-    if image.dtype == planes.dtype and _cv_ready(image):
-        pairs = [i for c in range(n) for i in (c, c)]
-        first = cv2.mixChannels([image], list(planes), pairs)[0]
-        if np.shares_memory(first, planes):
-            return planes
-    np.copyto(planes, image.transpose(2, 0, 1), casting="unsafe")
-    return planes
-
-
-def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Write contiguous planes ``(C, H, W)`` as the channels of ``out`` ``(H, W, C)``."""
-    if not (_cv_ready(out) and cv2.merge(list(planes), dst=out) is out):
-        out[...] = planes.transpose(1, 2, 0)
-    return out
 
 
 def lut_table(n_channels: int, dtype: Any = np.uint8) -> np.ndarray:
@@ -302,8 +238,7 @@ def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.nd
     per channel and one ``cv2.LUT``. Three rows choose the conversion (or
     rule the image out at once); then every value must equal its level's
     (an L1 distance of exactly 0, which NaN and infinity never pass).
-    ``check`` (of the image's shape and dtype) is used as work space. The
-    levels are a work buffer (see :mod:`.._scratch`).
+    ``check`` (of the image's shape and dtype) is used as work space.
     """
     if not image.flags.c_contiguous:
         return None
@@ -313,7 +248,7 @@ def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.nd
         # round(|x| * scale), saturated to uint8
         if np.array_equal(table[cv2.convertScaleAbs(rows, alpha=scale)], rows):
             candidates.append((scale, table))
-    levels = scratch("per_channel.byte_levels", image.shape, np.uint8) if candidates else None
+    levels = np.empty(image.shape, dtype=np.uint8) if candidates else None
     for scale, table in candidates:
         cv2.convertScaleAbs(_cv_image(image), dst=_cv_image(levels), alpha=scale)
         apply_lut_uint8(levels, table, check)
@@ -327,36 +262,31 @@ class PerChannel(MatchingMethod):
     """Classic histogram matching, each channel on its own."""
 
     name = "per_channel"
-    checks_finite = True  # the float grid's min and max see NaN and infinity
+    summary = "CDF matching of each channel: monotone, equal values stay equal, the fastest"
 
-    def apply(self, image: np.ndarray, mask, state: dict, params: dict[str, Any]) -> np.ndarray:
-        out = np.empty_like(image)
-        self.apply_into(image, mask, state, params, out)
-        return out
-
-    def apply_into(self, image, mask, state, params, out) -> None:
+    def apply(self, image, mask, state, tables, params, out) -> None:
         strength, n_channels = params["strength"], image.shape[2]
         if image.dtype == np.uint8 and n_channels <= 4:
-            match_uint8(image, mask, state, strength, out)
+            match_uint8(image, mask, tables, strength, out)
             return
         found = byte_levels(image, out) if image.dtype.kind == "f" and n_channels <= 4 else None
         if found is not None:
-            match_byte_levels(*found, image, mask, state, strength, out)
+            match_byte_levels(*found, image, mask, tables, strength, out)
         else:
-            match_planes(image, mask, state, strength, out)
+            match_planes(image, mask, tables, strength, out)
 
 
-def match_uint8(image, mask, state: dict, strength: float, out: np.ndarray) -> None:
+def match_uint8(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
     """uint8 ``(H, W, C<=4)``: histograms and tables per channel, one ``cv2.LUT`` for all."""
     hist = _reference.uint8_histograms(image, mask)
     table = lut_table(image.shape[2])
     levels = _reference.level_values(image.dtype)
-    dense_luts(hist, state, levels, strength, image.dtype, table[0].T)
+    dense_luts(hist, knots, levels, strength, image.dtype, table[0].T)
     keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
 
 
 def match_byte_levels(
-    levels: np.ndarray, values: np.ndarray, image, mask, state: dict, strength: float, out
+    levels: np.ndarray, values: np.ndarray, image, mask, knots: dict, strength: float, out
 ) -> None:
     """A float image through its 8-bit ``levels`` (see :func:`byte_levels`), to the grid's bit.
 
@@ -366,13 +296,13 @@ def match_byte_levels(
     hist = _reference.uint8_histograms(levels, mask)
     table = lut_table(image.shape[2], image.dtype)
     for c in range(image.shape[2]):
-        occupied_lut(hist[c], state, c, table[0, :, c])
+        occupied_lut(hist[c], knots, c, table[0, :, c])
     if strength != 1.0:
         table[0] = blend(values[:, None], table[0], strength, image.dtype)
     keep_unmasked(apply_lut_uint8(levels, table, out), image, mask)
 
 
-def match_planes(image, mask, state: dict, strength: float, out: np.ndarray) -> None:
+def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
     """16-bit levels, or floats (and wide integers) on the grid, channel plane by plane.
 
     Each channel becomes a plane of cells (its levels, or grid cells for
@@ -388,21 +318,21 @@ def match_planes(image, mask, state: dict, strength: float, out: np.ndarray) -> 
     else:
         n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
-    planes = split_into(image, scratch("per_channel.planes", (n_channels, *shape), plane_dtype))
-    work = Scratch(shape, n_cells, cell_dtype, plane_dtype)
+    planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
+    work = Work(shape, n_cells, cell_dtype, plane_dtype)
     for c in range(n_channels):
         # each plane is read into cells, then receives its matched values
         if exact:
             _reference.level_index(planes[c], out=work.cells)
-            match_cells(work, mask, state, c, planes[c], levels, strength)
+            match_cells(work, mask, knots, c, planes[c], levels, strength)
         elif grid_cells(planes[c], mask, work.cells):
-            match_cells(work, mask, state, c, planes[c])
+            match_cells(work, mask, knots, c, planes[c])
         else:  # one value: it sits at the median of the reference
-            planes[c].fill(_reference.quantile_values(state, c, np.array([0.5]))[0])
+            planes[c].fill(_reference.quantile_values(knots, c, np.array([0.5]))[0])
     if exact or dtype.kind == "f":
         interleave_into(planes, out)
         if not exact and strength != 1.0:
-            blend_float_into(image, out, strength)
+            blend(image, out, strength, dtype, out=out)
     else:  # wide integers: matched in float64, blended, rounded and clipped
-        out[...] = blend(image, planes.transpose(1, 2, 0), strength, dtype)
+        blend(image, planes.transpose(1, 2, 0), strength, dtype, out=out)
     keep_unmasked(out, image, mask)

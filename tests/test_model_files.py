@@ -1,4 +1,4 @@
-"""Model files (npz + JSON, no pickle) and the image-file helpers of histmatch_ml.io."""
+"""Model files of histmatch_ml.io (npz + JSON, no pickle): save, load, fingerprint, refusals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import pickle
 import subprocess
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from PIL import Image
 
 from histmatch_ml import HistogramMatcher
 from histmatch_ml import io as hio
+from histmatch_ml.io import _model
 from histmatch_ml.methods import available_methods
 
 RNG = np.random.default_rng(7)
@@ -38,7 +37,7 @@ def _fitted(method: str, dtype: str = "uint8") -> HistogramMatcher:
 def _assert_same_estimator(a, b) -> None:
     assert type(a) is type(b)
     assert a.get_params() == b.get_params()
-    fa, fb = hio._fitted_attributes(a), hio._fitted_attributes(b)
+    fa, fb = _model._fitted_attributes(a), _model._fitted_attributes(b)
     assert fa.keys() == fb.keys()
     for name in fa:
         _assert_same_value(fa[name], fb[name])
@@ -72,7 +71,7 @@ def _rewrite(path: Path, *, meta=None, arrays=None, rehash: bool = True) -> None
         arrays(content)
     if rehash:
         header = {k: m[k] for k in ("class", "params", "attributes")}
-        m["sha256"] = hio._digest(header, content)
+        m["sha256"] = _model._digest(header, content)
     content[hio.META_KEY] = np.frombuffer(json.dumps(m).encode(), dtype=np.uint8)
     np.savez(path, **content)
 
@@ -359,7 +358,14 @@ def test_extra_or_missing_entries_refused(model_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["os.system", "builtins.eval", "histmatch_ml.io.Path", "histmatch_ml.nope.Thing"]
+    "name",
+    [
+        "os.system",
+        "builtins.eval",
+        "histmatch_ml.io.Path",
+        "histmatch_ml.io._model.Path",
+        "histmatch_ml.nope.Thing",
+    ],
 )
 def test_foreign_class_never_resolved(model_path, name):
     def foreign(meta):
@@ -375,6 +381,37 @@ def test_unknown_method_refused(model_path):
 
     _rewrite(model_path, meta=unknown)
     _refused(model_path, "method must be one of")
+
+
+def test_no_fitted_attributes_refused(model_path):
+    _rewrite(model_path, meta=lambda m: m.update(attributes={}), arrays=lambda a: a.clear())
+    _refused(model_path, "it holds no fitted attributes")
+
+
+def test_class_without_check_loaded_state_refused(model_path, monkeypatch):
+    monkeypatch.setattr(HistogramMatcher, "_check_loaded_state", None, raising=False)
+    _refused(model_path, "not an estimator that can be loaded")
+
+
+def test_check_loaded_state_sees_the_decoded_state(model_path, monkeypatch):
+    saved = HistogramMatcher.load(model_path)
+    seen = []
+
+    def record(self):
+        seen.append((self.get_params(), sorted(_model._fitted_attributes(self))))
+
+    monkeypatch.setattr(HistogramMatcher, "_check_loaded_state", record, raising=False)
+    HistogramMatcher.load(model_path)
+    assert seen == [(saved.get_params(), sorted(_model._fitted_attributes(saved)))]
+
+
+@pytest.mark.parametrize("error", [ValueError, TypeError])
+def test_check_loaded_state_errors_name_the_file(model_path, monkeypatch, error):
+    def refuse(self):
+        raise error("the state is inconsistent")
+
+    monkeypatch.setattr(HistogramMatcher, "_check_loaded_state", refuse, raising=False)
+    _refused(model_path, "not a valid histmatch_ml model file: the state is inconsistent")
 
 
 # ------------------------------------------------------- pickle, joblib, skops
@@ -420,81 +457,3 @@ def test_bit_identical_across_processes(tmp_path, method):
     )
     expected = HistogramMatcher.load(path).transform(IMAGES_F32)
     assert np.load(tmp_path / "y.npy").tobytes() == expected.tobytes()
-
-
-# --------------------------------------------------------------------- images
-def test_atomic_write_cleans_up_on_error(tmp_path):
-    target = tmp_path / "out.bin"
-    target.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt), hio.atomic_write(target) as fh:
-        fh.write(b"half")
-        raise KeyboardInterrupt
-    assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
-
-
-def test_read_image_keeps_16_bit(tmp_path):
-    grey = (np.arange(40 * 30, dtype=np.uint32).reshape(40, 30) * 53 % 65536).astype(np.uint16)
-    for suffix in (".png", ".tif"):
-        Image.fromarray(grey).save(tmp_path / f"g{suffix}")
-        data = hio.read_image(tmp_path / f"g{suffix}")
-        assert data.pixels.mode == "I;16"
-        np.testing.assert_array_equal(np.asarray(data.pixels), grey)
-    import cv2
-
-    rgb = np.stack([grey, grey[::-1], 65535 - grey], axis=2)
-    for suffix in (".png", ".tif"):
-        cv2.imwrite(str(tmp_path / f"c{suffix}"), rgb[:, :, ::-1])
-        data = hio.read_image(tmp_path / f"c{suffix}")
-        assert data.pixels.dtype == np.uint16
-        np.testing.assert_array_equal(data.pixels, rgb)
-        hio.write_image(data.pixels, tmp_path / f"copy{suffix}", format=data.format)
-        np.testing.assert_array_equal(hio.read_image(tmp_path / f"copy{suffix}").pixels, rgb)
-
-
-def test_read_image_modes_and_options(tmp_path):
-    rgb = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "p.gif")
-    assert hio.read_image(tmp_path / "p.gif").pixels.mode == "RGB"
-    Image.fromarray(rgb).convert("1").save(tmp_path / "b.png")
-    assert hio.read_image(tmp_path / "b.png").pixels.mode == "L"
-    Image.fromarray(rgb).save(tmp_path / "x.jpg", quality=93, subsampling=0)
-    data = hio.read_image(tmp_path / "x.jpg")
-    assert data.format == "JPEG" and "qtables" in data.save_options
-    assert data.save_options["subsampling"] == 0
-    frames = [Image.fromarray(rgb), Image.fromarray(rgb[::-1].copy())]
-    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    with pytest.raises(ValueError, match="multi-frame"):
-        hio.read_image(tmp_path / "anim.gif")
-
-
-def test_decompression_bomb_is_an_error(tmp_path, monkeypatch):
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
-    with pytest.raises(ValueError, match="over the limit of 100 pixels"):
-        hio.read_image(tmp_path / "big.png", max_pixels=100)
-    for limit in (3000, 1000):  # warning zone (> limit) and error zone (> 2 * limit)
-        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with pytest.raises(ValueError, match="decompression bomb"):
-                hio.read_image(tmp_path / "big.png")
-
-
-def test_corrupt_images_raise_oserror(tmp_path):
-    (tmp_path / "junk.png").write_bytes(b"not an image")
-    with pytest.raises(OSError):
-        hio.read_image(tmp_path / "junk.png")
-    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.png")
-    data = (tmp_path / "t.png").read_bytes()
-    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(OSError, match="truncated"):
-        hio.read_image(tmp_path / "t.png")
-
-
-def test_read_mask(tmp_path):
-    m = np.zeros((5, 6), np.uint8)
-    m[1:3, 2:5] = 200
-    Image.fromarray(m).save(tmp_path / "m.png")
-    np.testing.assert_array_equal(hio.read_mask(tmp_path / "m.png", (6, 5)), m > 0)
-    with pytest.raises(ValueError, match="must have the image's size 5x5"):
-        hio.read_mask(tmp_path / "m.png", (5, 5))

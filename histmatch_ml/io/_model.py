@@ -1,7 +1,5 @@
-"""Model files (one ``.npz``, no pickle) and image files for the command line.
+"""Model files: one ``.npz`` archive, no pickle, every field checked on load.
 
-Model files
------------
 :func:`save_model` writes any fitted estimator of this package to one ``.npz``
 archive that ``numpy.load(path, allow_pickle=False)`` can open: every fitted
 array is a named entry (``"reference_/histograms"``, ...) and one more entry,
@@ -15,8 +13,16 @@ images and pixels seen are readable there) and a SHA-256 :func:`fingerprint`.
 ``ValueError`` naming the file for anything that is not a sound model: not an
 archive, not a model archive, a broken or truncated archive, a checksum
 mismatch, a newer format version, arrays of the wrong dtype or shape,
-non-finite values, invalid parameters. Nothing in the file is ever executed or
-unpickled; the class is looked up by name inside this package only.
+non-finite values, invalid parameters, a fitted state its class does not
+accept. Nothing in the file is ever executed or unpickled; the class is looked
+up by name inside this package only.
+
+This module knows no estimator's attributes: the file format is generic over
+them, and whether a decoded fitted state is consistent is decided by the
+estimator class itself, through its ``_check_loaded_state()`` method (called
+after the parameters are validated and the fitted attributes are set; it
+raises ``ValueError`` or ``TypeError`` for a state it does not accept). A
+class without that method cannot be loaded.
 
 Fitted attributes (names ending in ``_``) may be ndarrays (numeric, string, or
 object arrays of strings), numpy scalars, Python scalars and strings, None, and
@@ -28,36 +34,22 @@ Pickle and joblib keep working too (``GridSearchCV(n_jobs=...)`` needs them),
 and because the fitted attributes are plain arrays and builtins,
 ``skops.io.load(path, trusted=["histmatch_ml.matcher.HistogramMatcher"])``
 loads a ``skops.io.dump`` of a matcher with only the class trusted.
-
-Image files
------------
-:func:`read_image` opens any Pillow-readable image with Pillow's
-decompression-bomb limit kept on (the warning is turned into an error for that
-file), keeps 16-bit greyscale as 16-bit and reads 16-bit colour PNG/TIFF (which
-Pillow would reduce to 8 bits) with OpenCV. :func:`write_image` writes
-atomically: a temporary file in the destination directory, ``fsync``, then
-``os.replace`` (or a no-clobber link), so an interrupted run never leaves a
-half-written or temporary file behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
 import os
-import secrets
-import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from . import _reference
+from ._atomic import PathLike, atomic_write
 
 #: the ``"format"`` field of the metadata
 MODEL_FORMAT = "histmatch_ml.model"
@@ -69,66 +61,6 @@ _MAX_META_BYTES = 16 * 2**20
 _NPY_HEADER_SLACK = 2**16
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ARRAY_KINDS = "biufcUS"
-
-PathLike = str | os.PathLike
-
-
-# --------------------------------------------------------------------------- atomic files
-@contextlib.contextmanager
-def atomic_write(path: PathLike, *, overwrite: bool = True) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path``; move it into place on success.
-
-    The temporary file lives in the destination directory (so the final
-    ``os.replace`` is atomic), is flushed and ``fsync``-ed, and is removed if
-    anything fails, ``KeyboardInterrupt`` included. With ``overwrite=False``
-    the file is linked into place, which fails if ``path`` appeared meanwhile.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file to create or replace. Its directory must exist.
-    overwrite : bool, default=True
-        Replace an existing file; otherwise raise ``FileExistsError``.
-
-    Yields
-    ------
-    file : binary file object
-        Write the content to it.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from histmatch_ml.io import atomic_write
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.bin"
-    >>> with atomic_write(target) as fh:
-    ...     _ = fh.write(b"done")
-    >>> target.read_bytes(), sorted(p.name for p in target.parent.iterdir())
-    (b'done', ['out.bin'])
-    """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic no-clobber
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; refusing to overwrite it") from None
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise FileExistsError(f"{path} exists; refusing to overwrite it") from None
-                os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 # ------------------------------------------------------------------------ encoding
@@ -161,6 +93,12 @@ class _Encoder:
         if isinstance(value, (list, tuple)):
             items = [self.encode(v, (*path, str(i))) for i, v in enumerate(value)]
             return {"type": type(value).__name__, "items": items}
+        if _is_estimator(value):
+            cls_name = _class_name(type(value))
+            if not cls_name.startswith("histmatch_ml."):
+                raise TypeError(f"{where} must be an estimator of histmatch_ml; got {cls_name}")
+            params = self.encode(value.get_params(deep=False), (*path, "params"))
+            return {"type": "estimator", "class": cls_name, "params": params}
         if isinstance(value, dict):
             items = {}
             for key, v in value.items():
@@ -172,8 +110,8 @@ class _Encoder:
                 items[key] = self.encode(v, (*path, key))
             return {"type": "dict", "items": items}
         raise TypeError(
-            f"{where} must be an ndarray, a number, a string, None, or a list, tuple or "
-            f"dict of those to be saved; got {type(value).__name__}"
+            f"{where} must be an ndarray, a number, a string, None, an estimator, or a list, "
+            f"tuple or dict of those to be saved; got {type(value).__name__}"
         )
 
     def _array(self, arr: np.ndarray, path: tuple[str, ...], kind: str) -> dict[str, Any]:
@@ -217,6 +155,13 @@ def _decode(node: Any, arrays: Mapping[str, np.ndarray], where: str) -> Any:
         return items if kind == "list" else tuple(items)
     if kind == "dict":
         return {k: _decode(v, arrays, f"{where}/{k}") for k, v in node["items"].items()}
+    if kind == "estimator":  # an unfitted estimator given as a parameter
+        cls = _resolve_class(node["class"])
+        params = _decode(node["params"], arrays, f"{where}/params")
+        try:
+            return cls(**params)
+        except TypeError as exc:
+            raise _Bad(f"invalid parameters of {node['class']} at {where!r} ({exc})") from None
     arr = arrays[node["name"]]
     if node.get("object"):
         arr = arr.astype(object)
@@ -256,6 +201,13 @@ def _expected_arrays(node: Any, where: str, out: dict[str, tuple[str, tuple]]) -
         for key, item in items.items():
             _expected_arrays(item, f"{where}/{key}", out)
         return
+    if kind == "estimator":
+        if not isinstance(node.get("class"), str) or not isinstance(node.get("params"), dict):
+            raise ValueError(f"malformed metadata at {where!r}: bad estimator entry")
+        if node["params"].get("type") != "dict":
+            raise ValueError(f"malformed metadata at {where!r}: bad estimator parameters")
+        _expected_arrays(node["params"], f"{where}/params", out)
+        return
     if kind in ("array", "scalar"):
         name, dtype, shape = node.get("name"), node.get("dtype"), node.get("shape")
         ok = (
@@ -293,6 +245,12 @@ def _digest(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _is_estimator(value: Any) -> bool:
+    from sklearn.base import BaseEstimator
+
+    return isinstance(value, BaseEstimator)
+
+
 def _class_name(cls: type) -> str:
     """The importable name of ``cls``: its top-level export when there is one."""
     import histmatch_ml
@@ -303,6 +261,7 @@ def _class_name(cls: type) -> str:
 
 
 def _fitted_attributes(estimator: Any) -> dict[str, Any]:
+    """The instance attributes whose names end in ``_`` (and do not start with one)."""
     return {
         k: v
         for k, v in vars(estimator).items()
@@ -386,13 +345,14 @@ def save_model(estimator: Any, path: PathLike, *, overwrite: bool = True) -> Pat
     >>> refs = rng.integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
     >>> matcher = HistogramMatcher().fit(refs)
     >>> path = save_model(matcher, pathlib.Path(tempfile.mkdtemp()) / "ref.npz")
-    >>> sorted(np.load(path, allow_pickle=False).files)
-    ['__histmatch_ml__', 'reference_/dtype', 'reference_/histograms']
+    >>> sorted(np.load(path, allow_pickle=False).files)  # doctest: +NORMALIZE_WHITESPACE
+    ['__histmatch_ml__', 'reference_/dtype', 'reference_/histograms',
+     'tables_/probs', 'tables_/values']
     >>> images = rng.integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
     >>> bool((load_model(path).transform(images) == matcher.transform(images)).all())
     True
     """
-    from . import __version__
+    from .. import __version__
 
     header, arrays = _encode_estimator(estimator)
     meta = {
@@ -504,7 +464,7 @@ def _read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 def _check_version(meta: dict[str, Any]) -> None:
-    from . import __version__
+    from .. import __version__
 
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -561,8 +521,10 @@ def load_model(path: PathLike, expected_class: type | None = None) -> Any:
         If the file is not a histmatch_ml model (garbage bytes, an unrelated
         ``.npz``), is truncated or tampered with (broken archive, checksum
         mismatch), has a newer format version, holds arrays of the wrong
-        shape or dtype, non-finite values or invalid parameters, or holds
-        another class than ``expected_class``. The message names the file.
+        shape or dtype, non-finite values or invalid parameters, holds a
+        fitted state that the class's ``_check_loaded_state()`` refuses, holds
+        a class without that method, or holds another class than
+        ``expected_class``. The message names the file.
 
     See Also
     --------
@@ -592,6 +554,11 @@ def load_model(path: PathLike, expected_class: type | None = None) -> Any:
         cls = _resolve_class(meta["class"])
         if expected_class is not None and not issubclass(cls, expected_class):
             raise _Bad(f"it holds a {cls.__name__}, not a {expected_class.__name__}")
+        if not callable(getattr(cls, "_check_loaded_state", None)):
+            raise _Bad(
+                f"class {meta['class']!r} is not an estimator that can be loaded (it has no "
+                f"_check_loaded_state method)"
+            )
         params = _decode(meta["params"], arrays, "params")
         if not isinstance(params, dict):
             raise _Bad("malformed metadata: params is not a dict")
@@ -603,63 +570,16 @@ def load_model(path: PathLike, expected_class: type | None = None) -> Any:
             raise _Bad(f"invalid parameters ({exc})") from None
         for name, node in meta["attributes"].items():
             setattr(estimator, name, _decode(node, arrays, name))
+        if not _fitted_attributes(estimator):
+            raise _Bad("it holds no fitted attributes")
+        # the class, not this module, knows which fitted states are consistent
         try:
-            _check_fitted_state(estimator)
+            estimator._check_loaded_state()
         except (TypeError, ValueError) as exc:
             raise _Bad(str(exc)) from None
     except _Bad as exc:
         raise ValueError(f"{path} is not a valid histmatch_ml model file: {exc}") from None
     return estimator
-
-
-# ------------------------------------------------------------------ state checks
-def _positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return int(value)
-
-
-def _check_fitted_state(estimator: Any) -> None:
-    """Consistency of the fitted attributes a histmatch_ml estimator may have.
-
-    Reference states (``reference_``, or each item of ``references_``) are
-    validated by the method that reads them (``MatchingMethod.check_state``),
-    so this module knows no method's layout.
-    """
-    from .methods import get_method
-
-    attrs = _fitted_attributes(estimator)
-    if not attrs:
-        raise ValueError("it holds no fitted attributes")
-    n_channels = None
-    for name in ("n_channels_", "n_images_seen_", "n_pixels_seen_", "n_features_in_"):
-        if name in attrs:
-            value = _positive_int(attrs[name], name)
-            n_channels = value if name == "n_channels_" else n_channels
-    if "dtype_" in attrs:
-        _reference.dtype_from_name(attrs["dtype_"], "dtype_")
-    states = []
-    if "reference_" in attrs:
-        states.append(("reference_", attrs["reference_"]))
-    if "references_" in attrs:
-        if not isinstance(attrs["references_"], list) or not attrs["references_"]:
-            raise ValueError("references_ must be a non-empty list of reference states")
-        states += [(f"references_[{i}]", s) for i, s in enumerate(attrs["references_"])]
-    if not states:
-        return
-    method = get_method(attrs.get("method_", getattr(estimator, "method", None)))
-    for where, state in states:
-        try:
-            counted = method.check_state(state, n_channels)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        seen = attrs.get("n_pixels_seen_")
-        if where == "reference_" and counted is not None and seen is not None and counted != seen:
-            raise ValueError(
-                f"reference_ histograms count {counted} pixels; n_pixels_seen_ says {seen}"
-            )
 
 
 # ---------------------------------------------------------------------- fingerprint
@@ -710,9 +630,10 @@ def model_summary(path: PathLike) -> dict[str, Any]:
     Returns
     -------
     summary : dict
-        ``class``, ``params``, the scalar and string fitted attributes (such
-        as ``method_``, ``dtype_``, ``n_channels_``, ``n_images_seen_``,
-        ``n_pixels_seen_``), ``arrays`` (name -> ``"dtype shape"``),
+        ``class``, ``params``, the fitted attributes that are scalars or
+        strings, whatever the class (a HistogramMatcher's ``method_``,
+        ``dtype_``, ``n_channels_``, ``n_images_seen_``, ``n_pixels_seen_``),
+        ``arrays`` (name -> ``"dtype shape"``),
         ``format_version``, ``library_version`` and ``fingerprint``.
 
     Examples
@@ -750,327 +671,3 @@ def model_summary(path: PathLike) -> dict[str, Any]:
         "library_version": meta["library_version"],
         "fingerprint": meta["sha256"],
     }
-
-
-# ----------------------------------------------------------------------- image files
-def image_extensions() -> frozenset[str]:
-    """Lower-case file suffixes of the formats Pillow can read (``".png"``, ...).
-
-    Examples
-    --------
-    >>> from histmatch_ml.io import image_extensions
-    >>> {".png", ".jpg", ".tif"} <= image_extensions()
-    True
-    """
-    from PIL import Image
-
-    Image.init()
-    return frozenset(
-        ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
-    )
-
-
-@dataclass
-class ImageData:
-    """An image read by :func:`read_image` and how its file was stored.
-
-    Attributes
-    ----------
-    pixels : PIL.Image.Image or ndarray
-        A Pillow image of mode ``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``,
-        ``I`` or ``F``; or, for 16-bit colour files, which Pillow cannot hold,
-        a uint16 array ``(H, W, 3)`` (RGB) or ``(H, W, 4)`` (RGBA).
-    format : str
-        Pillow's format name of the file (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ...).
-    save_options : dict
-        Keyword arguments that write a result the way the file was written
-        (ICC profile, EXIF, resolution, JPEG quantisation tables and chroma
-        subsampling, lossless TIFF compression).
-    """
-
-    pixels: Any
-    format: str
-    save_options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(width, height)``."""
-        if isinstance(self.pixels, np.ndarray):
-            return self.pixels.shape[1], self.pixels.shape[0]
-        return self.pixels.size
-
-
-_CONVERT = {
-    "1": "L",
-    "P": None,  # RGBA if it has transparency, else RGB
-    "PA": "RGBA",
-    "La": "LA",
-    "RGBa": "RGBA",
-    "RGBX": "RGB",
-    "CMYK": "RGB",
-    "YCbCr": "RGB",
-    "LAB": "RGB",
-    "HSV": "RGB",
-}
-_KEEP = {"L", "LA", "RGB", "RGBA", "I;16", "I", "F"}
-_LOSSLESS_TIFF = {"raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits"}
-
-
-def _rawmode(im: Any) -> str:
-    try:
-        args = im.tile[0][3] if im.tile else ""
-    except (IndexError, TypeError):
-        return ""
-    return args if isinstance(args, str) else str(args[0]) if args else ""
-
-
-def _save_options(im: Any) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    info = im.info
-    for key in ("icc_profile", "exif", "dpi"):
-        if info.get(key):
-            opts[key] = info[key]
-    if im.format == "JPEG":
-        from PIL import JpegImagePlugin
-
-        if getattr(im, "quantization", None):
-            opts["qtables"] = im.quantization
-        sampling = JpegImagePlugin.get_sampling(im)
-        if sampling != -1:
-            opts["subsampling"] = sampling
-        if info.get("progressive") or info.get("progression"):
-            opts["progressive"] = True
-    elif im.format == "TIFF" and info.get("compression") in _LOSSLESS_TIFF:
-        opts["compression"] = info["compression"]
-    elif im.format == "WEBP" and info.get("lossless"):
-        opts["lossless"] = True
-    return opts
-
-
-def read_image(path: PathLike, *, max_pixels: int | None = None) -> ImageData:
-    """Read an image file for matching, keeping its bit depth.
-
-    Pillow's decompression-bomb protection stays on: an image above
-    ``PIL.Image.MAX_IMAGE_PIXELS`` (or above ``max_pixels``) raises instead of
-    being decoded. Multi-frame files (animations, multi-page TIFF) are
-    refused rather than silently cut to their first frame. Modes the matcher
-    does not take are converted: bilevel to ``L``, palette to ``RGB``/``RGBA``,
-    CMYK/YCbCr/LAB/HSV to ``RGB``, big-endian 16-bit to ``I;16``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Any file Pillow can read.
-    max_pixels : int, optional
-        Refuse images with more pixels than this (in addition to Pillow's
-        own limit).
-
-    Returns
-    -------
-    image : ImageData
-        The pixels, the file's format and its save options.
-
-    Raises
-    ------
-    OSError
-        Unreadable, unidentified, corrupt or truncated files (Pillow's
-        ``UnidentifiedImageError`` is an ``OSError``).
-    ValueError
-        Images over the pixel limit (``DecompressionBombError`` and
-        ``DecompressionBombWarning`` included), multi-frame files, modes that
-        cannot be matched.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> import numpy as np
-    >>> from PIL import Image
-    >>> from histmatch_ml.io import read_image
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "grey16.png"
-    >>> Image.fromarray(np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).save(path)
-    >>> image = read_image(path)
-    >>> image.format, image.pixels.mode, image.size
-    ('PNG', 'I;16', (4, 3))
-    """
-    from PIL import Image
-
-    path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValueError(f"{path}: {exc}") from None
-        with im:
-            width, height = im.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ValueError(
-                    f"{path}: image of {width}x{height} = {width * height} pixels is over the "
-                    f"limit of {max_pixels} pixels"
-                )
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                raise ValueError(f"{path}: multi-frame images are not supported ({frames} frames)")
-            fmt, options, mode = im.format, _save_options(im), im.mode
-            if mode in ("RGB", "RGBA") and ";16" in _rawmode(im):
-                return ImageData(_read_colour16(path, im.size), fmt, options)
-            im.load()
-            if mode.startswith("I;16"):
-                if mode != "I;16":
-                    im = Image.fromarray(np.asarray(im).astype(np.uint16))
-            elif mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode in _CONVERT:
-                im = im.convert(_CONVERT[mode])
-            elif mode not in _KEEP:
-                raise ValueError(f"{path}: image mode {mode!r} is not supported")
-            im.load()
-            return ImageData(im, fmt, options)
-
-
-def _read_colour16(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """16-bit RGB(A) PNG/TIFF through OpenCV, as RGB(A) uint16."""
-    import cv2
-
-    data = np.fromfile(path, dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise OSError(f"{path}: cannot decode this 16-bit colour image")
-    if (arr.shape[1], arr.shape[0]) != size:
-        raise OSError(f"{path}: decoded size {arr.shape[1]}x{arr.shape[0]} differs from {size}")
-    code = cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
-    return cv2.cvtColor(arr, code)
-
-
-def format_for_path(path: PathLike) -> str:
-    """Pillow's format name for a file suffix, e.g. ``"PNG"`` for ``x.png``.
-
-    Raises ``ValueError`` for suffixes Pillow cannot write.
-
-    Examples
-    --------
-    >>> from histmatch_ml.io import format_for_path
-    >>> format_for_path("out/photo.JPG"), format_for_path("scan.tif")
-    ('JPEG', 'TIFF')
-    """
-    from PIL import Image
-
-    Image.init()
-    suffix = Path(path).suffix.lower()
-    fmt = Image.registered_extensions().get(suffix)
-    if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(
-            f"cannot tell an image format Pillow can write from the suffix {suffix!r} of {path}"
-        )
-    return fmt
-
-
-_CV2_EXT = {"PNG": ".png", "TIFF": ".tiff"}
-
-
-def write_image(
-    pixels: Any,
-    path: PathLike,
-    *,
-    format: str | None = None,
-    save_options: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write an image atomically (temporary file in the destination, then rename).
-
-    Parameters
-    ----------
-    pixels : PIL.Image.Image or ndarray
-        A Pillow image, or a uint16 RGB/RGBA array ``(H, W, 3|4)`` as
-        :func:`read_image` returns for 16-bit colour (written with OpenCV,
-        PNG or TIFF only).
-    path : str or os.PathLike
-        Destination; its directory must exist.
-    format : str, optional
-        Pillow format name; default from the suffix of ``path``.
-    save_options : mapping, optional
-        Extra keyword arguments for Pillow's ``save`` (see
-        :attr:`ImageData.save_options`).
-    overwrite : bool, default=False
-        Replace an existing file; otherwise raise ``FileExistsError``.
-
-    Returns
-    -------
-    path : pathlib.Path
-        The file written.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> import numpy as np
-    >>> from PIL import Image
-    >>> from histmatch_ml.io import read_image, write_image
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.png"
-    >>> _ = write_image(Image.fromarray(np.zeros((4, 4), np.uint8)), out)
-    >>> read_image(out).pixels.size
-    (4, 4)
-    >>> write_image(Image.new("L", (2, 2)), out)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileExistsError: ...x.png exists; refusing to overwrite it
-    """
-    path = Path(path)
-    fmt = format or format_for_path(path)
-    if isinstance(pixels, np.ndarray):
-        import cv2
-
-        if fmt not in _CV2_EXT or pixels.dtype != np.uint16 or pixels.ndim != 3:
-            raise ValueError(
-                f"{path}: 16-bit colour images can only be written as PNG or TIFF; got {fmt}"
-            )
-        code = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
-        ok, encoded = cv2.imencode(_CV2_EXT[fmt], cv2.cvtColor(pixels, code))
-        if not ok:
-            raise OSError(f"{path}: OpenCV could not encode the image as {fmt}")
-        with atomic_write(path, overwrite=overwrite) as fh:
-            fh.write(encoded.tobytes())
-        return path
-    options = dict(save_options or {})
-    with atomic_write(path, overwrite=overwrite) as fh:
-        pixels.save(fh, format=fmt, **options)
-    return path
-
-
-def read_mask(
-    path: PathLike, size: tuple[int, int], *, max_pixels: int | None = None
-) -> np.ndarray:
-    """A boolean mask from an image file: True where any channel is non-zero.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The mask image.
-    size : (int, int)
-        ``(width, height)`` the mask must have (the image's).
-    max_pixels : int, optional
-        As in :func:`read_image`.
-
-    Returns
-    -------
-    mask : ndarray of bool, shape (height, width)
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> import numpy as np
-    >>> from PIL import Image
-    >>> from histmatch_ml.io import read_mask
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.png"
-    >>> Image.fromarray(np.array([[0, 255, 0]], np.uint8)).save(path)
-    >>> read_mask(path, (3, 1))
-    array([[False,  True, False]])
-    """
-    data = read_image(path, max_pixels=max_pixels)
-    if data.size != tuple(size):
-        raise ValueError(
-            f"mask {path} must have the image's size {size[0]}x{size[1]}; got "
-            f"{data.size[0]}x{data.size[1]}"
-        )
-    arr = np.asarray(data.pixels)
-    mask = arr != 0
-    return mask.any(axis=2) if mask.ndim == 3 else mask

@@ -1,62 +1,38 @@
-"""Training-time augmentation: match each sample to a randomly chosen reference.
+"""``RandomHistogramMatching``: match each sample to a randomly chosen learned reference.
 
-:class:`RandomHistogramMatching` learns one reference distribution per
-reference image (or per group of images, e.g. per scanner or site) with the
-same machinery as :class:`~histmatch_ml.HistogramMatcher`, and at every call
-picks one of them and a blending strength at random. Random sampling
-(:meth:`RandomHistogramMatching.sample_params`) is separated from the
-deterministic application (:meth:`RandomHistogramMatching.apply`), as in
-torchvision's ``make_params``/``transform`` and albumentations'
+Random sampling (:meth:`RandomHistogramMatching.sample_params`) is separated
+from the deterministic application (:meth:`RandomHistogramMatching.apply`),
+as in torchvision's ``make_params``/``transform`` and albumentations'
 ``get_params``/``apply``, so what was applied can be logged and replayed.
-
-Optional adapters, imported only when used: torch tensors in and out (CHW or
-NCHW) and an albumentations ``ImageOnlyTransform``
-(:meth:`RandomHistogramMatching.as_albumentations`). Inside a
-``torch.utils.data.DataLoader`` every worker draws its own stream, derived on
-first use from the worker's seed.
+The method and its parameters come from a :class:`~histmatch_ml.HistogramMatcher`
+given as the ``matcher`` parameter; its learned states are the matcher's.
 """
 
 from __future__ import annotations
 
-import random
-import sys
+import os
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from . import _images
-from .matcher import HistogramMatcher
-from .methods import get_method
-from .methods._base import warn_scale_mismatch
+from .. import _images
+from ..matcher import HistogramMatcher, check_loaded_counts, same_arrays
+from ..methods import get_method
+from ..methods._base import warn_scale_mismatch
+from ._torch import as_images, hwc_to_tensor, is_tensor, tensor_to_hwc, worker_key
 
-__all__ = ["RandomHistogramMatching", "albumentations_class"]
+__all__ = ["RandomHistogramMatching"]
 
-#: HistogramMatcher parameters that ``method_params`` may set
-_METHOD_PARAM_NAMES = ("n_quantiles", "ordering", "n_iter", "lab_mode", "regrain")
 #: keys of one set of sampled parameters
-_PARAM_KEYS = ("apply", "reference", "strength")
+PARAM_KEYS = ("apply", "reference", "strength")
 
 
-def _torch_worker_info() -> Any:
-    """``torch.utils.data.get_worker_info()``, or None when torch is not loaded.
-
-    A DataLoader worker has always imported torch, so a process that has not
-    cannot be one; torch is never imported here.
-    """
-    data = sys.modules.get("torch.utils.data")
-    return None if data is None else data.get_worker_info()
-
-
-def _worker_key() -> tuple[int, int] | None:
-    info = _torch_worker_info()
-    return None if info is None else (int(info.id), int(info.seed))
-
-
-def _worker_seed_sequence(worker_seed: int, seed: Any) -> np.random.SeedSequence:
+def worker_seed_sequence(worker_seed: int, seed: Any) -> np.random.SeedSequence:
     """The seed of one DataLoader worker's stream: its torch seed, plus ``seed`` if an int."""
     entropy = [int(worker_seed)]
     if isinstance(seed, Integral):
@@ -64,92 +40,20 @@ def _worker_seed_sequence(worker_seed: int, seed: Any) -> np.random.SeedSequence
     return np.random.SeedSequence(entropy)
 
 
-def _is_tensor(obj: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor)
-
-
-#: dtypes ``cv2.merge``/``cv2.split`` handle: channel (de)interleaving without
-#: numpy's slow strided copies (a 512x512x3 uint8 transpose copy costs ~1.5 ms)
-_CV2_DTYPES = frozenset(
-    np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
-)
-
-
-def _chw_to_hwc(arr: np.ndarray) -> np.ndarray:
-    """A C-contiguous ``(H, W, C)`` copy (or view, for one channel) of a ``(C, H, W)`` array."""
-    if arr.shape[0] == 1:
-        return arr.reshape(*arr.shape[1:], 1)
-    if arr.dtype in _CV2_DTYPES and arr.shape[0] <= 512:
-        return cv2.merge([np.ascontiguousarray(c) for c in arr])
-    return np.ascontiguousarray(arr.transpose(1, 2, 0))
-
-
-def _hwc_into_chw(image: np.ndarray, out: np.ndarray) -> None:
-    """Write an ``(H, W, C)`` array into the ``(C, H, W)`` array ``out``."""
-    if image.shape[2] == 1:
-        out[0] = image[:, :, 0]
-    elif image.dtype in _CV2_DTYPES and image.shape[2] <= 512:
-        for c, channel in enumerate(cv2.split(np.ascontiguousarray(image))):
-            out[c] = channel
-    else:
-        out[...] = image.transpose(2, 0, 1)
-
-
-def _tensor_to_hwc(tensor: Any, name: str) -> list[np.ndarray]:
-    """Images ``(H, W, C)`` of a ``(C, H, W)`` / ``(N, C, H, W)`` (or ``(H, W)``) tensor.
-
-    The tensor is only read, never written.
-    """
-    import torch
-
-    if tensor.ndim not in (2, 3, 4):
-        raise ValueError(
-            f"{name} must be a tensor of shape (C, H, W) or (N, C, H, W); "
-            f"got shape {tuple(tensor.shape)}"
-        )
-    t = tensor.detach().cpu()
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    try:
-        arr = t.numpy()
-    except TypeError as exc:
-        raise TypeError(
-            f"{name} must be a tensor of dtype uint8, int16, float32 or float64; "
-            f"got {tensor.dtype} ({exc})"
-        ) from None
-    if arr.ndim == 2:
-        return [arr[:, :, None]]
-    if arr.ndim == 3:
-        return [_chw_to_hwc(arr)]
-    return [_chw_to_hwc(a) for a in arr]
-
-
-def _hwc_to_tensor(images: list[np.ndarray], like: Any) -> Any:
-    """``(H, W, C)`` arrays as a tensor of the layout, dtype and device of ``like``."""
-    import torch
-
-    h, w, c = images[0].shape
-    full = np.empty((len(images), c, h, w), dtype=images[0].dtype)
-    for image, out in zip(images, full):
-        _hwc_into_chw(image, out)
-    result = torch.from_numpy(
-        full if like.ndim == 4 else full[0] if like.ndim == 3 else full[0, 0]
+def _strength_range(strength: Any) -> tuple[float, float]:
+    """``(low, high)`` of ``strength`` (a float in [0, 1], or a pair); ``ValueError`` if bad."""
+    if isinstance(strength, Real):
+        return float(strength), float(strength)
+    if len(strength) == 2 and all(
+        isinstance(v, Real) and not isinstance(v, bool) for v in strength
+    ):
+        low, high = float(strength[0]), float(strength[1])
+        if 0.0 <= low <= high <= 1.0:
+            return low, high
+    raise ValueError(
+        f"strength must be a float in [0, 1] or a pair (low, high) with "
+        f"0 <= low <= high <= 1; got {strength!r}"
     )
-    return result.to(device=like.device, dtype=like.dtype)
-
-
-def _as_images(X: Any, name: str) -> Any:
-    """Turn torch tensors (one, a batch or a list of them) into numpy images."""
-    if _is_tensor(X):
-        return _tensor_to_hwc(X, name)
-    if isinstance(X, (list, tuple)) and any(_is_tensor(x) for x in X):
-        return [
-            im
-            for i, x in enumerate(X)
-            for im in (_tensor_to_hwc(x, f"{name}[{i}]") if _is_tensor(x) else [x])
-        ]
-    return X
 
 
 class RandomHistogramMatching(BaseEstimator):
@@ -163,8 +67,15 @@ class RandomHistogramMatching(BaseEstimator):
 
     Parameters
     ----------
-    method : {"per_channel", "exact", "lab"}, default="per_channel"
-        Matching method, as in :class:`~histmatch_ml.HistogramMatcher`.
+    matcher : HistogramMatcher or None, default=None
+        An unfitted :class:`~histmatch_ml.HistogramMatcher` that configures the
+        method and its parameters (``HistogramMatcher("lab", n_iter=10)``);
+        None means ``HistogramMatcher()``. It is cloned for every reference
+        and never fitted itself; its ``strength`` is replaced by the drawn
+        one, and when its ``random_state`` is None the method's own
+        randomness (the projections of ``"lab"``) is seeded from
+        ``random_state``. Nested parameters (``matcher__n_iter``) work with
+        ``get_params``/``set_params``.
     strength : float or tuple of (float, float), default=(0.5, 1.0)
         Blend between the input (0) and the fully matched image (1): a fixed
         value in ``[0, 1]`` or a range ``(low, high)``, ``0 <= low <= high <= 1``,
@@ -177,10 +88,6 @@ class RandomHistogramMatching(BaseEstimator):
         after ``fit`` repeat exactly; inside a DataLoader worker it is combined
         with the worker's seed (see Notes). A Generator is used as is in the
         main process.
-    method_params : dict or None, default=None
-        Further :class:`~histmatch_ml.HistogramMatcher` parameters for the
-        method: ``n_quantiles``, ``ordering``, ``n_iter``, ``lab_mode``,
-        ``regrain``.
 
     Attributes
     ----------
@@ -190,6 +97,9 @@ class RandomHistogramMatching(BaseEstimator):
         One learned reference state per reference (per image or per group),
         in the format of :attr:`HistogramMatcher.reference_
         <histmatch_ml.HistogramMatcher>`.
+    tables_ : list of dict of str to ndarray
+        What matching derives from each state, computed at fit (the format of
+        ``HistogramMatcher.tables_``).
     reference_labels_ : ndarray of shape (`n_references_`,)
         The group label of each reference (sorted unique ``groups``), or the
         index of its image when ``groups`` is None.
@@ -268,56 +178,36 @@ class RandomHistogramMatching(BaseEstimator):
     True
     """
 
+    _parameter_constraints: dict = {
+        "matcher": [HistogramMatcher, None],
+        "strength": [Interval(Real, 0, 1, closed="both"), tuple, list],
+        "p": [Interval(Real, 0, 1, closed="both")],
+        "random_state": ["random_state", np.random.Generator],
+    }
+
     def __init__(
         self,
-        method: str = "per_channel",
+        matcher: HistogramMatcher | None = None,
         *,
         strength: float | tuple[float, float] = (0.5, 1.0),
         p: float = 0.5,
         random_state: int | np.random.Generator | np.random.RandomState | None = None,
-        method_params: dict[str, Any] | None = None,
     ) -> None:
-        self.method = method
+        self.matcher = matcher
         self.strength = strength
         self.p = p
         self.random_state = random_state
-        self.method_params = method_params
 
-    # --------------------------------------------------------------- checks
-    def _strength_range(self) -> tuple[float, float]:
-        s = self.strength
-        if isinstance(s, Real) and not isinstance(s, bool):
-            lo = hi = float(s)
-        elif (
-            isinstance(s, (tuple, list))
-            and len(s) == 2
-            and all(isinstance(v, Real) and not isinstance(v, bool) for v in s)
-        ):
-            lo, hi = float(s[0]), float(s[1])
-        else:
-            raise ValueError(
-                f"strength must be a float in [0, 1] or a pair (low, high); got {s!r}"
+    # ------------------------------------------------------------------ fit
+    def _matcher(self) -> HistogramMatcher:
+        """The matcher configuration (an unfitted clone of ``matcher``)."""
+        if self.matcher is None:
+            return HistogramMatcher()
+        if not isinstance(self.matcher, HistogramMatcher):
+            raise TypeError(
+                f"matcher must be a HistogramMatcher or None; got {type(self.matcher).__name__}"
             )
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"strength must satisfy 0 <= low <= high <= 1; got {s!r}")
-        return lo, hi
-
-    def _check_p(self) -> float:
-        p = self.p
-        if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a float in [0, 1]; got {p!r}")
-        return float(p)
-
-    def _method_params(self) -> dict[str, Any]:
-        extra = {} if self.method_params is None else self.method_params
-        if not isinstance(extra, dict):
-            raise TypeError(f"method_params must be a dict or None; got {type(extra).__name__}")
-        unknown = sorted(set(extra) - set(_METHOD_PARAM_NAMES))
-        if unknown:
-            raise ValueError(
-                f"method_params may only set {list(_METHOD_PARAM_NAMES)}; got {unknown}"
-            )
-        return dict(extra)
+        return clone(self.matcher)
 
     def _fit_seed(self) -> int | None:
         """An int seed for the methods' own randomness (``lab``), from ``random_state``."""
@@ -328,24 +218,7 @@ class RandomHistogramMatching(BaseEstimator):
             return int(rs.integers(np.iinfo(np.int32).max))
         return int(rs.randint(np.iinfo(np.int32).max))  # a RandomState
 
-    def _validate_params(self) -> None:
-        """Check every parameter; ``ValueError``/``TypeError`` naming the one at fault."""
-        self._strength_range()
-        self._check_p()
-        self._method_params()
-        get_method(self.method)
-        rs = self.random_state
-        if not (
-            rs is None
-            or (isinstance(rs, Integral) and not isinstance(rs, bool))
-            or isinstance(rs, (np.random.Generator, np.random.RandomState))
-        ):
-            raise ValueError(
-                "random_state must be an int, a numpy Generator, a RandomState instance "
-                f"or None; got {rs!r}"
-            )
-
-    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(
         self, references: Any, groups: Any = None, *, mask: Any = None
     ) -> RandomHistogramMatching:
@@ -369,10 +242,11 @@ class RandomHistogramMatching(BaseEstimator):
         self : RandomHistogramMatching
             The fitted augmenter; its random stream restarts.
         """
-        self._validate_params()
-        extra = self._method_params()
-        method = get_method(self.method)
-        batch = _images.to_batch(_as_images(references, "references"), mask, name="references")
+        _strength_range(self.strength)  # (the pair's bounds; its type is checked above)
+        template = self._matcher()
+        if template.random_state is None:
+            template.set_params(random_state=self._fit_seed())
+        batch = _images.to_batch(as_images(references, "references"), mask, name="references")
         n_images = len(batch.images)
         if groups is None:
             labels, inverse = np.arange(n_images), np.arange(n_images)
@@ -388,49 +262,35 @@ class RandomHistogramMatching(BaseEstimator):
             except TypeError as exc:
                 raise TypeError(f"groups must hold comparable labels; got {exc}") from None
             inverse = inverse.ravel()
-        seed = self._fit_seed()
-        states, matcher = [], None
+        states, tables = [], []
         for g in range(len(labels)):
             members = np.flatnonzero(inverse == g)
             images = [batch.images[i] for i in members]
             masks = None if batch.masks is None else [batch.masks[i] for i in members]
-            matcher = HistogramMatcher(self.method, random_state=seed, **extra)
-            states.append(matcher.fit(images, mask=masks).reference_)
-        self.method_ = method.name
+            fitted = clone(template).fit(images, mask=masks)
+            states.append(fitted.reference_)
+            tables.append(fitted.tables_)
+        self.method_ = fitted.method_
         self.references_ = states
+        self.tables_ = tables
         self.reference_labels_ = labels
         self.n_references_ = len(states)
         self.dtype_ = batch.dtype.name
         self.n_channels_ = batch.n_channels
         self.n_images_seen_ = n_images
-        self._prepare(matcher)
         self._rng = None
         self._rng_key = None
         return self
 
-    def _prepare(self, matcher: HistogramMatcher | None) -> dict[str, Any]:
-        """Cache what every call needs: the method object and its parameters."""
-        if matcher is None:
-            matcher = HistogramMatcher(self.method_, **self._method_params())
-        params = matcher.get_params(deep=False)
-        params["strength"] = 1.0
-        self._call_cache = {"method": get_method(self.method_), "params": params}
-        return self._call_cache
-
-    def _cache(self) -> dict[str, Any]:
-        check_is_fitted(self, "references_")
-        cache = getattr(self, "_call_cache", None)
-        return self._prepare(None) if cache is None else cache  # None e.g. after load
-
     # ------------------------------------------------------------- sampling
     def _generator(self) -> np.random.Generator:
         """The stream of this process: lazily seeded, re-derived in every DataLoader worker."""
-        key = _worker_key()
+        key = worker_key()
         rng = getattr(self, "_rng", None)
         if rng is None or key != getattr(self, "_rng_key", None):
             rs = self.random_state
             if key is not None:
-                rng = np.random.default_rng(_worker_seed_sequence(key[1], rs))
+                rng = np.random.default_rng(worker_seed_sequence(key[1], rs))
             elif isinstance(rs, np.random.Generator):
                 rng = rs
             elif isinstance(rs, np.random.RandomState):
@@ -472,7 +332,7 @@ class RandomHistogramMatching(BaseEstimator):
         True
         """
         check_is_fitted(self, "references_")
-        p, (lo, hi), n = self._check_p(), self._strength_range(), len(self.references_)
+        p, (lo, hi), n = float(self.p), _strength_range(self.strength), len(self.references_)
         if rng is None:
             rng = self._generator()
         u = rng.random(3)
@@ -483,10 +343,11 @@ class RandomHistogramMatching(BaseEstimator):
         }
 
     # ------------------------------------------------------------- applying
+    # ------------------------------------------------------------- applying
     def _checked(self, params: Any) -> dict[str, Any]:
-        if not isinstance(params, dict) or not set(_PARAM_KEYS) <= set(params):
+        if not isinstance(params, dict) or not set(PARAM_KEYS) <= set(params):
             raise ValueError(
-                f"params must be a dict with keys {list(_PARAM_KEYS)} (from sample_params); "
+                f"params must be a dict with keys {list(PARAM_KEYS)} (from sample_params); "
                 f"got {params!r}"
             )
         ref, strength, n = params["reference"], params["strength"], len(self.references_)
@@ -500,21 +361,30 @@ class RandomHistogramMatching(BaseEstimator):
             raise ValueError(f"params['strength'] must be a float in [0, 1]; got {strength!r}")
         return params
 
-    def _match(self, image: np.ndarray, params: dict[str, Any], cache: dict[str, Any]):
+    def _match(self, image: np.ndarray, params: dict[str, Any], method_params: dict) -> np.ndarray:
         """Match one validated ``(H, W, C)`` array with one validated set of params."""
-        method_params = dict(cache["params"], strength=float(params["strength"]))
-        state = self.references_[int(params["reference"])]
-        return cache["method"].apply(image, None, state, method_params)
+        i = int(params["reference"])
+        out = np.empty_like(image)
+        get_method(self.method_).apply(
+            image,
+            None,
+            self.references_[i],
+            self.tables_[i],
+            {**method_params, "strength": float(params["strength"])},
+            out,
+        )
+        return out
 
-    def _batch(self, images: Any, name: str, cache: dict[str, Any]) -> _images.Batch:
+    def _batch(self, images: Any, name: str) -> _images.Batch:
         batch = _images.to_batch(images, name=name)
         if batch.n_channels != self.n_channels_:
             raise ValueError(
                 f"{name} must have {self.n_channels_} channel(s), as the references; "
                 f"got {batch.n_channels}"
             )
-        cache["method"].check_channels(batch.n_channels, name)
-        if cache["method"].raw_values:
+        method = get_method(self.method_)
+        method.check_channels(batch.n_channels, name)
+        if method.raw_values:
             warn_scale_mismatch(batch.dtype, self.dtype_, name, stacklevel=4)
         return batch
 
@@ -548,19 +418,20 @@ class RandomHistogramMatching(BaseEstimator):
         >>> aug.apply(image, {"apply": False, "reference": 1, "strength": 1.0}) is image
         True
         """
-        cache = self._cache()
-        if _is_tensor(image):
-            return self._apply_tensor(image, params, cache)
+        check_is_fitted(self, "references_")
+        method_params = self._matcher()._params()
+        if is_tensor(image):
+            return self._apply_tensor(image, params, method_params)
         params = self._checked(params)
         if not params["apply"]:
             return image
         wrapped, unwrap = _images.wrap_single(image, "image")
-        batch = self._batch(wrapped, "image", cache)
-        out = self._match(batch.images[0], params, cache)
+        batch = self._batch(wrapped, "image")
+        out = self._match(batch.images[0], params, method_params)
         return unwrap(_images.restore(batch, [out]))
 
-    def _apply_tensor(self, tensor: Any, params: Any, cache: dict[str, Any]) -> Any:
-        images = _tensor_to_hwc(tensor, "image")
+    def _apply_tensor(self, tensor: Any, params: Any, method_params: dict) -> Any:
+        images = tensor_to_hwc(tensor, "image")
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(images)
         if len(plist) != len(images):
             raise ValueError(
@@ -570,11 +441,12 @@ class RandomHistogramMatching(BaseEstimator):
         plist = [self._checked(p) for p in plist]
         if not any(p["apply"] for p in plist):
             return tensor
-        batch = self._batch(images, "image", cache)
+        batch = self._batch(images, "image")
         outputs = [
-            self._match(im, p, cache) if p["apply"] else im for im, p in zip(batch.images, plist)
+            self._match(im, p, method_params) if p["apply"] else im
+            for im, p in zip(batch.images, plist)
         ]
-        return _hwc_to_tensor(outputs, tensor)
+        return hwc_to_tensor(outputs, tensor)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Augment one image (or a tensor batch) with freshly drawn parameters.
@@ -620,7 +492,7 @@ class RandomHistogramMatching(BaseEstimator):
             image = kwargs.pop("image")
         else:
             raise TypeError("an image is required: aug(image) or aug(image=image, ...)")
-        if _is_tensor(image) and image.ndim == 4:
+        if is_tensor(image) and image.ndim == 4:
             params: Any = [self.sample_params() for _ in range(image.shape[0])]
         else:
             params = self.sample_params()
@@ -664,19 +536,26 @@ class RandomHistogramMatching(BaseEstimator):
         >>> out.shape, int(out.max())
         ((8, 8, 3), 120)
         """
-        self._cache()
+        from ._albumentations import albumentations_class
+
+        check_is_fitted(self, "references_")
         if path is not None:
             self.save(path)
         return albumentations_class()(model_path=path, p=self.p, augmenter=self)
 
     # ---------------------------------------------------------- persistence
-    def save(self, path: Any) -> None:
-        """Save the fitted augmenter (npz + JSON, no pickle).
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the fitted augmenter (npz + JSON, no pickle); the write is atomic.
 
         Parameters
         ----------
         path : str or path-like
             File to write.
+
+        Returns
+        -------
+        path : pathlib.Path
+            The file written.
 
         Examples
         --------
@@ -686,16 +565,17 @@ class RandomHistogramMatching(BaseEstimator):
         >>> refs = np.random.default_rng(0).integers(0, 255, (2, 8, 8), dtype=np.uint8)
         >>> aug = RandomHistogramMatching(random_state=3).fit(refs, groups=["a", "b"])
         >>> path = os.path.join(tempfile.mkdtemp(), "aug.npz")
-        >>> aug.save(path)
+        >>> aug.save(path).name
+        'aug.npz'
         >>> RandomHistogramMatching.load(path).reference_labels_.tolist()
         ['a', 'b']
         """
-        from .io import save_model
+        from ..io import save_model
 
-        save_model(self, path)
+        return save_model(self, path)
 
     @classmethod
-    def load(cls, path: Any) -> RandomHistogramMatching:
+    def load(cls, path: str | os.PathLike) -> RandomHistogramMatching:
         """Load an augmenter written by :meth:`save`.
 
         Parameters
@@ -716,130 +596,43 @@ class RandomHistogramMatching(BaseEstimator):
         >>> from histmatch_ml import RandomHistogramMatching
         >>> refs = np.random.default_rng(0).integers(0, 255, (2, 8, 8), dtype=np.uint8)
         >>> path = os.path.join(tempfile.mkdtemp(), "aug.npz")
-        >>> RandomHistogramMatching(random_state=3).fit(refs).save(path)
+        >>> _ = RandomHistogramMatching(random_state=3).fit(refs).save(path)
         >>> RandomHistogramMatching.load(path).n_references_
         2
         """
-        from .io import load_model
+        from ..io import load_model
 
         return load_model(path, expected_class=cls)
 
+    def _check_loaded_state(self) -> None:
+        """Check the fitted attributes read from a model file; ``ValueError`` for any flaw."""
+        for name in ("method_", "references_", "n_channels_", "dtype_", "reference_labels_"):
+            if not hasattr(self, name):
+                raise ValueError(f"it has no fitted attribute {name!r}")
+        check_loaded_counts(self)
+        from .._reference import dtype_from_name
 
-# ------------------------------------------------------------ albumentations
-_ALBUMENTATIONS_CLASS: type | None = None
-
-
-def albumentations_class() -> type:
-    """The albumentations transform class wrapping :class:`RandomHistogramMatching`.
-
-    Created (and registered with albumentations' serialisation) on first
-    call, so albumentations is only imported when used. Call it before
-    ``A.from_dict``/``A.load`` in a fresh process. Its constructor takes
-    ``model_path`` (a file written by :meth:`RandomHistogramMatching.save`)
-    and ``p``, or an in-memory ``augmenter=`` (then ``to_dict`` raises).
-
-    Returns
-    -------
-    cls : type
-        ``histmatch_ml.augment.AlbumentationsRandomHistogramMatching``, a
-        subclass of ``albumentations.ImageOnlyTransform``.
-
-    Raises
-    ------
-    ImportError
-        If albumentations is not installed.
-
-    Examples
-    --------
-    >>> import pytest
-    >>> A = pytest.importorskip("albumentations")
-    >>> from histmatch_ml.augment import albumentations_class
-    >>> cls = albumentations_class()
-    >>> cls.__name__, issubclass(cls, A.ImageOnlyTransform)
-    ('AlbumentationsRandomHistogramMatching', True)
-    """
-    global _ALBUMENTATIONS_CLASS
-    if _ALBUMENTATIONS_CLASS is None:
-        try:
-            import albumentations as A
-        except ImportError as exc:
-            raise ImportError(
-                "the albumentations adapter needs albumentations: "
-                "pip install 'histmatch_ml[albumentations]'"
-            ) from exc
-        _ALBUMENTATIONS_CLASS = _make_albumentations_class(A.ImageOnlyTransform)
-    return _ALBUMENTATIONS_CLASS
-
-
-def _make_albumentations_class(base: type) -> type:
-    class AlbumentationsRandomHistogramMatching(base):
-        """albumentations transform: match to a random learned reference.
-
-        Build it with :meth:`RandomHistogramMatching.as_albumentations`.
-        """
-
-        def __init__(
-            self,
-            model_path: str | None = None,
-            p: float = 0.5,
-            *,
-            augmenter: RandomHistogramMatching | None = None,
-        ) -> None:
-            super().__init__(p=p)
-            if augmenter is None:
-                if model_path is None:
-                    raise ValueError(
-                        "model_path (a file written by RandomHistogramMatching.save) or "
-                        "augmenter is required; got neither"
-                    )
-                augmenter = RandomHistogramMatching.load(model_path)
-            if not isinstance(augmenter, RandomHistogramMatching):
-                raise TypeError(
-                    f"augmenter must be a RandomHistogramMatching; got {type(augmenter).__name__}"
-                )
-            augmenter._cache()  # fitted, parameters valid
-            self.model_path = None if model_path is None else str(model_path)
-            self.augmenter = augmenter
-            self._worker = None
-
-        def _refresh_worker_stream(self) -> None:
-            key = _worker_key()
-            if key != self._worker:
-                if key is not None:  # a DataLoader worker: its own stream
-                    seq = _worker_seed_sequence(key[1], self.seed)
-                    self.random_generator = np.random.default_rng(seq)
-                    self.py_random = random.Random(int(seq.generate_state(1)[0]))
-                self._worker = key
-
-        def should_apply(self, force_apply: bool = False) -> bool:
-            self._refresh_worker_stream()
-            return super().should_apply(force_apply=force_apply)
-
-        def get_params(self) -> dict[str, Any]:
-            params = self.augmenter.sample_params(rng=self.random_generator)
-            params["apply"] = True  # albumentations has decided with its own p
-            return params
-
-        def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-            return self.augmenter.apply(img, {k: params[k] for k in _PARAM_KEYS})
-
-        def get_transform_init_args(self) -> dict[str, Any]:
-            return {"model_path": self.model_path}
-
-        def to_dict_private(self) -> dict[str, Any]:
-            if self.model_path is None:
-                raise ValueError(
-                    "this transform holds an in-memory augmenter; build it with "
-                    "as_albumentations(path=...) to make it serialisable"
-                )
-            return super().to_dict_private()
-
-    AlbumentationsRandomHistogramMatching.__qualname__ = "AlbumentationsRandomHistogramMatching"
-    return AlbumentationsRandomHistogramMatching
-
-
-def __getattr__(name: str) -> Any:
-    # lets pickle and albumentations find the lazily created adapter class
-    if name == "AlbumentationsRandomHistogramMatching":
-        return albumentations_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        dtype_from_name(self.dtype_, "dtype_")
+        if not isinstance(self.references_, list) or not self.references_:
+            raise ValueError("references_ must be a non-empty list of reference states")
+        method = get_method(self.method_)
+        for i, state in enumerate(self.references_):
+            try:
+                method.check_state(state, self.n_channels_)
+            except ValueError as exc:
+                raise ValueError(f"references_[{i}]: {exc}") from None
+        if self.n_references_ != len(self.references_):
+            raise ValueError(
+                f"n_references_ is {self.n_references_} but references_ holds "
+                f"{len(self.references_)} states"
+            )
+        params = self._matcher()._params()
+        expected = [method.prepare(state, params) for state in self.references_]
+        if not hasattr(self, "tables_"):
+            self.tables_ = expected
+        elif not (
+            isinstance(self.tables_, list)
+            and len(self.tables_) == len(expected)
+            and all(same_arrays(t, e) for t, e in zip(self.tables_, expected))
+        ):
+            raise ValueError("tables_ are not the ones references_ give")

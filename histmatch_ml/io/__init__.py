@@ -1,0 +1,65 @@
+"""Model files (one ``.npz``, no pickle) and image files for the command line.
+
+Three parts, one submodule each; everything public is importable from here.
+
+Model files (``_model``)
+    :func:`save_model` writes any fitted estimator of this package to one
+    ``.npz`` archive that ``numpy.load(path, allow_pickle=False)`` opens: the
+    fitted arrays as named entries plus a JSON metadata entry (:data:`META_KEY`)
+    with the format (:data:`MODEL_FORMAT`, :data:`FORMAT_VERSION`), the class,
+    its parameters, the scalar fitted attributes and a SHA-256
+    :func:`fingerprint`. :func:`load_model` checks the whole file before it
+    builds the estimator, and leaves the consistency of the fitted state to the
+    estimator class; :func:`model_summary` is what ``histmatch inspect`` prints.
+    Nothing in a file is executed or unpickled.
+
+Image files (``_image_files``)
+    :func:`read_image` reads any Pillow-readable file into :class:`ImageData`,
+    keeping 16-bit data 16-bit and the decompression-bomb limit on;
+    :func:`write_image` writes a result the way its input was stored;
+    :func:`read_mask` reads a boolean mask; :func:`image_extensions` and
+    :func:`format_for_path` map file suffixes to formats.
+
+Atomic writes (``_atomic``)
+    :func:`atomic_write` writes to a temporary file in the destination
+    directory, ``fsync``-s it and moves it into place, so an interrupted run
+    never leaves a half-written or temporary file behind; model and image
+    files are both written through it.
+"""
+
+from ._atomic import PathLike, atomic_write
+from ._image_files import (
+    ImageData,
+    format_for_path,
+    image_extensions,
+    read_image,
+    read_mask,
+    write_image,
+)
+from ._model import (
+    FORMAT_VERSION,
+    META_KEY,
+    MODEL_FORMAT,
+    fingerprint,
+    load_model,
+    model_summary,
+    save_model,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "META_KEY",
+    "MODEL_FORMAT",
+    "ImageData",
+    "PathLike",
+    "atomic_write",
+    "fingerprint",
+    "format_for_path",
+    "image_extensions",
+    "load_model",
+    "model_summary",
+    "read_image",
+    "read_mask",
+    "save_model",
+    "write_image",
+]

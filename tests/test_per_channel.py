@@ -1,0 +1,211 @@
+"""method="per_channel": the kernel's paths (8/16-bit tables, the float grid, floats of
+8-bit levels), each against its documented contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from histmatch_ml import HistogramMatcher, match_histograms
+from histmatch_ml.metrics import histogram_distance
+
+
+def _grid_only(monkeypatch, matcher, images, **kwargs):
+    """``matcher.transform`` with the 8-bit-levels shortcut of the float path turned off."""
+    from histmatch_ml.methods import per_channel
+
+    with monkeypatch.context() as patch:
+        patch.setattr(per_channel, "byte_levels", lambda image, check: None)
+        return matcher.transform(images, **kwargs)
+
+
+def _exact_midpoint_match(x, p, v):
+    """Sort-based reference answer: Q_ref at each distinct value's midpoint CDF."""
+    _, inverse, counts = np.unique(x.ravel(), return_inverse=True, return_counts=True)
+    cdf = (np.cumsum(counts) - counts / 2) / x.size
+    return np.interp(cdf, p, v)[inverse.ravel()].reshape(x.shape)
+
+
+def test_uint16_full_range_and_int16_negative_are_fast_and_exact():
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 65536, (256, 256), dtype=np.uint16)
+    ref[0, 0], ref[0, 1] = 0, 65535
+    m = HistogramMatcher().fit([ref])
+    assert m.reference_["histograms"].shape == (1, 65536)
+    assert m.reference_["histograms"].sum() == ref.size
+    signed = (ref.astype(np.int32) - 32768).astype(np.int16)
+    ms = HistogramMatcher().fit([signed])
+    out = ms.transform([signed])[0]
+    assert out.dtype == np.int16 and out.min() < -32000
+    np.testing.assert_array_equal(out, signed)  # its own histogram: unchanged
+
+
+@pytest.mark.parametrize("kind", ["quantised", "continuous"])
+def test_float_grid_path_accuracy(kind, astronaut, coffee):
+    """Documented accuracy: W1 to the exact sort-based answer <= 4e-4 of the range."""
+    from histmatch_ml import _reference
+
+    rng = np.random.default_rng(7)
+    src, ref = astronaut.astype(np.float32), coffee.astype(np.float32)
+    if kind == "continuous":
+        src = src + rng.random(src.shape, dtype=np.float32)
+        ref = ref + rng.random(ref.shape, dtype=np.float32)
+    src, ref = src / 256, ref / 256
+    m = HistogramMatcher().fit([ref])
+    out = m.transform([src])[0]
+    for c in range(3):
+        p, v = _reference.quantile_points(m.tables_, c)
+        exact = _exact_midpoint_match(src[:, :, c].astype(np.float64), p, v)
+        w1 = histogram_distance(out[:, :, c], exact.astype(np.float32))[0]
+        assert w1 <= 4e-4 * (v[-1] - v[0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_strength_on_dense_16_bit_histograms(dtype):
+    # most of the 65,536 levels occupied: the lookup table is computed whole, in place
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    src = rng.integers(info.min, info.max, size=(300, 300), endpoint=True).astype(dtype)
+    ref = np.clip(rng.normal(0, 3000, size=(200, 200)), info.min, info.max).astype(dtype)
+    full = match_histograms(src, ref).astype(np.float64)
+    half = match_histograms(src, ref, strength=0.5).astype(np.float64)
+    assert np.abs(half - (0.5 * src + 0.5 * full)).max() <= 1.0
+    np.testing.assert_array_equal(match_histograms(src, ref, strength=0.0), src)
+    order = np.argsort(src, axis=None)
+    assert (np.diff(half.ravel()[order]) >= 0).all()
+
+
+# ------------------------------------------------------------ float grid: ranges and threads
+@pytest.mark.parametrize(
+    ("offset", "width", "dtype"),
+    [
+        (1e6, 100.0, np.float32),  # far from zero: cells come from x - min, not x * scale
+        (5e6, 100.0, np.float32),
+        (-3e38, 6e38, np.float32),  # wider than float32's own range
+        (-1e308, 1.5e308, np.float64),  # wider than float64's range
+        (0.0, 1e-42, np.float32),  # a subnormal range
+        (1.0, 1e-6, np.float64),
+    ],
+)
+def test_float_ranges_far_from_zero_wide_or_tiny_are_matched(offset, width, dtype):
+    rng = np.random.default_rng(3)
+    u = rng.random((64, 48))
+    src = (offset + u * width).astype(dtype)
+    ref = rng.normal(size=(40, 40)).astype(dtype)
+    out = match_histograms(src, ref)
+    assert out.dtype == dtype and np.isfinite(out).all()
+    order = np.argsort(src, axis=None, kind="stable")
+    assert (np.diff(out.ravel()[order]) >= 0).all()  # monotone
+    assert ref.min() <= out.min() and out.max() <= ref.max()
+    # equal inputs stay equal, and distinct far-apart inputs are told apart
+    assert len(np.unique(out)) >= min(len(np.unique(src)), 100) // 2
+
+
+def test_values_piled_at_the_extremes_keep_their_own_output():
+    # a black border and clipped highlights, with the tails blurring leaves next to them:
+    # the extremes get their own grid cells, so they are not merged with their tails
+    rng = np.random.default_rng(11)
+    body = rng.random(4000)
+    low_tail = rng.uniform(1e-7, 1e-5, 1000)  # (within 2**-10 of a cell they would share)
+    high_tail = 1 - rng.uniform(1e-6, 1e-5, 1000)
+    src = np.concatenate([np.zeros(3000), low_tail, body, high_tail, np.ones(3000)])
+    src = src.astype(np.float32).reshape(120, 100)
+    ref = rng.random((100, 100)).astype(np.float32)
+    out = match_histograms(src, ref)
+    zeros, ones = out[src == 0], out[src == 1]
+    assert np.ptp(zeros) == 0 and np.ptp(ones) == 0
+    assert out[(src > 0) & (src <= 1e-5)].min() > zeros[0]
+    assert out[(src < 1) & (src >= 1 - 1e-5)].max() < ones[0]
+    # each pile sits at its own midpoint CDF of the reference
+    n = src.size
+    np.testing.assert_allclose(zeros[0], np.quantile(ref, 1500 / n, method="hazen"), atol=0.02)
+    np.testing.assert_allclose(ones[0], np.quantile(ref, 1 - 1500 / n, method="hazen"), atol=0.02)
+
+
+# ------------------------------------------------------------ floats holding 8-bit levels
+BYTE_CONVERSIONS = {
+    "/ 255 float32 (ToTensor)": lambda a: a.astype(np.float32) / np.float32(255),
+    "* (1/255) float32 (img_as_float32)": lambda a: a.astype(np.float32) * np.float32(1 / 255),
+    "/ 255 float64": lambda a: a / 255.0,
+    "* (1/255) float64 (img_as_float)": lambda a: a * (1 / 255),
+    "cast to float32, 0..255": lambda a: a.astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("convert", list(BYTE_CONVERSIONS.values()), ids=list(BYTE_CONVERSIONS))
+@pytest.mark.parametrize("grey", [False, True])
+def test_float_images_of_8_bit_levels_match_exactly_as_on_the_grid(
+    convert, grey, monkeypatch, astronaut, coffee
+):
+    from histmatch_ml.methods.per_channel import byte_levels
+
+    src, ref = convert(astronaut), convert(coffee)
+    if grey:
+        src, ref = np.ascontiguousarray(src[..., 1:2]), np.ascontiguousarray(ref[..., 1:2])
+    found = byte_levels(src, np.empty_like(src))  # the shortcut is taken
+    assert found is not None and found[0].shape == src.shape and found[1].dtype == src.dtype
+    mask = np.random.default_rng(5).random(src.shape[:2]) < 0.6
+    m = HistogramMatcher().fit([ref])
+    for strength in (1.0, 0.4):
+        m.set_params(strength=strength)
+        for masks in (None, mask[None]):
+            fast = m.transform(src[None], mask=masks)
+            grid = _grid_only(monkeypatch, m, src[None], mask=masks)
+            assert fast.dtype == src.dtype
+            np.testing.assert_array_equal(fast, grid)
+            if masks is not None:
+                np.testing.assert_array_equal(fast[0][~mask], src[~mask])
+
+
+@pytest.mark.parametrize("n_channels", [2, 4])
+def test_float_8_bit_levels_with_constant_channels_and_any_count_match_as_on_the_grid(
+    n_channels, monkeypatch, astronaut, coffee
+):
+    from histmatch_ml.methods.per_channel import byte_levels
+
+    def with_channels(rgb):
+        image = np.zeros((*rgb.shape[:2], n_channels), dtype=np.float32)
+        image[..., :2] = rgb[..., :2].astype(np.float32) / 255  # the rest stays 0: constant
+        return image
+
+    src, ref = with_channels(astronaut), with_channels(coffee)
+    ref[..., 2:] = np.float32(1 / 255) * np.arange(ref.shape[1])[None, :, None] % 1
+    assert byte_levels(src, np.empty_like(src)) is not None
+    m = HistogramMatcher(strength=0.7).fit([ref])
+    fast = m.transform(src[None])
+    np.testing.assert_array_equal(fast, _grid_only(monkeypatch, m, src[None]))
+    if n_channels == 4:
+        assert np.ptp(fast[..., 2]) == 0  # a constant channel stays constant
+
+
+def test_float_images_not_of_8_bit_levels_take_the_grid(astronaut):
+    from histmatch_ml.methods.per_channel import byte_levels
+
+    levels = astronaut.astype(np.float32) / 255
+    check = np.empty_like(levels)
+    assert byte_levels(levels, check) is not None
+    cases = {}
+    for name, (row, col, value) in {
+        "one value off by an ulp": (300, 301, np.nextafter(levels[300, 301, 1], np.float32(2))),
+        "NaN": (300, 301, np.nan),
+        "infinity": (300, 301, np.inf),
+        "a negative level": (300, 301, -levels[300, 301, 1] - 1 / 255),
+        "NaN in a sampled row": (0, 5, np.nan),
+    }.items():
+        bad = levels.copy()
+        bad[row, col, 1] = value
+        cases[name] = bad
+    cases["continuous values"] = np.random.default_rng(0).random(levels.shape, dtype=np.float32)
+    cases["levels of 1 / 256"] = astronaut.astype(np.float32) / 256
+    for name, image in cases.items():
+        assert byte_levels(image, check) is None, name
+    assert byte_levels(np.asfortranarray(levels), check) is None  # not contiguous
+
+
+def test_float_8_bit_levels_with_an_ulp_off_are_still_matched(astronaut, coffee):
+    # the shortcut turns the image down; the grid matches it, monotone as ever
+    src = astronaut.astype(np.float32) / 255
+    src[300, 301, 1] = np.nextafter(src[300, 301, 1], np.float32(2))
+    out = HistogramMatcher().fit([coffee.astype(np.float32) / 255]).transform([src])[0]
+    order = np.argsort(src[..., 1], axis=None, kind="stable")
+    assert (np.diff(out[..., 1].ravel()[order]) >= 0).all()
