@@ -35,9 +35,9 @@ _ROW_MULTIPLE = 64
 def _convert(colours: np.ndarray, code: int) -> np.ndarray:
     """``cv2.cvtColor`` of float32 colours ``(..., 3)``, laid out as a few long rows.
 
-    OpenCV works row by row (and splits rows across threads), so a column of
-    ``N`` one-pixel rows is an order of magnitude slower than ``k`` rows of
-    ``N / k`` pixels. Rows are padded to a multiple of ``_ROW_MULTIPLE``
+    OpenCV works row by row (and splits rows across threads), so ``k`` rows of
+    ``N / k`` pixels avoid the per-row overhead of a column of ``N`` one-pixel
+    rows. Rows are padded to a multiple of ``_ROW_MULTIPLE``
     pixels, so equal colours always give equal results.
     """
     flat = np.ascontiguousarray(colours, dtype=np.float32).reshape(-1, 3)

@@ -1,10 +1,15 @@
 """Input conventions: turn any accepted input into a list of ``(H, W, C)`` arrays.
 
 This is the only module that knows about PIL images, lists of images, tabular
-``(N, P)`` rows and object arrays. Everything downstream (the reference state,
-the method kernels) sees a :class:`Batch`: a list of C-contiguous ``(H, W, C)``
-arrays of one supported dtype, plus an optional list of boolean ``(H, W)`` masks.
-:func:`restore` turns the processed arrays back into the caller's container.
+``(N, P)`` rows, object arrays and channel layouts. Channels are split and
+interleaved with OpenCV (:func:`split_into`, :func:`interleave_into`), kept for
+their measured worth on ``benchmarks/README.md``'s rows "uint16 RGB 512x512
+(x257), fitted transform" and "torch uint8 CHW 512x512, one call".
+
+Everything downstream (the reference state, the method kernels) sees a
+:class:`Batch`: a list of C-contiguous ``(H, W, C)`` arrays of one supported
+dtype, plus an optional list of boolean ``(H, W)`` masks. :func:`restore` turns
+the processed arrays back into the caller's container.
 """
 
 from __future__ import annotations

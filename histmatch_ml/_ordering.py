@@ -39,7 +39,7 @@ bit widths is packed into one ``uint64`` (a key without a known width, such
 as a float, first becomes its dense rank), and whenever the packed key would
 overflow 64 bits it is replaced by its dense rank. One (unstable, SIMD)
 argsort of the packed key then orders the pixels, and a second pass orders the
-members of tied runs by position (a stable argsort costs about 4x more).
+members of tied runs by position (cheaper than a stable argsort of all keys).
 
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or

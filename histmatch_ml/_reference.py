@@ -19,6 +19,11 @@ that ``np.interp(q, p, v)`` is the reference value at probability ``q``
 (:func:`quantile_points`); the lookups (:func:`quantile_values`,
 :func:`quantile_rows`, :func:`midpoint_quantiles`) read those knots.
 Everything here is a pure function of arrays.
+
+Long lookups on a sketch find their segment by arithmetic on the evenly
+spaced grid instead of a binary search (:func:`_sketch_at`), kept for its
+measured worth on ``benchmarks/README.md``'s row "float32 RGB 512x512
+blurred, fitted transform".
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 from pathlib import Path
@@ -101,27 +102,14 @@ def _describe(param: Param, methods: list[str] | None) -> str:
     text = param.doc
     if methods is not None:
         text += " Used by method=" + ", ".join(f'"{m}"' for m in methods) + "."
-    words, lines, line = text.split(), [], "       "
-    for word in words:
-        if len(line) + len(word) + 1 > 79:
-            lines.append(line)
-            line = "       "
-        line += " " + word
-    lines.append(line)
-    return f"    {param.name} : {param.type_doc}, default={default}\n" + "\n".join(lines)
+    body = textwrap.fill(text, 79, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    return f"    {param.name} : {param.type_doc}, default={default}\n{body}"
 
 
-_EXPLICIT = (
-    "method",
-    "strength",
-    "n_quantiles",
-    "ordering",
-    "n_iter",
-    "lab_mode",
-    "regrain",
-    "n_jobs",
-    "random_state",
-)
+def _explicit_params() -> tuple[str, ...]:
+    """The keywords written out in ``HistogramMatcher.__init__`` (the built-in methods')."""
+    code = HistogramMatcher.__init__.__code__
+    return code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]
 
 
 def _refresh() -> None:
@@ -263,7 +251,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.random_state = random_state
         # parameters declared by methods registered beyond the built-in ones
         for name, (param, _) in declared_params().items():
-            if name not in _EXPLICIT:
+            if name not in _explicit_params():
                 setattr(self, name, params.pop(name, param.default))
         if params:
             raise TypeError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -17,8 +18,8 @@ from PIL import Image
 from skimage import data
 
 from histmatch_ml import HistogramMatcher, __version__
-from histmatch_ml.cli import main
-from histmatch_ml.io import fingerprint, read_image
+from histmatch_ml.cli import build_parser, main
+from histmatch_ml.io import fingerprint, load_model, read_image
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -390,15 +391,164 @@ def test_png_compression_level(tree, tmp_path):
     )
 
 
-def test_import_and_cli_start_without_scikit_learn():
-    # the public names load on first use, so `histmatch --version` and `--help` stay fast
+def test_import_and_version_start_without_scikit_learn():
+    # the public names load on first use and `histmatch --version` is answered before the
+    # parser is built, so both stay fast; the parser's matcher options are generated from
+    # the parameter declarations, whose constraints are scikit-learn's
     code = (
         "import sys, histmatch_ml, histmatch_ml.cli\n"
-        "histmatch_ml.cli.build_parser()\n"
         "assert histmatch_ml.__version__\n"
+        "assert histmatch_ml.cli.main(['--version']) == 0\n"
         "print(sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n"
-        "histmatch_ml.HistogramMatcher\n"
+        "histmatch_ml.cli.build_parser()\n"
         "print('sklearn' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[:2] == ["[]", "True"]
+    assert out.stdout.split("\n")[:3] == [f"histmatch_ml {__version__}", "[]", "True"]
+
+
+# -------------------------------------------------------------- matcher options
+def test_fit_help_lists_every_estimator_parameter():
+    from histmatch_ml.matcher import estimator_params
+
+    result = cli("fit", "--help")
+    assert result.returncode == 0, result.stderr
+    names = [name for name in estimator_params() if name != "n_jobs"]
+    assert {"method", "strength", "n_quantiles", "ordering", "regrain"} <= set(names)
+    for name in names:
+        assert f"--{name.replace('_', '-')}" in result.stdout, name
+    assert "--n-jobs" not in result.stdout
+    assert "--no-regrain" in result.stdout
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    for p in parsers:
+        for action in p._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, (p.prog, action.option_strings or action.dest)
+
+
+def test_main_help_says_what_each_method_is_for():
+    from histmatch_ml.methods import available_methods, get_method
+
+    result = cli("--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for name in available_methods():
+        assert any(
+            line.split()[:1] == [name] and get_method(name).summary in line for line in lines
+        ), name
+
+
+def test_fit_exact_ordering_reaches_the_model(tree, tmp_path):
+    out = tmp_path / "m.npz"
+    result = cli("fit", tree / "refs", "-o", out, "--method", "exact", "--ordering", "local_means")
+    assert result.returncode == 0, result.stderr
+    model = load_model(out)
+    assert model.method_ == "exact" and model.ordering == "local_means"
+
+
+def test_fit_lab_options_reach_the_model(tree, tmp_path):
+    out = tmp_path / "m.npz"
+    result = cli(
+        "fit", tree / "refs", "-o", out, "--method", "lab", "--n-iter", "3", "--no-regrain",
+        "--lab-mode", "marginal",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = load_model(out)
+    assert model.method_ == "lab"
+    assert (model.n_iter, model.regrain, model.lab_mode) == (3, False, "marginal")
+    assert model.reference_["rotations"].shape == (3, 3, 3)
+    assert model.random_state == 0  # the command line's default seed
+    regrained = tmp_path / "r.npz"
+    assert cli("fit", tree / "refs", "-o", regrained, "--method", "lab", "--n-iter", "3",
+               "--regrain").returncode == 0  # fmt: skip
+    assert load_model(regrained).regrain is True
+
+
+def test_match_passes_matcher_options(tree, tmp_path):
+    src, ref = tree / "inputs" / "astronaut.png", tree / "refs" / "coffee.png"
+    out = tmp_path / "o.png"
+    result = cli("match", src, ref, "-o", out, "--method", "exact", "--ordering", "local_means")
+    assert result.returncode == 0, result.stderr
+    source, reference = np.asarray(Image.open(src)), np.asarray(Image.open(ref))
+    api = HistogramMatcher(method="exact", ordering="local_means", random_state=0)
+    expected = api.fit(reference[None]).transform(source[None])[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+
+
+def test_out_of_bounds_option_is_a_usage_error(tree, tmp_path):
+    out = tmp_path / "m.npz"
+    result = cli("fit", tree / "refs", "-o", out, "--n-quantiles", "1")
+    assert_usage_error(result, "argument --n-quantiles: must be in [2, 65536]; got 1")
+    assert not out.exists()
+    assert_usage_error(
+        cli("fit", tree / "refs", "-o", out, "--n-iter", "many"),
+        "argument --n-iter: must be an integer in [1, 1000]; got 'many'",
+    )
+    assert_usage_error(
+        cli("fit", tree / "refs", "-o", out, "--ordering", "random"),
+        "argument --ordering: invalid choice: 'random'",
+    )
+    assert_usage_error(
+        cli("fit", tree / "refs", "-o", out, "--random-state", "-1"),
+        "argument --random-state: must be in [0, 4294967295]; got -1",
+    )
+    assert not out.exists()
+
+
+def test_a_method_registered_later_gets_its_options(tmp_path):
+    # a method in a module of its own, registered before the parser is built: its
+    # parameters become options and reach the estimator with no change to the CLI
+    code = """
+import sys
+from numbers import Integral
+from sklearn.utils._param_validation import Interval, StrOptions
+from histmatch_ml.methods import N_QUANTILES, Param, register
+from histmatch_ml.methods.per_channel import PerChannel
+
+class Toy(PerChannel):
+    name = "toy_cli"
+    summary = "a toy method registered by a test"
+    params = (
+        N_QUANTILES,
+        Param("toy_level", 3, [Interval(Integral, 0, 9, closed="both")], "A level.", "int"),
+        Param("toy_mode", "a", [StrOptions({"a", "b"})], "A mode.", "str"),
+    )
+
+register(Toy)
+from histmatch_ml.cli import main
+from histmatch_ml.io import load_model
+
+if sys.argv[1] == "load":
+    model = load_model(sys.argv[2])
+    print(model.toy_level, model.toy_mode)
+else:
+    sys.exit(main(sys.argv[1:]))
+"""
+    script = tmp_path / "toy_cli.py"
+    script.write_text(code)
+
+    def toy(*args):
+        return subprocess.run(
+            [sys.executable, str(script), *map(str, args)], capture_output=True, text=True
+        )
+
+    helped = toy("fit", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--toy-level N" in helped.stdout and "Used by method=toy_cli" in helped.stdout
+    assert "{a,b}" in helped.stdout and "toy_cli" in toy("--help").stdout
+    image = tmp_path / "ref.png"
+    Image.fromarray(data.coffee()[::8, ::8]).save(image)
+    model = tmp_path / "toy.npz"
+    fitted = toy("fit", image, "-o", model, "--method", "toy_cli", "--toy-level", "7",
+                 "--toy-mode", "b")  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    loaded = toy("load", model)
+    assert loaded.stdout.split() == ["7", "b"], loaded.stderr
+    assert toy("fit", image, "-o", model, "--toy-level", "10").returncode == 2

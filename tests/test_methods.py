@@ -106,6 +106,17 @@ def test_toy_method_on_the_command_line(tmp_path, capsys):
     assert loaded.method_ == "toy_median" and loaded.toy_offset == 4.0
 
 
+def test_built_in_parameters_are_explicit_keywords(toy):
+    from histmatch_ml.matcher import _explicit_params
+
+    unregister(ToyMedian.name)
+    try:
+        assert set(_explicit_params()) == set(estimator_params())
+        assert list(inspect.signature(HistogramMatcher).parameters) == list(estimator_params())
+    finally:
+        register(ToyMedian)
+
+
 def test_a_parameter_means_one_thing(toy):
     other_n_quantiles = Param("n_quantiles", 7, [], "Something else.", "int")
 

@@ -383,7 +383,7 @@ class Lab(MatchingMethod):
     """Joint colour matching in CIELAB by iterative distribution transfer."""
 
     name = "lab"
-    summary = "joint colour matching in CIELAB (sliced transport): colour combinations follow"
+    summary = "joint colour matching in CIELAB: colour combinations follow the reference"
     params = (
         N_QUANTILES,
         Param(

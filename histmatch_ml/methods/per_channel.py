@@ -18,11 +18,16 @@ with the same convention. Equal values stay equal and the map is monotone.
   each value is alone in its grid cell, so matching the levels gives the
   grid's result bit for bit, at the cost of the uint8 path
   (:func:`byte_levels`).
+
+Two shortcuts are kept for their measured worth (``benchmarks/README.md``):
+the 8-bit-levels path (row "float32 RGB 512x512 /255, fitted transform",
+against the same row "on the grid") and the occupied-levels-only tables of
+sparse 16-bit histograms (:func:`occupied_lut`; row "uint16 RGB 512x512
+(x257), fitted transform").
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import cv2
@@ -207,7 +212,6 @@ def apply_lut_uint8(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> np
     return out
 
 
-@functools.cache
 def byte_tables(dtype: np.dtype) -> tuple[tuple[float, np.ndarray], ...]:
     """``(scale, table)``: the values of 8-bit levels ``k`` in a float dtype, as images get them.
 
@@ -216,13 +220,10 @@ def byte_tables(dtype: np.dtype) -> tuple[tuple[float, np.ndarray], ...]:
     255``, torchvision's ``ToTensor``, albumentations' ``ToFloat``), a
     product with ``1 / 255`` (scikit-image's ``img_as_float``; the two differ
     in the last bit for about half the levels) and a plain cast, which keeps
-    ``0..255``. The tables are read-only.
+    ``0..255``.
     """
     k = np.arange(256, dtype=dtype)
-    tables = ((255.0, k / dtype.type(255)), (255.0, k * dtype.type(1 / 255)), (1.0, k))
-    for _, table in tables:
-        table.flags.writeable = False
-    return tables
+    return ((255.0, k / dtype.type(255)), (255.0, k * dtype.type(1 / 255)), (1.0, k))
 
 
 def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
