@@ -115,9 +115,20 @@ def check_dtype(arr: np.ndarray, name: str) -> np.ndarray:
             ) from None
     if arr.dtype in SUPPORTED_DTYPES or arr.dtype in WIDE_INT_DTYPES:
         return arr
-    if arr.dtype == np.float16:
+    if arr.dtype == np.float16:  # matched as float32; the output is cast back (see Batch)
         return arr.astype(np.float32)
     raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}; got dtype {arr.dtype}")
+
+
+def as_array(item: Any, name: str) -> np.ndarray:
+    """``np.asarray(item)``, with ragged nested sequences refused in this library's words."""
+    try:
+        return np.asarray(item)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be an image (an array of one shape); got a ragged sequence "
+            f"whose rows differ in length"
+        ) from None
 
 
 def not_finite_error(name: str = "X") -> ValueError:
@@ -125,9 +136,24 @@ def not_finite_error(name: str = "X") -> ValueError:
     return ValueError(f"{name} must not contain NaN or infinity")
 
 
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise not_finite_error(name)
+#: 64-bit integers are matched through float64, which holds integers exactly up to here
+_EXACT_INT = 2**53
+
+
+def check_values(arr: np.ndarray, name: str) -> None:
+    """Refuse values the kernels cannot match: NaN and infinity in floats, and 64-bit
+    integers beyond +-2**53, which float64 (their work type) cannot hold exactly."""
+    if arr.dtype.kind == "f":
+        if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):  # (NaN propagates)
+            raise not_finite_error(name)
+    elif arr.dtype.itemsize == 8 and arr.dtype.kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < -_EXACT_INT or hi > _EXACT_INT:
+            raise ValueError(
+                f"{name} must hold {arr.dtype} values within +-2**53 (float64 holds such "
+                f"integers exactly, and 64-bit images are matched through float64); got "
+                f"[{lo}, {hi}]: rescale it or convert it to float64"
+            )
 
 
 def _as_hwc(img: np.ndarray, name: str) -> np.ndarray:
@@ -219,7 +245,17 @@ def to_batch(
     if estimator is not None and is_tabular(X):
         from sklearn.utils.validation import validate_data
 
-        X = validate_data(estimator, X, reset=reset, dtype=None, ensure_all_finite=True)
+        try:
+            X = validate_data(estimator, X, reset=reset, dtype=None, ensure_all_finite=True)
+        except ValueError as exc:  # scikit-learn's words, with this library's for two cases
+            if "inhomogeneous" in str(exc):
+                raise ValueError(
+                    f"{name} must hold feature rows of one length; got a ragged sequence"
+                ) from None
+            if "0 sample(s)" in str(exc) or "0 feature(s)" in str(exc):
+                raise ValueError(f"{name} must not be empty: {exc}") from None
+            raise
+    restore_dtypes: list = [None]
     if _is_pil(X):
         img, meta = _from_pil(X, name)
         batch_images, kind = [img], "pil"
@@ -229,19 +265,25 @@ def to_batch(
                 f"{name} must hold at least one image; got an empty {type(X).__name__}"
             )
         batch_images, kind, meta = [], "list", {"container": type(X), "ndims": [], "pil": []}
+        restore_dtypes = []
         for i, item in enumerate(X):
             if _is_pil(item):
                 img, pil_meta = _from_pil(item, f"{name}[{i}]")
                 meta["pil"].append(pil_meta)
                 meta["ndims"].append(None)
+                restore_dtypes.append(None)
             else:
-                arr = check_dtype(np.asarray(item), f"{name}[{i}]")
+                raw = as_array(item, f"{name}[{i}]")
+                restore_dtypes.append(raw.dtype)
+                arr = check_dtype(raw, f"{name}[{i}]")
                 meta["pil"].append(None)
                 meta["ndims"].append(arr.ndim)
                 img = _as_hwc(arr, f"{name}[{i}]")
             batch_images.append(img)
     elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
-        arr = check_dtype(np.asarray(X), name)
+        raw = as_array(X, name)
+        restore_dtypes = [raw.dtype]
+        arr = check_dtype(raw, name)
         if arr.size == 0:
             raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
         meta = {}
@@ -282,9 +324,10 @@ def to_batch(
     for i, im in enumerate(batch_images):
         if im.shape[0] == 0 or im.shape[1] == 0:
             raise ValueError(f"{name} image {i} must not be empty; got shape {im.shape}")
-        _check_finite(im, name)
+        check_values(im, name)
         images.append(np.ascontiguousarray(im))
     masks = _mask_list(mask, [im.shape[:2] for im in images], "mask")
+    meta["float16"] = [d == np.float16 for d in restore_dtypes]
     return Batch(images, masks, kind, meta)
 
 
@@ -312,6 +355,8 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
     kind, meta = batch.kind, batch.meta
     if kind in ("array4", "array3", "tabular"):
         full = outputs if isinstance(outputs, np.ndarray) else np.stack(outputs)
+        if meta["float16"][0]:
+            full = full.astype(np.float16)
         if kind == "array3":
             return full[..., 0]
         if kind == "tabular":
@@ -320,10 +365,11 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
     if kind == "pil":
         return _to_pil(outputs[0], meta)
     result = []
-    for out, ndim, pil_meta in zip(outputs, meta["ndims"], meta["pil"]):
+    for out, ndim, pil_meta, half in zip(outputs, meta["ndims"], meta["pil"], meta["float16"]):
         if pil_meta is not None:
             result.append(_to_pil(out, pil_meta))
         else:
+            out = out.astype(np.float16) if half else out
             result.append(out[:, :, 0] if ndim == 2 else out)
     return meta["container"](result)
 
@@ -369,15 +415,17 @@ def wrap_single(image: Any, name: str = "image") -> tuple[Any, Callable[[Any], A
     """One image (``(H, W)``/``(H, W, C)`` ndarray or PIL) as a one-image batch.
 
     Returns the batch to hand to the estimator and a function that unwraps the
-    estimator's output back into one image of the caller's type.
+    estimator's output back into one image of the caller's type. The image's
+    dtype and shape are checked here, so errors name ``name``.
     """
     if _is_pil(image):
         return image, lambda out: out
-    arr = np.asarray(image)
+    arr = as_array(image, name)
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{name} must be one image of shape (H, W) or (H, W, C); got shape {arr.shape}"
         )
+    _as_hwc(check_dtype(arr, name), name)
     return [arr], lambda out: out[0]
 
 

@@ -304,6 +304,32 @@ def quantile_points(knots: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     return p[:end], v[:end]
 
 
+def _wide(v: np.ndarray) -> bool:
+    """True when the knots span more than float64 holds (their differences overflow)."""
+    with np.errstate(over="ignore"):
+        return not np.isfinite(v[-1] - v[0])
+
+
+def _interp(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``np.interp(q, p, v)``, without overflow for knots near float64's limits.
+
+    ``np.interp`` forms slopes ``dv / dp``, which overflow when the knots span
+    more than ``finfo.max * dp`` (sketches of values near +-1e308). Such knots
+    are interpolated fraction first, on halved values (halving is exact), and
+    doubled back.
+    """
+    with np.errstate(over="ignore"):
+        fits = np.isfinite((v[-1] - v[0]) * (len(v) - 1))
+    if fits or len(v) < 2:
+        return np.interp(q, p, v)
+    j = np.clip(np.searchsorted(p, q, side="right") - 1, 0, len(p) - 2)
+    dp = p[j + 1] - p[j]
+    frac = np.divide(q - p[j], dp, out=np.zeros(np.shape(q)), where=dp > 0)
+    np.clip(frac, 0.0, 1.0, out=frac)
+    half = v * 0.5
+    return (half[j] + (half[j + 1] - half[j]) * frac) * 2.0
+
+
 def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
     """:func:`quantile_values` of every channel ``c`` at ``probs[c]``, at once.
 
@@ -313,7 +339,7 @@ def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
     """
     out = np.empty(probs.shape)
     for c, row in enumerate(probs):
-        out[c] = np.interp(row, *quantile_points(knots, c))
+        out[c] = _interp(row, *quantile_points(knots, c))
     return np.maximum.accumulate(out, axis=-1, out=out)
 
 
@@ -337,7 +363,7 @@ def quantile_values(
     probs = np.asarray(probs, dtype=np.float64)
     if "probs" in knots or probs.size <= SMALL_QUERY:
         p, v = quantile_points(knots, channel)
-        result = np.interp(probs, p, v)
+        result = _interp(probs, p, v)
         if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
             np.maximum.accumulate(result, out=result)
         else:  # cap each value by the right end of its segment
@@ -363,6 +389,9 @@ def _sketch_at(v: np.ndarray, position: np.ndarray, out: np.ndarray | None) -> n
     is non-decreasing in ``position`` to the last ulp. Into ``out`` (any float
     dtype, rounded once) if given.
     """
+    if _wide(v):
+        half = _sketch_at(v * 0.5, position, None)
+        return np.multiply(half, 2.0, out=out if out is not None else half, casting="same_kind")
     out = np.empty(position.shape) if out is None else out
     lower = np.empty(position.shape, dtype=np.intp)
     below = np.empty(position.shape)

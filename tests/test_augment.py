@@ -631,3 +631,36 @@ def test_scale_mismatch_between_images_and_references_warns():
     with pytest.warns(UserWarning, match="image has dtype float32 but the references were uint8"):
         out = aug(image)
     assert out.max() > 1  # on the references' 0..255 scale, as the warning says
+
+
+def test_input_is_checked_even_when_the_draw_skips_matching(refs):
+    aug = RandomHistogramMatching(p=0.0, random_state=0).fit(refs)
+    with pytest.raises(ValueError, match="3 channel"):
+        aug(np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(TypeError, match="dtype"):
+        aug(np.zeros((8, 8, 3), dtype=bool))
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    assert aug(image) is image
+
+
+def _draws_in_a_child(aug, queue):
+    queue.put([aug.sample_params()["strength"] for _ in range(5)])
+
+
+def test_forked_worker_processes_draw_their_own_streams(refs):
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    ctx = multiprocessing.get_context("fork")
+    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(refs)
+    aug.sample_params()  # the parent's stream exists before the workers are forked
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_draws_in_a_child, args=(aug, queue)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    draws = [queue.get(timeout=30) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+    parent = [aug.sample_params()["strength"] for _ in range(5)]
+    assert draws[0] != draws[1] and parent not in draws

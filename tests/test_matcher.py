@@ -569,3 +569,87 @@ def test_read_only_images_and_references_are_accepted(convert, astronaut, coffee
     out = m.transform(src[None])
     assert out.dtype == src.dtype and out.flags.writeable
     np.testing.assert_array_equal(out, m.transform(src[None].copy()))
+
+
+# ----------------------------------------------------------------------- numeric edges
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
+def test_64_bit_integers_within_2_53_are_exact_and_never_wrap(dtype, strength):
+    lo = -(2**53) if dtype == np.int64 else 0
+    x = np.array([[lo, 0], [2**53, 2**53 - 1]], dtype=dtype)[None]
+    out = HistogramMatcher(strength=strength).fit(x).transform(x)
+    assert out.dtype == dtype
+    if strength == 0.0:
+        np.testing.assert_array_equal(out, x)
+    assert lo <= int(out.min()) and int(out.max()) <= 2**53
+    # a float reference far beyond the dtype's range clips to its top, never wraps
+    huge = HistogramMatcher().fit(np.array([[0.0, 1e30]])[None]).transform(x)
+    assert int(huge.max()) > 2**62 and int(huge.min()) >= 0
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integers_beyond_2_53_are_refused(dtype):
+    x = np.array([[2**60, 3]], dtype=dtype)[None]
+    with pytest.raises(ValueError, match=r"X must hold .*2\*\*53"):
+        HistogramMatcher().fit(x)
+    m = HistogramMatcher().fit(np.array([[1, 3]], dtype=dtype)[None])
+    with pytest.raises(ValueError, match=r"X must hold .*2\*\*53"):
+        m.transform(x)
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact"])
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize(("dtype", "big"), [(np.float64, 1.7e308), (np.float32, 3.3e38)])
+def test_extreme_finite_floats_give_finite_monotone_outputs(method, strength, dtype, big):
+    x = np.array([[-big, big], [0.0, 1.0]], dtype=dtype)[None]
+    out = HistogramMatcher(method, strength=strength).fit(x).transform(x)
+    assert out.dtype == dtype and np.isfinite(out).all()
+    order = np.argsort(x, axis=None)
+    assert (np.diff(out.ravel()[order].astype(np.float64)) >= 0).all()
+    if strength == 0.0:
+        np.testing.assert_array_equal(out, x)
+
+
+def test_float16_keeps_its_dtype():
+    x = (np.arange(64).reshape(1, 8, 8) / 64).astype(np.float16)
+    m = HistogramMatcher().fit(x)
+    out = m.transform(x)
+    assert out.dtype == np.float16 and out.shape == x.shape
+    np.testing.assert_allclose(out.astype(np.float64), x.astype(np.float64), atol=1e-3)
+    listed = m.transform([x[0], x[0].astype(np.float32)])
+    assert [im.dtype for im in listed] == [np.float16, np.float32]
+    assert match_histograms(x[0], x[0]).dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "msg"),
+    [
+        (lambda: HistogramMatcher().fit([[1, 2, 3], [4, 5]]), ValueError, "X must hold feature"),
+        (
+            lambda: HistogramMatcher().fit([np.zeros((2, 2)), [[1, 2], [3]]]),
+            ValueError,
+            r"X\[1\] must be an image",
+        ),
+        (lambda: HistogramMatcher().fit(np.zeros((3, 0))), ValueError, "X must not be empty"),
+        (lambda: HistogramMatcher().fit(np.zeros((0, 3))), ValueError, "X must not be empty"),
+        (
+            lambda: match_histograms([[1, 2], [3]], np.zeros((4, 4))),
+            ValueError,
+            "image must be an image",
+        ),
+        (
+            lambda: match_histograms(np.zeros((4, 4)), np.zeros((4, 4), bool)),
+            TypeError,
+            "reference must have dtype",
+        ),
+        (
+            lambda: match_histograms(np.zeros((4, 4), complex), np.zeros((4, 4))),
+            TypeError,
+            "image must have dtype",
+        ),
+    ],
+)
+def test_bad_inputs_are_refused_in_the_library_words(call, exc, msg):
+    with pytest.raises(exc, match=msg) as info:
+        call()
+    assert "setting an array element" not in str(info.value)

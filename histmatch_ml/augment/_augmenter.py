@@ -153,6 +153,13 @@ class RandomHistogramMatching(BaseEstimator):
     With ``num_workers=0`` the main-process stream seeded by ``random_state``
     is used and continues across epochs.
 
+    Other worker processes (``multiprocessing``, ``concurrent.futures``) that
+    receive a copy of a fitted augmenter derive their stream from their
+    process id, so they never repeat each other's draws either; for draws that
+    repeat from run to run there, give each worker its own seed and draw from
+    it explicitly: ``aug.sample_params(rng=np.random.default_rng([seed,
+    worker_index]))`` followed by ``aug.apply(image, params)``.
+
     **Memory.** Each reference keeps the matcher's state: for 16-bit images
     exact ``(C, 65536)`` int64 counts (1.5 MB for RGB), for 8-bit ``(C, 256)``,
     for floats ``(C, n_quantiles)``. To draw among thousands of 16-bit
@@ -280,12 +287,21 @@ class RandomHistogramMatching(BaseEstimator):
         self.n_images_seen_ = n_images
         self._rng = None
         self._rng_key = None
+        self._origin_pid = os.getpid()
         return self
 
     # ------------------------------------------------------------- sampling
     def _generator(self) -> np.random.Generator:
-        """The stream of this process: lazily seeded, re-derived in every DataLoader worker."""
+        """The stream of this process: lazily seeded, re-derived in every worker process.
+
+        In a DataLoader worker the stream derives from the worker's seed; in any
+        other process than the one that fitted (``multiprocessing`` workers that
+        received a copy) it derives from the process id, so workers never repeat
+        each other's draws.
+        """
         key = worker_key()
+        if key is None and getattr(self, "_origin_pid", os.getpid()) != os.getpid():
+            key = (-1, os.getpid())
         rng = getattr(self, "_rng", None)
         if rng is None or key != getattr(self, "_rng_key", None):
             rs = self.random_state
@@ -423,10 +439,10 @@ class RandomHistogramMatching(BaseEstimator):
         if is_tensor(image):
             return self._apply_tensor(image, params, method_params)
         params = self._checked(params)
+        wrapped, unwrap = _images.wrap_single(image, "image")
+        batch = self._batch(wrapped, "image")  # (checked also when nothing is applied)
         if not params["apply"]:
             return image
-        wrapped, unwrap = _images.wrap_single(image, "image")
-        batch = self._batch(wrapped, "image")
         out = self._match(batch.images[0], params, method_params)
         return unwrap(_images.restore(batch, [out]))
 
@@ -439,9 +455,9 @@ class RandomHistogramMatching(BaseEstimator):
                 f"got {len(plist)}"
             )
         plist = [self._checked(p) for p in plist]
+        batch = self._batch(images, "image")  # (checked also when nothing is applied)
         if not any(p["apply"] for p in plist):
             return tensor
-        batch = self._batch(images, "image")
         outputs = [
             self._match(im, p, method_params) if p["apply"] else im
             for im, p in zip(batch.images, plist)

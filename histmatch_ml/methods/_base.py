@@ -252,12 +252,19 @@ def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int
 
 
 def value_range(dtype: np.dtype) -> tuple[float, float] | None:
-    """(min, max) of an integer dtype, None for floats."""
+    """(min, max) of an integer dtype as floats that cast back without overflow; None for floats.
+
+    ``float(2**63 - 1)`` rounds up to ``2**63``, which would wrap to the minimum
+    when cast to int64: such bounds are moved to the nearest float inside the range.
+    """
     dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return float(info.min), float(info.max)
-    return None
+    if dtype.kind not in "ui":
+        return None
+    info = np.iinfo(dtype)
+    lo, hi = float(info.min), float(info.max)
+    if hi > info.max:
+        hi = float(np.nextafter(hi, -np.inf))
+    return lo, hi
 
 
 def blend(
@@ -281,9 +288,15 @@ def blend(
             matched = matched.astype(work)
         if original.dtype != work:
             original = original.astype(work)
-        matched -= original
-        matched *= matched.dtype.type(strength)
-        matched += original
+        s = matched.dtype.type(strength)
+        if _difference_may_overflow(original, matched):
+            # (1 - s) * original + s * matched: no term exceeds the inputs' magnitude
+            matched *= s
+            matched += (matched.dtype.type(1) - s) * original
+        else:
+            matched -= original
+            matched *= s
+            matched += original
     bounds = value_range(dtype)
     if bounds is not None:
         np.rint(matched, out=matched)
@@ -292,6 +305,12 @@ def blend(
         return matched.astype(dtype, copy=False)
     np.copyto(out, matched, casting="unsafe")
     return out
+
+
+def _difference_may_overflow(original: np.ndarray, matched: np.ndarray) -> bool:
+    """True when ``matched - original`` could overflow their float dtype (values near its max)."""
+    limit = np.finfo(matched.dtype).max / 2
+    return any(abs(float(f(a))) >= limit for a in (original, matched) for f in (np.min, np.max))
 
 
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -57,6 +57,8 @@ from ._base import N_QUANTILES, MatchingMethod, Param, blend, finish, register
 SOURCE_GRID_NODES = 4096
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
+#: the upper bound of ``n_iter`` (its declaration, and the transfer's own check)
+MAX_ITERATIONS = 1000
 #: a box holding every CIELAB colour of the sRGB gamut (L, a, b lower and upper)
 _LAB_BOX = np.array([[0.0, -128.0, -128.0], [100.0, 128.0, 128.0]])
 
@@ -220,6 +222,8 @@ def transfer(
     >>> bool(np.abs(out.mean(axis=0) - [60, 20, -10]).max() < 0.5)
     True
     """
+    if not 1 <= n_iter <= MAX_ITERATIONS:  # (n_iter is read at transform time)
+        raise ValueError(f"n_iter must be in [1, {MAX_ITERATIONS}]; got {n_iter}")
     rotations = state["rotations"].astype(np.float32)
     quantiles = state["projected_quantiles"]
     x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
@@ -389,9 +393,9 @@ class Lab(MatchingMethod):
         Param(
             "n_iter",
             20,
-            [Interval(Integral, 1, 1000, closed="both")],
+            [Interval(Integral, 1, MAX_ITERATIONS, closed="both")],
             "Iterations of the sliced transport (random projections of CIELAB).",
-            "int in [1, 1000]",
+            f"int in [1, {MAX_ITERATIONS}]",
         ),
         Param(
             "lab_mode",
