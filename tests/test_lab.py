@@ -447,3 +447,20 @@ def test_sliced_wasserstein_errors(rng):
         sliced_wasserstein(rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), n_directions=0)
     with pytest.raises(ValueError, match="RGB image"):
         sliced_wasserstein(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8))
+
+
+def test_many_iterations_on_a_tiny_image_cost_one_rotation_of_memory_at_a_time():
+    import tracemalloc
+
+    x = np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        m = HistogramMatcher("lab", n_iter=200, n_quantiles=64).fit(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # one rotation's three 65,536-node grids (and small change), not 200 of them at once
+    assert peak < 16 * 2**20
+    assert m.reference_["projected_quantiles"].shape == (600, 64)
+    with pytest.raises(ValueError, match="n_iter"):
+        HistogramMatcher("lab", n_iter=10**6).fit(x)

@@ -290,20 +290,21 @@ def learn_state(
     lo = np.minimum(directions * _LAB_BOX[0], directions * _LAB_BOX[1]).sum(axis=1)
     hi = np.maximum(directions * _LAB_BOX[0], directions * _LAB_BOX[1]).sum(axis=1)
     n = REFERENCE_GRID_NODES
-    counts = np.zeros((len(directions), n))
     dirs32 = directions.astype(np.float32)
-    for lab, w in zip(labs, weights):
-        flat_w = np.tile(np.asarray(w, dtype=np.float64), 3)
-        lab_t = np.ascontiguousarray(np.asarray(lab, dtype=np.float32).T)
-        for k in range(len(rotations)):  # 3 directions at a time bounds the memory
-            sl = slice(3 * k, 3 * k + 3)
-            t = _grid_positions(_rotate(dirs32[sl], lab_t), lo[sl], hi[sl], n)
-            counts[sl] += _grid_counts(t, flat_w, n)
+    flat_ws = [np.tile(np.asarray(w, dtype=np.float64), 3) for w in weights]
+    labs_t = [np.ascontiguousarray(np.asarray(lab, dtype=np.float32).T) for lab in labs]
     probs = _reference.probability_grid(n_quantiles)
     quantiles = np.empty((len(directions), n_quantiles))
-    for d in range(len(directions)):
-        nodes = np.linspace(lo[d], hi[d], n)
-        quantiles[d] = np.interp(probs, *_reference.histogram_quantile_points(counts[d], nodes))
+    for k in range(len(rotations)):  # 3 directions at a time: memory of one rotation's grid
+        sl = slice(3 * k, 3 * k + 3)
+        counts = np.zeros((3, n))
+        for lab_t, flat_w in zip(labs_t, flat_ws):
+            t = _grid_positions(_rotate(dirs32[sl], lab_t), lo[sl], hi[sl], n)
+            counts += _grid_counts(t, flat_w, n)
+        for d in range(3):
+            nodes = np.linspace(lo[3 * k + d], hi[3 * k + d], n)
+            knots = _reference.histogram_quantile_points(counts[d], nodes)
+            quantiles[3 * k + d] = np.interp(probs, *knots)
     return {"rotations": rotations, "projected_quantiles": quantiles}
 
 
