@@ -136,6 +136,27 @@ def not_finite_error(name: str = "X") -> ValueError:
     return ValueError(f"{name} must not contain NaN or infinity")
 
 
+def unit_scale(dtype: np.dtype) -> float:
+    """What ``skimage.util.img_as_float`` maps to 1.0: an integer dtype's max, else 1.0.
+
+    Unsigned integers meet floats on ``[0, 1]`` and signed ones on ``[-1, 1]``
+    (``x / max``); the ``scale="dtype"`` rule reads images of another dtype
+    than the references this way.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml._images import unit_scale
+    >>> unit_scale(np.uint8), unit_scale(np.int16), unit_scale(np.float32)
+    (255.0, 32767.0, 1.0)
+    """
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+
+
+#: how far float images may exceed [-1, 1] and still be read on that scale without a warning
+FLOAT_SLACK = 1e-3
+
 #: 64-bit integers are matched through float64, which holds integers exactly up to here
 _EXACT_INT = 2**53
 

@@ -294,6 +294,19 @@ def quantile_knots(state: dict) -> dict[str, np.ndarray]:
     return {"probs": probs, "values": knots}
 
 
+def rescaled_knots(knots: dict, factor: float, limit: float) -> dict[str, np.ndarray]:
+    """``knots`` whose values are multiplied by ``factor`` and clipped to ``[-limit, limit]``.
+
+    For images on another intensity scale (``factor``) or of a float dtype
+    narrower than the references' values (``limit``: its largest finite value).
+    ``"scale"`` records the factor, for kernels that read level histograms.
+    """
+    with np.errstate(over="ignore"):
+        values = knots["values"] * factor
+    np.clip(values, -limit, limit, out=values)
+    return {**knots, "values": values, "scale": np.float64(factor)}
+
+
 def quantile_points(knots: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     """Knots ``(p, v)`` of the reference quantile function of one channel (padding removed)."""
     v = knots["values"][channel]

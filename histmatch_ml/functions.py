@@ -20,6 +20,7 @@ def match_histograms(
     mask: Any = None,
     reference_mask: Any = None,
     strength: float = 1.0,
+    scale: str = "dtype",
     n_quantiles: int = 1024,
     ordering: str = "variational",
     n_iter: int = 20,
@@ -46,6 +47,10 @@ def match_histograms(
         Only these pixels of ``reference`` are counted.
     strength : float in [0, 1], default=1.0
         Blend between the input (0) and the fully matched image (1).
+    scale : {"dtype", "raw"}, default="dtype"
+        How an image and a reference of different dtypes meet: on
+        scikit-image's ``img_as_float`` scale, or as raw values (see
+        :class:`HistogramMatcher`).
     n_quantiles : int in [2, 65536], default=1024
         Quantiles kept for a float reference (see :class:`HistogramMatcher`).
     ordering : {"variational", "local_means"}, default="variational"
@@ -99,6 +104,7 @@ def match_histograms(
     matcher = HistogramMatcher(
         method,
         strength=strength,
+        scale=scale,
         n_quantiles=n_quantiles,
         ordering=ordering,
         n_iter=n_iter,

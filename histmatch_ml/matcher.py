@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import textwrap
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 from pathlib import Path
@@ -52,6 +53,17 @@ def _own_params() -> tuple[Param, ...]:
             "float in [0, 1]",
         ),
         Param(
+            "scale",
+            "dtype",
+            [StrOptions({"dtype", "raw"})],
+            'How images of another dtype than the references are read. "dtype": both on '
+            "scikit-image's img_as_float scale (unsigned integers on [0, 1], signed on "
+            "[-1, 1], floats as they are), so an 8-bit reference gives a 16-bit or float "
+            '[0, 1] image its look. "raw": raw values, for arbitrary units (CT, MR, remote '
+            "sensing), with a warning when the dtypes differ. Same dtypes: the two agree.",
+            '{"dtype", "raw"}',
+        ),
+        Param(
             "n_jobs",
             None,
             [Interval(Integral, -1, None, closed="left"), None],
@@ -86,10 +98,11 @@ def estimator_params() -> dict[str, tuple[Param, list[str] | None]]:
     >>> params["ordering"][1], params["strength"][1]
     (['exact'], None)
     """
-    method, strength, n_jobs, random_state = ((p, None) for p in _own_params())
+    method, strength, scale, n_jobs, random_state = ((p, None) for p in _own_params())
     return {
         "method": method,
         "strength": strength,
+        "scale": scale,
         **declared_params(),
         "n_jobs": n_jobs,
         "random_state": random_state,
@@ -231,6 +244,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         method: str = "per_channel",
         *,
         strength: float = 1.0,
+        scale: str = "dtype",
         n_quantiles: int = 1024,
         ordering: str = "variational",
         n_iter: int = 20,
@@ -242,6 +256,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     ) -> None:
         self.method = method
         self.strength = strength
+        self.scale = scale
         self.n_quantiles = n_quantiles
         self.ordering = ordering
         self.n_iter = n_iter
@@ -400,15 +415,12 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         batch = _images.to_batch(X, mask, estimator=self, reset=False)
         self._check_channels(batch)
         method.check_channels(batch.n_channels, "X")
-        if method.raw_values:
-            warn_scale_mismatch(batch.dtype, self.dtype_, "X", stacklevel=2)
+        tables = matching_tables(method, batch, self.dtype_, self.scale, self.tables_, "X")
         full, outputs = _images.allocate_output(batch)
         masks = batch.masks or [None] * len(batch.images)
 
         def match(i: int) -> None:
-            method.apply(
-                batch.images[i], masks[i], self.reference_, self.tables_, params, outputs[i]
-            )
+            method.apply(batch.images[i], masks[i], self.reference_, tables, params, outputs[i])
 
         n_threads = 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
         n_threads = min(n_threads, len(batch.images))
@@ -558,6 +570,41 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def matching_tables(
+    method: Any, batch: _images.Batch, fitted_dtype: str, scale: str, tables: dict, name: str
+) -> dict:
+    """The tables that match ``batch`` under the ``scale`` rule (see ``HistogramMatcher``).
+
+    Same dtype, or a method that reads every dtype on its own scale: the
+    fitted tables. Otherwise ``"dtype"`` rescales the reference values from
+    the references' img_as_float scale to the images' (warning when float
+    images lie far outside [-1, 1] against integer references, where
+    ``"raw"`` is likely meant), and ``"raw"`` warns and keeps them.
+    """
+    fitted = np.dtype(fitted_dtype)
+    if batch.dtype == fitted or not method.raw_values:
+        return tables
+    factor = 1.0
+    if scale == "raw":
+        warn_scale_mismatch(batch.dtype, fitted, name, stacklevel=4)
+    else:
+        factor = _images.unit_scale(batch.dtype) / _images.unit_scale(fitted)
+        if batch.dtype.kind == "f" and fitted.kind in "iu":
+            peak = max(float(np.abs(im).max()) for im in batch.images)
+            if peak > 1.0 + _images.FLOAT_SLACK:
+                warnings.warn(
+                    f"{name} holds floats up to {peak:g} in magnitude but is read on the "
+                    f"[-1, 1] scale of its {fitted} references (scale='dtype'); for raw "
+                    f"units pass scale='raw'",
+                    UserWarning,
+                    stacklevel=4,
+                )
+    # values beyond a narrower float dtype (or float64, for integers: clipped later) are
+    # clipped to its finite range rather than cast to infinity
+    limit = float(np.finfo(batch.dtype if batch.dtype.kind == "f" else np.float64).max)
+    return method.rescale(tables, factor, limit)
 
 
 def check_loaded_counts(estimator: Any) -> None:

@@ -626,7 +626,7 @@ def test_dataloader_workers_albumentations_adapter():
 
 def test_scale_mismatch_between_images_and_references_warns():
     refs = [np.full((8, 8, 3), v, dtype=np.uint8) for v in (10, 200)]
-    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(refs)
+    aug = RandomHistogramMatching(HistogramMatcher(scale="raw"), p=1.0, random_state=0).fit(refs)
     image = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
     with pytest.warns(UserWarning, match="image has dtype float32 but the references were uint8"):
         out = aug(image)

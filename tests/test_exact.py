@@ -221,7 +221,7 @@ def test_float_reference_gives_quantiles_at_rank_midpoints(rng):
 def test_float_image_with_uint8_reference_uses_the_quantile_function(rng):
     reference = rng.integers(0, 256, size=(40, 40), dtype=np.uint8)
     source = rng.random((25, 20))
-    matcher = exact().fit([reference])
+    matcher = exact(scale="raw").fit([reference])
     with pytest.warns(UserWarning, match="references were uint8"):
         out = matcher.transform([source])[0]
     p, v = _reference.quantile_points(matcher.tables_, 0)
@@ -234,7 +234,7 @@ def test_uint16_reference_on_uint8_image_is_rounded_and_clipped(rng):
     reference = rng.integers(0, 1000, size=(30, 30), dtype=np.uint16)
     source = rng.integers(0, 256, size=(30, 30), dtype=np.uint8)
     with pytest.warns(UserWarning, match="rounded to uint8"):
-        out = match_histograms(source, reference, method="exact")
+        out = match_histograms(source, reference, method="exact", scale="raw")
     assert out.dtype == np.uint8
     expected = np.minimum(np.sort(reference.ravel()), 255)
     np.testing.assert_array_equal(np.sort(out.ravel()), expected)
@@ -244,9 +244,14 @@ def test_uint8_reference_on_uint16_image_keeps_reference_levels(rng):
     reference = rng.integers(0, 256, size=(20, 20), dtype=np.uint8)
     source = rng.integers(0, 65536, size=(20, 20), dtype=np.uint16)
     with pytest.warns(UserWarning, match="references were uint8"):
-        out = match_histograms(source, reference, method="exact")
+        out = match_histograms(source, reference, method="exact", scale="raw")
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(reference.ravel()))
+    # read on the img_as_float scale, the reference's levels come out x257
+    scaled = match_histograms(source, reference, method="exact")
+    np.testing.assert_array_equal(
+        np.sort(scaled.ravel()), np.sort(reference.ravel()).astype(np.uint16) * 257
+    )
 
 
 # ------------------------------------------------------ masks, strength, API

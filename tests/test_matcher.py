@@ -520,11 +520,11 @@ def test_results_do_not_share_memory_with_each_other_or_work_buffers(astronaut, 
 
 def test_scale_mismatch_between_images_and_references_warns(astronaut, coffee):
     as_float = astronaut.astype(np.float32) / 255
-    m = HistogramMatcher().fit([coffee])
+    m = HistogramMatcher(scale="raw").fit([coffee])
     with pytest.warns(UserWarning, match=r"dtype float32 but the references were uint8"):
         out = m.transform([as_float])[0]
     assert out.max() > 1  # on the references' 0..255 scale, as the warning says
-    m = HistogramMatcher().fit([coffee.astype(np.float32) / 255])
+    m = HistogramMatcher(scale="raw").fit([coffee.astype(np.float32) / 255])
     with pytest.warns(UserWarning, match="rounded to uint8"):
         m.transform([astronaut])
     import warnings

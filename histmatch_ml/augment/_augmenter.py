@@ -21,9 +21,8 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from .. import _images
-from ..matcher import HistogramMatcher, check_loaded_counts, same_arrays
+from ..matcher import HistogramMatcher, check_loaded_counts, matching_tables, same_arrays
 from ..methods import get_method
-from ..methods._base import warn_scale_mismatch
 from ._torch import as_images, hwc_to_tensor, is_tensor, tensor_to_hwc, worker_key
 
 __all__ = ["RandomHistogramMatching"]
@@ -377,18 +376,18 @@ class RandomHistogramMatching(BaseEstimator):
             raise ValueError(f"params['strength'] must be a float in [0, 1]; got {strength!r}")
         return params
 
-    def _match(self, image: np.ndarray, params: dict[str, Any], method_params: dict) -> np.ndarray:
-        """Match one validated ``(H, W, C)`` array with one validated set of params."""
-        i = int(params["reference"])
-        out = np.empty_like(image)
-        get_method(self.method_).apply(
-            image,
-            None,
-            self.references_[i],
-            self.tables_[i],
-            {**method_params, "strength": float(params["strength"])},
-            out,
+    def _match(
+        self, batch: _images.Batch, k: int, params: dict[str, Any], matcher: HistogramMatcher
+    ) -> np.ndarray:
+        """Match image ``k`` of a checked batch with one validated set of params."""
+        i, method = int(params["reference"]), get_method(self.method_)
+        tables = matching_tables(
+            method, batch, self.dtype_, matcher.scale, self.tables_[i], "image"
         )
+        image = batch.images[k]
+        out = np.empty_like(image)
+        method_params = {**matcher._params(), "strength": float(params["strength"])}
+        method.apply(image, None, self.references_[i], tables, method_params, out)
         return out
 
     def _batch(self, images: Any, name: str) -> _images.Batch:
@@ -398,10 +397,7 @@ class RandomHistogramMatching(BaseEstimator):
                 f"{name} must have {self.n_channels_} channel(s), as the references; "
                 f"got {batch.n_channels}"
             )
-        method = get_method(self.method_)
-        method.check_channels(batch.n_channels, name)
-        if method.raw_values:
-            warn_scale_mismatch(batch.dtype, self.dtype_, name, stacklevel=4)
+        get_method(self.method_).check_channels(batch.n_channels, name)
         return batch
 
     def apply(self, image: Any, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
@@ -435,18 +431,18 @@ class RandomHistogramMatching(BaseEstimator):
         True
         """
         check_is_fitted(self, "references_")
-        method_params = self._matcher()._params()
+        matcher = self._matcher()
         if is_tensor(image):
-            return self._apply_tensor(image, params, method_params)
+            return self._apply_tensor(image, params, matcher)
         params = self._checked(params)
         wrapped, unwrap = _images.wrap_single(image, "image")
         batch = self._batch(wrapped, "image")  # (checked also when nothing is applied)
         if not params["apply"]:
             return image
-        out = self._match(batch.images[0], params, method_params)
+        out = self._match(batch, 0, params, matcher)
         return unwrap(_images.restore(batch, [out]))
 
-    def _apply_tensor(self, tensor: Any, params: Any, method_params: dict) -> Any:
+    def _apply_tensor(self, tensor: Any, params: Any, matcher: HistogramMatcher) -> Any:
         images = tensor_to_hwc(tensor, "image")
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(images)
         if len(plist) != len(images):
@@ -459,8 +455,8 @@ class RandomHistogramMatching(BaseEstimator):
         if not any(p["apply"] for p in plist):
             return tensor
         outputs = [
-            self._match(im, p, method_params) if p["apply"] else im
-            for im, p in zip(batch.images, plist)
+            self._match(batch, k, p, matcher) if p["apply"] else im
+            for k, (im, p) in enumerate(zip(batch.images, plist))
         ]
         return hwc_to_tensor(outputs, tensor)
 

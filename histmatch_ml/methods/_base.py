@@ -137,6 +137,15 @@ class MatchingMethod(ABC):
         """The knots of every channel's reference quantile function."""
         return _reference.quantile_knots(state)
 
+    def rescale(self, tables: dict, factor: float, limit: float) -> dict:
+        """``tables`` for images of another dtype: reference values times ``factor``.
+
+        Values are clipped to ``[-limit, limit]``, the finite range of the
+        images' dtype. Used when images and references differ in dtype (only
+        for methods with ``raw_values``): ``factor`` is 1 under ``scale="raw"``.
+        """
+        return _reference.rescaled_knots(tables, factor, limit)
+
     def check_state(self, state: Any, n_channels: int | None) -> int | None:
         """Validate a stored state (model loading); return the pixels it counts, if known.
 
@@ -228,7 +237,7 @@ def declared_params() -> dict[str, tuple[Param, list[str]]]:
 
 
 def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int = 2) -> None:
-    """Warn when images of ``dtype`` meet references of dtype ``fitted`` on another scale.
+    """Warn, under ``scale="raw"``, when images of ``dtype`` meet references of dtype ``fitted``.
 
     For the methods that match raw values (``raw_values``): a float image in
     [0, 1] matched to uint8 references comes out in 0..255, and an integer
@@ -241,11 +250,10 @@ def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int
     if dtype == fitted or (dtype.kind == "f" and fitted.kind == "f"):
         return
     warnings.warn(
-        f"{name} has dtype {dtype} but the references were {fitted}: matched values are "
-        f"the references' values, on their scale"
+        f"{name} has dtype {dtype} but the references were {fitted}: with scale='raw' "
+        f"matched values are the references' raw values, on their scale"
         + (f" and rounded to {dtype}" if dtype.kind in "iu" else "")
-        + f". Convert {name} to {fitted} (or use {dtype} references) unless that is "
-        "what you want; method='lab' reads each dtype on its own full scale.",
+        + ". scale='dtype' reads both on scikit-image's img_as_float scale instead.",
         UserWarning,
         stacklevel=stacklevel + 1,
     )

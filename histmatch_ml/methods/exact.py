@@ -89,6 +89,8 @@ def ranked_values(
     """
     if integer_image and "histograms" in state:
         levels = _reference.level_values(np.dtype(state["dtype"].item()))
+        if "scale" in knots:  # images of another dtype, read on the img_as_float scale
+            levels = levels * float(knots["scale"])
         return np.repeat(levels, target_counts(state["histograms"][channel], n))
     return _reference.quantile_values(knots, channel, (np.arange(n) + 0.5) / n)
 
