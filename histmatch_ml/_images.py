@@ -1,7 +1,8 @@
 """Input conventions: turn any accepted input into a list of ``(H, W, C)`` arrays.
 
 This is the only module that knows about PIL images, lists of images, tabular
-``(N, P)`` rows, object arrays and channel layouts. Channels are split and
+``(N, P)`` rows, object arrays, torch tensors (channels-first, given back with
+their dtype and device) and channel layouts. Channels are split and
 interleaved with OpenCV (:func:`split_into`, :func:`interleave_into`), kept for
 their measured worth on ``benchmarks/README.md``'s rows "uint16 RGB 512x512
 (x257), fitted transform" and "torch uint8 CHW 512x512, one call".
@@ -14,6 +15,8 @@ the processed arrays back into the caller's container.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,7 +68,7 @@ class Batch:
         One boolean ``(H, W)`` array per image, or None (all pixels).
     kind : str
         The caller's container: ``"array4"``, ``"array3"``, ``"tabular"``,
-        ``"list"``, ``"pil"`` or ``"image"`` (a single ndarray image).
+        ``"list"``, ``"pil"`` or ``"tensor"``.
     meta : dict
         What :func:`restore` needs to rebuild the container.
     """
@@ -91,12 +94,97 @@ class Batch:
         return int(sum(int(m.sum()) for m in self.masks))
 
 
+def is_tensor(obj: Any) -> bool:
+    """True for a ``torch.Tensor`` (torch is never imported for this)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _from_tensor(tensor: Any, name: str) -> tuple[list[np.ndarray], dict]:
+    """``(H, W, C)`` arrays of a channels-first tensor ``(H, W)``, ``(C, H, W)``, ``(N, C, H, W)``.
+
+    The tensor is only read. float16/bfloat16 are matched as float32 and
+    given back in their dtype (see :func:`_to_tensor`).
+    """
+    import torch
+
+    shape = tuple(tensor.shape)
+    if tensor.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{name} must be a channels-first tensor of shape (H, W), (C, H, W) or "
+            f"(N, C, H, W); got shape {shape}"
+        )
+    if tensor.ndim >= 3 and shape[-3] > 4 and shape[-1] in (1, 3, 4):
+        perm = "x.permute(2, 0, 1)" if tensor.ndim == 3 else "x.permute(0, 3, 1, 2)"
+        raise ValueError(
+            f"{name} looks channels-last (shape {shape}); tensors are read channels-first "
+            f"(C, H, W) / (N, C, H, W): pass {perm}"
+        )
+    t = tensor.detach().cpu()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    try:
+        arr = t.numpy()
+    except TypeError as exc:
+        raise TypeError(
+            f"{name} must be a tensor of dtype uint8, int16, float32 or float64; "
+            f"got {tensor.dtype} ({exc})"
+        ) from None
+    if arr.ndim == 2:
+        images = [arr[:, :, None]]
+    elif arr.ndim == 3:
+        images = [_chw_to_hwc(arr)]
+    else:
+        images = [_chw_to_hwc(a) for a in arr]
+    return images, {"like": tensor}
+
+
+def _chw_to_hwc(arr: np.ndarray) -> np.ndarray:
+    """A C-contiguous ``(H, W, C)`` copy (or view, for one channel) of a ``(C, H, W)`` array."""
+    if arr.shape[0] == 1:
+        return arr.reshape(*arr.shape[1:], 1)
+    out = np.empty((*arr.shape[1:], arr.shape[0]), dtype=arr.dtype)
+    return interleave_into(np.ascontiguousarray(arr), out)
+
+
+def _to_tensor(images: list[np.ndarray], like: Any) -> Any:
+    """``(H, W, C)`` arrays as a tensor of the layout, dtype and device of ``like``."""
+    import torch
+
+    h, w, c = images[0].shape
+    full = np.empty((len(images), c, h, w), dtype=images[0].dtype)
+    for image, out in zip(images, full):
+        split_into(image, out)
+    result = torch.from_numpy(
+        full if like.ndim == 4 else full[0] if like.ndim == 3 else full[0, 0]
+    )
+    return result.to(device=like.device, dtype=like.dtype)
+
+
 def _is_pil(obj: Any) -> bool:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow is a hard dependency
         return False
     return isinstance(obj, Image.Image)
+
+
+def channel_mismatch(name: str, got: int, expected: int) -> ValueError:
+    """The error for images whose channel count differs from the references', with the fix."""
+    if got == 1 and expected in (3, 4):
+        fix = (
+            "convert grey images to colour (np.repeat(image[..., None], 3, axis=-1), or "
+            "PIL's .convert('RGB')), or fit on grey references"
+        )
+    elif expected == 1 and got in (3, 4):
+        fix = "convert colour images to grey (PIL's .convert('L')), or fit on colour references"
+    elif got == 4 and expected == 3:
+        fix = "drop the alpha channel (image[..., :3]), or pass a PIL RGBA image (alpha is kept)"
+    else:
+        fix = "give images and references the same channels"
+    return ValueError(
+        f"{name} must have {expected} channel(s), as the references; got {got}: {fix}"
+    )
 
 
 def check_dtype(arr: np.ndarray, name: str) -> np.ndarray:
@@ -237,10 +325,12 @@ def is_tabular(X: Any) -> bool:
 
     if sparse.issparse(X):
         return True
-    if _is_pil(X):
+    if _is_pil(X) or is_tensor(X):
         return False
     if isinstance(X, (list, tuple)):
-        return len(X) > 0 and all(not _is_pil(r) and np.ndim(r) == 1 for r in X)
+        return len(X) > 0 and all(
+            not _is_pil(r) and not is_tensor(r) and np.ndim(r) == 1 for r in X
+        )
     return hasattr(X, "__array__") and np.asarray(X).ndim == 2
 
 
@@ -255,9 +345,11 @@ def to_batch(
     """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
 
     Accepted: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``; a list
-    or tuple of ``(H, W)`` / ``(H, W, C)`` images of any sizes; a single
-    ``PIL.Image``. Raises ``TypeError`` / ``ValueError`` naming ``name``,
-    also for float images holding NaN or infinity.
+    or tuple of ``(H, W)`` / ``(H, W, C)`` images of any sizes (PIL images and
+    ``(C, H, W)`` tensors among them); a single ``PIL.Image``; a channels-first
+    torch tensor ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``. Raises
+    ``TypeError`` / ``ValueError`` naming ``name``, also for float images
+    holding NaN or infinity.
 
     With ``estimator``, tabular input goes through scikit-learn's
     ``validate_data`` first (``n_features_in_``, ``feature_names_in_``,
@@ -280,6 +372,9 @@ def to_batch(
     if _is_pil(X):
         img, meta = _from_pil(X, name)
         batch_images, kind = [img], "pil"
+    elif is_tensor(X):
+        batch_images, meta = _from_tensor(X, name)
+        kind, restore_dtypes = "tensor", [None] * len(batch_images)
     elif isinstance(X, (list, tuple)):
         if len(X) == 0:
             raise ValueError(
@@ -291,6 +386,16 @@ def to_batch(
             if _is_pil(item):
                 img, pil_meta = _from_pil(item, f"{name}[{i}]")
                 meta["pil"].append(pil_meta)
+                meta["ndims"].append(None)
+                restore_dtypes.append(None)
+            elif is_tensor(item):
+                if item.ndim == 4:
+                    raise ValueError(
+                        f"{name}[{i}] must be one image, a tensor of shape (C, H, W) or "
+                        f"(H, W); got shape {tuple(item.shape)}"
+                    )
+                (img,), tensor_meta = _from_tensor(item, f"{name}[{i}]")
+                meta["pil"].append(("tensor", tensor_meta["like"]))
                 meta["ndims"].append(None)
                 restore_dtypes.append(None)
             else:
@@ -309,15 +414,23 @@ def to_batch(
             raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
         meta = {}
         if arr.ndim == 4:
+            if arr.shape[1] in (1, 3, 4) and arr.shape[3] > 4:
+                warnings.warn(
+                    f"{name} of shape {arr.shape} is read as (N, H, W, C): {arr.shape[0]} "
+                    f"images of {arr.shape[1]}x{arr.shape[2]} pixels with {arr.shape[3]} "
+                    f"channels; if it is channels-first (N, C, H, W), pass "
+                    f"np.moveaxis(X, 1, -1)",
+                    UserWarning,
+                    stacklevel=3,
+                )
             kind, batch_images = "array4", list(arr)
         elif arr.ndim == 3:
             if arr.shape[-1] in (3, 4) and arr.shape[1] > 4 * arr.shape[-1]:
-                warnings.warn(
-                    f"{name} of shape {arr.shape} is read as {arr.shape[0]} greyscale images "
-                    f"of {arr.shape[1]}x{arr.shape[2]} pixels; for one colour image pass "
-                    f"[image] or image[None]",
-                    UserWarning,
-                    stacklevel=3,
+                raise ValueError(
+                    f"{name} of shape {arr.shape} looks like one colour image, but an array "
+                    f"of shape (N, H, W) is N grey images: pass [image] or image[None] "
+                    f"(for {arr.shape[0]} grey images of {arr.shape[1]}x{arr.shape[2]} "
+                    f"pixels, pass them as a list)"
                 )
             kind, batch_images = "array3", list(arr[..., None])
         elif arr.ndim == 2:
@@ -350,6 +463,81 @@ def to_batch(
     masks = _mask_list(mask, [im.shape[:2] for im in images], "mask")
     meta["float16"] = [d == np.float16 for d in restore_dtypes]
     return Batch(images, masks, kind, meta)
+
+
+#: pixels gathered per chunk when a stream of images is learned from (memory: one chunk)
+STREAM_CHUNK_PIXELS = 2**24
+
+
+def is_stream(X: Any) -> bool:
+    """True for inputs that are read one image at a time: iterators, generators, other
+    iterables that are not arrays, and file paths (one, or a list or tuple of them)."""
+    if isinstance(X, (str, os.PathLike)):
+        return True
+    if isinstance(X, (list, tuple)):
+        return any(isinstance(item, (str, os.PathLike)) for item in X)
+    if isinstance(X, (np.ndarray, dict)) or _is_pil(X) or is_tensor(X):
+        return False
+    if hasattr(X, "__array__") or hasattr(X, "shape") or hasattr(X, "iloc"):
+        return False  # array-likes (DataFrames, sparse matrices) go through to_batch
+    return hasattr(X, "__iter__")
+
+
+def read_file(path: str | os.PathLike, name: str) -> Any:
+    """An image file read as the command line reads it (modes, bit depths), for matching.
+
+    Returns a PIL image, or an ``(H, W, 3)`` uint16 array for 16-bit colour
+    files (their alpha, if any, left out). Errors name the file.
+    """
+    from .io import read_image
+
+    try:
+        pixels = read_image(path).pixels
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot read {os.fspath(path)!r}: {exc}") from None
+    if isinstance(pixels, np.ndarray) and pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = np.ascontiguousarray(pixels[:, :, :3])
+    return pixels
+
+
+def stream_chunks(X: Any, mask: Any, name: str, max_pixels: int = STREAM_CHUNK_PIXELS) -> Any:
+    """Yield ``(images, masks)`` lists of at most about ``max_pixels`` pixels from a stream.
+
+    Items are images (arrays, PIL images, tensors), ``(N, H, W[, C])`` arrays
+    (their images), or file paths (read by :func:`read_file`). ``mask`` is
+    None or an iterable of one mask per image, in the same order. Only one
+    chunk is held at a time.
+    """
+    items = iter([X] if isinstance(X, (str, os.PathLike)) else X)
+    masks = None if mask is None else iter(mask)
+    images: list = []
+    chunk_masks: list = []
+    pixels = 0
+    count = 0
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            parts = [read_file(item, f"{name}[{count}]")]
+        elif isinstance(item, np.ndarray) and item.ndim == 4:
+            parts = list(item)
+        else:
+            parts = [item]
+        for image in parts:
+            if masks is not None:
+                m = next(masks, None)
+                if m is None:
+                    raise ValueError(f"mask must hold one mask per image; it ran out at {count}")
+                chunk_masks.append(m)
+            size = image.size if _is_pil(image) else np.shape(image)[:2]
+            pixels += int(np.prod(size[-2:] if is_tensor(image) else size))
+            images.append(image)
+            count += 1
+            if pixels >= max_pixels:
+                yield images, (chunk_masks if masks is not None else None)
+                images, chunk_masks, pixels = [], [], 0
+    if images:
+        yield images, (chunk_masks if masks is not None else None)
+    elif count == 0:
+        raise ValueError(f"{name} must hold at least one image; got an empty iterable")
 
 
 def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray]]:
@@ -385,9 +573,13 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
         return full
     if kind == "pil":
         return _to_pil(outputs[0], meta)
+    if kind == "tensor":
+        return _to_tensor(list(outputs), meta["like"])
     result = []
     for out, ndim, pil_meta, half in zip(outputs, meta["ndims"], meta["pil"], meta["float16"]):
-        if pil_meta is not None:
+        if isinstance(pil_meta, tuple):  # a tensor of a list
+            result.append(_to_tensor([out], pil_meta[1]))
+        elif pil_meta is not None:
             result.append(_to_pil(out, pil_meta))
         else:
             out = out.astype(np.float16) if half else out
@@ -439,12 +631,22 @@ def wrap_single(image: Any, name: str = "image") -> tuple[Any, Callable[[Any], A
     estimator's output back into one image of the caller's type. The image's
     dtype and shape are checked here, so errors name ``name``.
     """
-    if _is_pil(image):
+    if _is_pil(image) or is_tensor(image):
+        if is_tensor(image) and image.ndim == 4:
+            raise ValueError(
+                f"{name} must be one image, a tensor of shape (C, H, W) or (H, W); got "
+                f"shape {tuple(image.shape)}"
+            )
         return image, lambda out: out
     arr = as_array(image, name)
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{name} must be one image of shape (H, W) or (H, W, C); got shape {arr.shape}"
+        )
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4:
+        raise ValueError(
+            f"{name} of shape {arr.shape} looks channels-first (C, H, W); images are "
+            f"(H, W, C) arrays: pass np.moveaxis({name}, 0, -1)"
         )
     _as_hwc(check_dtype(arr, name), name)
     return [arr], lambda out: out[0]

@@ -113,7 +113,8 @@ def uint8_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     below 2**24 pixels; larger images get int64 counts from contiguous
     planes (:func:`level_counts`).
     """
-    if image.shape[0] * image.shape[1] >= 2**24:
+    if image.shape[0] * image.shape[1] >= 2**24 or image.shape[2] > 4:
+        # (OpenCV takes at most 4 interleaved channels here; planes take any count)
         return plane_histograms(channel_planes(image), mask, 256)
     hist = np.empty((image.shape[2], 256), dtype=np.float32)
     m = None if mask is None else mask.view(np.uint8)

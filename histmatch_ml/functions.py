@@ -112,5 +112,7 @@ def match_histograms(
         regrain=regrain,
         random_state=random_state,
     )
-    matcher.fit(ref, mask=reference_mask)
-    return unwrap(matcher.transform(source, mask=mask))
+    # (fit and transform, with errors that name this function's arguments)
+    matcher._validate_params()
+    matcher._learn(ref, reference_mask, "reference")
+    return unwrap(matcher._transform(source, mask, "image"))

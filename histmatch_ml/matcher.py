@@ -64,6 +64,13 @@ def _own_params() -> tuple[Param, ...]:
             '{"dtype", "raw"}',
         ),
         Param(
+            "verbose",
+            False,
+            ["boolean"],
+            "Show a progress bar (tqdm) while fitting on a stream of images or files.",
+            "bool",
+        ),
+        Param(
             "n_jobs",
             None,
             [Interval(Integral, -1, None, closed="left"), None],
@@ -98,12 +105,13 @@ def estimator_params() -> dict[str, tuple[Param, list[str] | None]]:
     >>> params["ordering"][1], params["strength"][1]
     (['exact'], None)
     """
-    method, strength, scale, n_jobs, random_state = ((p, None) for p in _own_params())
+    method, strength, scale, verbose, n_jobs, random_state = ((p, None) for p in _own_params())
     return {
         "method": method,
         "strength": strength,
         "scale": scale,
         **declared_params(),
+        "verbose": verbose,
         "n_jobs": n_jobs,
         "random_state": random_state,
     }
@@ -201,12 +209,19 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     Notes
     -----
     Accepted inputs: an ndarray ``(N, H, W, C)``, ``(N, H, W)`` or ``(N, P)``
-    (rows of flattened greyscale pixels); a list or tuple of ``(H, W)`` /
-    ``(H, W, C)`` images of any sizes (a list comes back); a single
-    ``PIL.Image`` (the same mode comes back; an alpha channel is kept as is).
-    Supported dtypes are uint8, uint16, int16, float32 and float64; the output
-    has the input's dtype, integers rounded to nearest and clipped, floats
-    never clipped or quantised. Masks are boolean, one per image, of the
+    (rows of flattened greyscale pixels, so a DataFrame's rows are matched as
+    images of pixels); a list or tuple of ``(H, W)`` / ``(H, W, C)`` images
+    of any sizes (a list comes back); a single ``PIL.Image`` (the same mode
+    comes back; an alpha channel is kept as is); a channels-first torch
+    tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
+    device comes back). ``fit`` and ``partial_fit`` also take file paths and
+    iterables (generators) of images, read chunk by chunk. Supported dtypes
+    are uint8, uint16, int16, float32 and float64 (also int8, 32/64-bit
+    integers within +-2**53 and float16); the output has the input's dtype,
+    integers rounded to nearest and clipped, floats never clipped or
+    quantised. With ``scale="dtype"`` an image of another dtype than the
+    references is read on scikit-image's ``img_as_float`` scale. Outputs
+    are images, so ``set_output`` leaves them as arrays. Masks are boolean, one per image, of the
     image's height and width: only masked pixels are counted and changed.
 
     Both conventions are midpoint ones: a level holding ``h`` of ``n`` pixels
@@ -250,6 +265,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         n_iter: int = 20,
         lab_mode: str = "joint",
         regrain: bool = False,
+        verbose: bool = False,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         **params: Any,
@@ -262,6 +278,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.n_iter = n_iter
         self.lab_mode = lab_mode
         self.regrain = regrain
+        self.verbose = verbose
         self.n_jobs = n_jobs
         self.random_state = random_state
         # parameters declared by methods registered beyond the built-in ones
@@ -298,9 +315,12 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
         Parameters
         ----------
-        X : array-like, list of images or PIL.Image
+        X : array-like, list of images, PIL.Image, tensor, file paths or an iterable
             Reference images (see Notes of the class for the accepted forms).
-            Images may have different sizes; their pixels are pooled.
+            Images may have different sizes; their pixels are pooled. File
+            paths (one, or a list) are read as the command line reads them; an
+            iterator or generator of images or paths is learned from chunk by
+            chunk, so memory holds one chunk, not the data set.
         y : None
             Ignored; present for API consistency.
         mask : array-like of bool or list of arrays, optional
@@ -313,7 +333,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)
-        return self._learn(X, mask)
+        return self._learn_any(X, mask, "X")
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any = None, *, mask: Any = None) -> HistogramMatcher:
@@ -325,8 +345,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
         Parameters
         ----------
-        X : array-like, list of images or PIL.Image
-            More reference images, of the dtype and channel count seen so far.
+        X : array-like, list of images, PIL.Image, tensor, file paths or an iterable
+            More reference images, of the dtype and channel count seen so far
+            (streams and paths as in :meth:`fit`).
         y : None
             Ignored; present for API consistency.
         mask : array-like of bool or list of arrays, optional
@@ -337,13 +358,26 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self : HistogramMatcher
             The updated estimator.
         """
-        return self._learn(X, mask)
+        return self._learn_any(X, mask, "X")
 
-    def _learn(self, X: Any, mask: Any) -> HistogramMatcher:
+    def _learn_any(self, X: Any, mask: Any, name: str) -> HistogramMatcher:
+        """Learn from a batch, or from a stream chunk by chunk (merged as ``partial_fit``)."""
+        if not _images.is_stream(X):
+            return self._learn(X, mask, name)
+        from tqdm.auto import tqdm
+
+        with tqdm(desc="fit", unit="img", disable=not self.verbose) as bar:
+            for images, masks in _images.stream_chunks(X, mask, name):
+                self._learn(images, masks, name)
+                bar.update(len(images))
+        return self
+
+    def _learn(self, X: Any, mask: Any, name: str) -> HistogramMatcher:
+        """Learn from (more) references; errors name the caller's argument ``name``."""
         method, params = get_method(self.method), self._params()
         first = not hasattr(self, "reference_")
-        batch = _images.to_batch(X, mask, estimator=self, reset=first)
-        method.check_channels(batch.n_channels, "X")
+        batch = _images.to_batch(X, mask, name=name, estimator=self, reset=first)
+        method.check_channels(batch.n_channels, name)
         if first:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             state = method.learn(batch, params, np.random.default_rng(seed))
@@ -360,10 +394,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 )
             if batch.dtype.name != self.dtype_:
                 raise TypeError(
-                    f"X must have the dtype of the references seen so far ({self.dtype_}); "
-                    f"got {batch.dtype.name}"
+                    f"{name} must have the dtype of the references seen so far "
+                    f"({self.dtype_}); got {batch.dtype.name}"
                 )
-            self._check_channels(batch)
+            self._check_channels(batch, name)
             state = method.merge(
                 self.reference_,
                 self.n_pixels_seen_,
@@ -377,12 +411,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.tables_ = method.prepare(state, params)
         return self
 
-    def _check_channels(self, batch) -> None:
+    def _check_channels(self, batch, name: str) -> None:
         if batch.n_channels != self.n_channels_:
-            raise ValueError(
-                f"X must have {self.n_channels_} channel(s), as the references; "
-                f"got {batch.n_channels}"
-            )
+            raise _images.channel_mismatch(name, batch.n_channels, self.n_channels_)
 
     # --------------------------------------------------------------- transform
     def transform(self, X: Any, *, mask: Any = None) -> Any:
@@ -410,12 +441,16 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             raw values (``"per_channel"``, ``"exact"``): the output is on the
             references' scale.
         """
+        return self._transform(X, mask, "X")
+
+    def _transform(self, X: Any, mask: Any, name: str) -> Any:
+        """:meth:`transform`; errors name the caller's argument ``name``."""
         check_is_fitted(self, ("reference_", "tables_"))
         method, params = self._fitted_method(), self._params()
-        batch = _images.to_batch(X, mask, estimator=self, reset=False)
-        self._check_channels(batch)
-        method.check_channels(batch.n_channels, "X")
-        tables = matching_tables(method, batch, self.dtype_, self.scale, self.tables_, "X")
+        batch = _images.to_batch(X, mask, name=name, estimator=self, reset=False)
+        self._check_channels(batch, name)
+        method.check_channels(batch.n_channels, name)
+        tables = matching_tables(method, batch, self.dtype_, self.scale, self.tables_, name)
         full, outputs = _images.allocate_output(batch)
         masks = batch.masks or [None] * len(batch.images)
 
@@ -565,6 +600,25 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         elif not same_arrays(self.tables_, expected):
             raise ValueError("tables_ are not the ones reference_ gives")
 
+    def set_output(self, *, transform: str | None = None) -> HistogramMatcher:
+        """Accept scikit-learn's output configuration; image outputs stay arrays.
+
+        A pipeline's ``set_output(transform="pandas")`` reaches every step;
+        the images this step returns are not tables of named features, so
+        they keep their container (a later :class:`ImageFlattener` gives the
+        pipeline its columns).
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"} or None
+            Ignored: outputs are images.
+
+        Returns
+        -------
+        self : HistogramMatcher
+        """
+        return self
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
@@ -608,9 +662,15 @@ def matching_tables(
 
 
 def check_loaded_counts(estimator: Any) -> None:
-    """The counts a loaded estimator may carry are positive integers (``ValueError``)."""
+    """The counts a loaded estimator carries are positive integers (``ValueError``).
+
+    ``n_channels_`` and ``n_images_seen_`` are required; the others are checked
+    when present.
+    """
     for name in ("n_channels_", "n_images_seen_", "n_pixels_seen_", "n_features_in_"):
         value = getattr(estimator, name, None)
+        if value is None and name in ("n_channels_", "n_images_seen_"):
+            raise ValueError(f"{name} must be a positive integer; got None")
         if value is None:
             continue
         if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):

@@ -98,3 +98,33 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input"
             )
         return rows
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the output columns: ``pixel_<row>_<column>`` (plus ``_<channel>``).
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored (images have no input feature names).
+
+        Returns
+        -------
+        names : ndarray of str, shape (n_features_in_,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from histmatch_ml import ImageFlattener
+        >>> ImageFlattener().fit(np.zeros((2, 2, 3))).get_feature_names_out()[:4].tolist()
+        ['pixel_0_0', 'pixel_0_1', 'pixel_0_2', 'pixel_1_0']
+        """
+        check_is_fitted(self, "image_shape_")
+        h, w, c = self.image_shape_
+        rows, cols, chans = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+        if c == 1:
+            names = [f"pixel_{r}_{q}" for r, q in zip(rows.ravel(), cols.ravel())]
+        else:
+            names = [
+                f"pixel_{r}_{q}_{k}" for r, q, k in zip(rows.ravel(), cols.ravel(), chans.ravel())
+            ]
+        return np.asarray(names, dtype=object)

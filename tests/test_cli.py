@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -413,7 +414,7 @@ def test_fit_help_lists_every_estimator_parameter():
 
     result = cli("fit", "--help")
     assert result.returncode == 0, result.stderr
-    names = [name for name in estimator_params() if name != "n_jobs"]
+    names = [name for name in estimator_params() if name not in ("n_jobs", "verbose")]
     assert {"method", "strength", "n_quantiles", "ordering", "regrain"} <= set(names)
     for name in names:
         assert f"--{name.replace('_', '-')}" in result.stdout, name
@@ -552,3 +553,156 @@ else:
     loaded = toy("load", model)
     assert loaded.stdout.split() == ["7", "b"], loaded.stderr
     assert toy("fit", image, "-o", model, "--toy-level", "10").returncode == 2
+
+
+# -------------------------------------------------- leftovers, links, full disks
+def dead_pid() -> int:
+    """The pid of a process that has ended and been reaped."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def write_bytes(path: Path, content: bytes = b"partial") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale files are recognised by a POSIX pid test")
+def test_transform_removes_only_stale_temp_files(tree, model, tmp_path):
+    out, outside = tmp_path / "o", tmp_path / "outside"
+    dead = dead_pid()
+    stale = [
+        write_bytes(out / f".histmatch-tmp-{dead}-0123456789ab"),
+        write_bytes(out / "sub" / "deep" / f".histmatch-tmp-{dead}-abcdef012345"),
+    ]
+    kept = [
+        write_bytes(out / f".histmatch-tmp-{os.getpid()}-0123456789ab"),  # its writer runs
+        write_bytes(out / f".histmatch-tmp-{dead}-0123456789ab.png"),  # not exactly the name
+        write_bytes(out / f".histmatch-tmp-{dead}-0123456789AB"),
+        write_bytes(out / f".histmatch-tmp-0{dead}-0123456789ab"),
+        write_bytes(out / f"histmatch-tmp-{dead}-0123456789ab"),
+        write_bytes(out / f".astronaut.png.{dead:012x}.tmp"),  # someone else's temporary name
+        write_bytes(outside / f".histmatch-tmp-{dead}-0123456789ab"),  # behind a link
+        write_bytes(outside / "precious"),
+    ]
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    link = out / f".histmatch-tmp-{dead}-fedcba987654"
+    link.symlink_to(outside / "precious")  # the name of a stale file, but a link
+    folder = out / f".histmatch-tmp-{dead}-111111111111"
+    folder.mkdir()
+    recent = write_bytes(out / f".histmatch-tmp-{dead}-222222222222")
+    later = time.time() + 3600  # modified after the run began: maybe a write in progress
+    os.utime(recent, (later, later))
+    result = run("transform", "-m", model, tree / "inputs" / "astronaut.png", "-o", out, "-j", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"removed 2 temporary file(s) left in {out}" in result.stderr
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_bytes() == b"partial" for path in kept)
+    assert link.is_symlink() and folder.is_dir() and recent.is_file()
+    assert (out / "astronaut.png").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale files are recognised by a POSIX pid test")
+def test_fit_and_match_remove_stale_temp_files(tree, tmp_path):
+    dead = dead_pid()
+    stale = write_bytes(tmp_path / f".histmatch-tmp-{dead}-0123456789ab")
+    below = write_bytes(tmp_path / "sub" / f".histmatch-tmp-{dead}-0123456789ab")
+    fitted = run("fit", tree / "refs", "-o", tmp_path / "m.npz")
+    assert fitted.returncode == 0, fitted.stderr
+    assert "removed 1 temporary file(s)" in fitted.stderr
+    assert not stale.exists() and below.exists()  # only the model's own directory
+    write_bytes(stale)
+    matched = run(
+        "match", tree / "inputs" / "astronaut.png", tree / "refs" / "coffee.png",
+        "-o", tmp_path / "o.png",
+    )  # fmt: skip
+    assert matched.returncode == 0, matched.stderr
+    assert not stale.exists() and below.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "o.png", "sub"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_transform_refuses_output_directories_linked_outside(tree, model, tmp_path):
+    out, elsewhere = tmp_path / "o", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    result = run("transform", "-m", model, tree / "inputs", "-o", out, "-j", "2")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, result.stderr  # every input under sub/, refused before reading
+    for rel in ("sub/chelsea.jpg", "sub/corrupt.png", "sub/deep/rocket.tif"):
+        (line,) = [line for line in errors if line.startswith(f"error: {tree / 'inputs' / rel}:")]
+        assert f"{out / 'sub'} is a link to {os.path.realpath(elsewhere)}" in line
+    assert "1 written, 3 failed" in result.stdout
+    assert list(elsewhere.iterdir()) == []  # nothing written there, no directory made
+    assert files_under(out) == ["astronaut.png"]
+    # a link that stays inside the output directory is followed
+    inside = tmp_path / "o2"
+    (inside / "real").mkdir(parents=True)
+    (inside / "sub").symlink_to(inside / "real", target_is_directory=True)
+    result = run("transform", "-m", model, tree / "inputs", "-o", inside, "-j", "1")
+    assert result.returncode == 1 and "3 written, 1 failed" in result.stdout, result.stderr
+    assert files_under(inside / "real") == ["chelsea.jpg", "deep/rocket.tif"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real file system of 200 KiB (a tmpfs, which only root may mount), unmounted after."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "histmatch-test", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_transform_stops_at_the_first_full_disk_error(tmp_path, tiny_disk, jobs):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(5)
+    n = 40  # noise does not compress: about 16 of these fill the disk
+    for i in range(n):
+        pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(inputs / f"img{i:02d}.png")
+    before = {p.name: p.read_bytes() for p in inputs.iterdir()}
+    model = tmp_path / "m.npz"
+    assert run("fit", inputs, "-o", model).returncode == 0
+    out = tiny_disk / "out"
+    result = run("transform", "-m", model, inputs, "-o", out, "-j", jobs)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    # after the first failure, only the files other workers were writing can fail too
+    assert 1 <= len(errors) <= int(jobs), result.stderr
+    assert all("No space left on device" in line for line in errors), result.stderr
+    assert f"cannot write {out}" in errors[0]
+    written = files_under(out)
+    assert 0 < len(written) < n - len(errors)
+    rest = n - len(written) - len(errors)
+    assert (
+        f"{len(written)} written, {len(errors)} failed, {rest} not processed "
+        "(stopped: no space left on device)"
+    ) in result.stdout
+    assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no temporary file left
+    for rel in written:
+        with Image.open(out / rel) as im:
+            im.load()  # whole
+    assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before

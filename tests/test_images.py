@@ -74,11 +74,170 @@ def test_float16_is_promoted_and_complex_refused():
         _images.check_dtype(np.zeros(2, complex), "X")
 
 
-def test_single_colour_image_given_as_batch_warns():
-    with pytest.warns(UserWarning, match=r"for one colour image pass \[image\]"):
+def test_single_colour_image_given_as_batch_is_an_error():
+    with pytest.raises(ValueError, match=r"looks like one colour image.*pass \[image\]"):
         _images.to_batch(np.zeros((40, 60, 3), np.uint8))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _images.to_batch(np.zeros((40, 8, 8), np.uint8))  # a real grey batch: quiet
+
+
+# ------------------------------------------------------------- streams, files, tensors
+def _coffee_tiles():
+    from skimage import data
+
+    coffee = data.coffee()
+    return [coffee[r : r + 100, c : c + 150] for r in (0, 200) for c in (0, 300)]
+
+
+def test_a_generator_is_learned_chunk_by_chunk_and_equals_the_list(monkeypatch):
+    from histmatch_ml import HistogramMatcher
+
+    tiles = _coffee_tiles()
+    # chunks of about two tiles: the stream is merged chunk by chunk
+    monkeypatch.setattr(_images, "STREAM_CHUNK_PIXELS", 2 * 100 * 150)
+    seen = []
+
+    def stream():
+        for tile in tiles:
+            seen.append(len(seen))
+            yield tile
+
+    streamed = HistogramMatcher().fit(stream())
+    at_once = HistogramMatcher().fit(tiles)
+    np.testing.assert_array_equal(
+        streamed.reference_["histograms"], at_once.reference_["histograms"]
+    )
+    assert streamed.n_images_seen_ == 4 and seen == [0, 1, 2, 3]
+    chunks = list(_images.stream_chunks(iter(tiles), None, "X", max_pixels=2 * 100 * 150))
+    assert [len(images) for images, _ in chunks] == [2, 2]
+    more = HistogramMatcher().fit(tiles[:1]).partial_fit(iter(tiles[1:]))
+    np.testing.assert_array_equal(more.reference_["histograms"], at_once.reference_["histograms"])
+
+
+def test_streams_with_masks_batches_and_errors():
+    from histmatch_ml import HistogramMatcher
+
+    tiles = _coffee_tiles()
+    masks = [np.ones(t.shape[:2], bool) for t in tiles]
+    masks[0][:50] = False
+    m = HistogramMatcher().fit(iter(tiles), mask=iter(masks))
+    assert m.n_pixels_seen_ == sum(int(k.sum()) for k in masks)
+    batched = HistogramMatcher().fit(iter([np.stack(tiles[:2]), np.stack(tiles[2:])]))
+    assert batched.n_images_seen_ == 4
+    with pytest.raises(ValueError, match="at least one image"):
+        HistogramMatcher().fit(iter([]))
+    with pytest.raises(ValueError, match="one mask per image"):
+        HistogramMatcher().fit(iter(tiles), mask=iter(masks[:2]))
+
+
+def test_file_paths_are_read_as_the_command_line_reads_them(tmp_path):
+    from histmatch_ml import HistogramMatcher
+
+    tiles = _coffee_tiles()
+    paths = []
+    for i, tile in enumerate(tiles):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(tile).save(paths[-1])
+    from_paths = HistogramMatcher().fit(paths)
+    from_str = HistogramMatcher().fit([str(p) for p in paths])
+    at_once = HistogramMatcher().fit(tiles)
+    for m in (from_paths, from_str):
+        np.testing.assert_array_equal(m.reference_["histograms"], at_once.reference_["histograms"])
+    one = HistogramMatcher().fit(paths[0])
+    assert one.n_images_seen_ == 1
+    # a palette PNG and a 16-bit PNG, converted by the same table as the CLI
+    Image.fromarray(tiles[0]).convert("P").save(tmp_path / "palette.png")
+    assert HistogramMatcher().fit(tmp_path / "palette.png").n_channels_ == 3
+    Image.fromarray(tiles[0][:, :, 0].astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    assert HistogramMatcher().fit(tmp_path / "grey16.png").dtype_ == "uint16"
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        HistogramMatcher().fit([paths[0], tmp_path / "broken.png"])
+
+
+def test_verbose_fit_shows_progress(capsys):
+    from histmatch_ml import HistogramMatcher
+
+    HistogramMatcher(verbose=True).fit(iter(_coffee_tiles()))
+    assert "fit" in capsys.readouterr().err
+    HistogramMatcher().fit(iter(_coffee_tiles()))
+    assert capsys.readouterr().err == ""
+
+
+def test_one_colour_image_given_as_a_batch_is_an_error():
+    from skimage import data
+
+    from histmatch_ml import HistogramMatcher
+
+    with pytest.raises(ValueError, match=r"looks like one colour image.*\[image\]"):
+        HistogramMatcher().fit(data.coffee())
+    assert HistogramMatcher().fit(data.coffee()[None]).n_channels_ == 3
+
+
+def test_channels_first_arrays_are_caught():
+    from skimage import data
+
+    from histmatch_ml import HistogramMatcher, match_histograms
+
+    chw = np.moveaxis(data.astronaut(), -1, 0)
+    with pytest.raises(ValueError, match=r"channels-first.*np\.moveaxis"):
+        match_histograms(chw, data.coffee())
+    with pytest.warns(UserWarning, match="np.moveaxis"):
+        HistogramMatcher().fit(np.stack([chw[:, :64, :64]] * 2))
+
+
+def test_channel_mismatch_names_the_argument_and_the_fix():
+    from skimage import data
+
+    from histmatch_ml import HistogramMatcher, match_histograms
+
+    with pytest.raises(ValueError, match=r"image must have 3 channel.*convert grey"):
+        match_histograms(data.camera(), data.coffee())
+    rgba = np.dstack([data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    with pytest.raises(ValueError, match=r"X must have 3 channel.*alpha"):
+        HistogramMatcher().fit([data.coffee()]).transform([rgba])
+
+
+def test_torch_tensors_come_back_as_tensors_of_their_dtype():
+    torch = pytest.importorskip("torch")
+    from skimage import data
+
+    from histmatch_ml import HistogramMatcher
+
+    src, ref = data.astronaut(), data.coffee()
+    m = HistogramMatcher().fit([ref])
+    chw = torch.from_numpy(src).permute(2, 0, 1).contiguous()
+    out = m.transform(chw)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.uint8 and out.shape == chw.shape
+    np.testing.assert_array_equal(out.permute(1, 2, 0).numpy(), m.transform([src])[0])
+    batch = m.transform(torch.stack([chw, chw.flip(2)]))
+    assert batch.shape == (2, 3, 512, 512)
+    half = m.transform(chw.half() / 255)
+    assert half.dtype == torch.float16
+    with pytest.raises(ValueError, match=r"channels-last.*permute"):
+        m.transform(torch.from_numpy(src))
+    # many channels (OpenCV interleaves at most a few): the same as the arrays
+    x = np.random.default_rng(0).integers(0, 255, (1, 8, 8, 200), dtype=np.uint8)
+    wide = HistogramMatcher().fit(x)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    np.testing.assert_array_equal(wide.transform(t).permute(0, 2, 3, 1).numpy(), wide.transform(x))
+
+
+def test_pandas_output_in_a_pipeline_and_feature_names():
+    pytest.importorskip("pandas")
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from histmatch_ml import HistogramMatcher, ImageFlattener
+
+    digits = load_digits()
+    pipe = make_pipeline(HistogramMatcher(), ImageFlattener(), LogisticRegression(max_iter=300))
+    pipe.set_output(transform="pandas").fit(digits.images[:200], digits.target[:200])
+    frame = pipe[:-1].transform(digits.images[:5])
+    assert list(frame.columns[:2]) == ["pixel_0_0", "pixel_0_1"] and frame.shape == (5, 64)
+    images = pipe[0].transform(digits.images[:5])
+    assert isinstance(images, np.ndarray) and images.shape == (5, 8, 8)

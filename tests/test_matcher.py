@@ -437,7 +437,8 @@ def test_parameters_are_validated_in_fit(astronaut, bad, msg):
         (np.zeros((1, 4, 4), dtype=complex), (TypeError, ValueError), "omplex"),
         (np.zeros((1, 4, 4), dtype=bool), TypeError, "dtype"),
         (np.array([[["a"]]], dtype=object), TypeError, "numbers"),
-        ("not an image", TypeError, "numpy array"),
+        ("not an image", ValueError, r"X\[0\]: cannot read 'not an image'"),  # a str: a path
+        (3.5, TypeError, "numpy array"),
         ([np.zeros((4, 4, 3)), np.zeros((4, 4, 1))], ValueError, "channel count"),
         ([np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint16)], TypeError, "one dtype"),
     ],

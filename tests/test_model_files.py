@@ -5,9 +5,13 @@ from __future__ import annotations
 import io as _stdio
 import json
 import pickle
+import struct
 import subprocess
 import sys
+import time
+import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -412,6 +416,353 @@ def test_check_loaded_state_errors_name_the_file(model_path, monkeypatch, error)
 
     monkeypatch.setattr(HistogramMatcher, "_check_loaded_state", refuse, raising=False)
     _refused(model_path, "not a valid histmatch_ml model file: the state is inconsistent")
+
+
+# ------------------------------------------------- untrusted files: bounded before use
+def _entries(path: Path) -> dict[str, bytes]:
+    """``name -> uncompressed bytes`` of every entry of a model file."""
+    with zipfile.ZipFile(path) as zf:
+        return {info.filename: zf.read(info) for info in zf.infolist()}
+
+
+def _npy_text(text: str) -> bytes:
+    """The ``.npy`` bytes of a metadata entry holding ``text``."""
+    buf = _stdio.BytesIO()
+    np.lib.format.write_array(buf, np.frombuffer(text.encode(), dtype=np.uint8))
+    return buf.getvalue()
+
+
+def _meta_text(entries: dict[str, bytes]) -> str:
+    return np.load(_stdio.BytesIO(entries[f"{hio.META_KEY}.npy"])).tobytes().decode()
+
+
+def _write_entries(path: Path, entries: dict[str, bytes]) -> None:
+    members = [(k, _deflated(v), zlib.crc32(v), len(v)) for k, v in entries.items()]
+    path.write_bytes(_raw_zip(members))
+
+
+def _central_record(data: bytes, name: str) -> int:
+    """The offset of ``name``'s central directory record (archive without comment)."""
+    count, _, pos = struct.unpack_from("<HII", data, len(data) - 22 + 10)
+    for _ in range(count):
+        n_name, n_extra, n_comment = struct.unpack_from("<HHH", data, pos + 28)
+        if data[pos + 46 : pos + 46 + n_name] == name.encode():
+            return pos
+        pos += 46 + n_name + n_extra + n_comment
+    raise KeyError(name)
+
+
+def _npy_header(descr: str, shape: tuple) -> bytes:
+    buf = _stdio.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def _deflated(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def _deflated_zeros(prefix: bytes, n_zeros: int) -> bytes:
+    """A raw deflate stream of ``prefix`` and ``n_zeros`` zero bytes, about n_zeros / 1000 long.
+
+    One compressed MiB of zeros, ended by a full flush (byte-aligned, no
+    reference to earlier data), is repeated, so no gigabytes are compressed.
+    """
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    mib = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(n_zeros, 2**20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return head + mib * count + c.compress(bytes(rest)) + c.flush()
+
+
+def _raw_zip(members: list[tuple[str, bytes, int, int]]) -> bytes:
+    """A deflated zip archive of ``(name, compressed, crc, declared size)``, written by hand."""
+    local, central = bytearray(), bytearray()
+    for name, payload, crc, size in members:
+        raw, offset = name.encode(), len(local)
+        fields = struct.pack("<IIIHH", crc, len(payload), size, len(raw), 0)
+        local += struct.pack("<IHHHHH", 0x04034B50, 20, 0, 8, 0, 0x21) + fields + raw + payload
+        central += struct.pack("<IHHHHHH", 0x02014B50, 20, 20, 0, 8, 0, 0x21) + fields
+        central += struct.pack("<HHHII", 0, 0, 0, 0o644 << 16, offset) + raw
+    n = len(members)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(central), len(local), 0)
+    return bytes(local + central + end)
+
+
+def _with_bomb(
+    path: Path,
+    *,
+    meta_shape: tuple,
+    header_shape: tuple,
+    n_zeros: int,
+    declared: int | None = None,
+    crc: int = 0,
+    rehash: bool = False,
+) -> None:
+    """Add a float64 attribute ``bomb_`` to a model file, its entry crafted.
+
+    The metadata says ``meta_shape``, the entry's ``.npy`` header
+    ``header_shape``; its deflate stream inflates to that header and
+    ``n_zeros`` zero bytes, and the zip directory declares the header and
+    ``declared`` bytes (default ``n_zeros``).
+    """
+    entries = _entries(path)
+    meta = json.loads(_meta_text(entries))
+    del entries[f"{hio.META_KEY}.npy"]
+    node = {"type": "array", "name": "bomb_", "dtype": "<f8", "shape": list(meta_shape)}
+    meta["attributes"]["bomb_"] = node
+    if rehash:
+        arrays = {k[:-4]: np.load(_stdio.BytesIO(v)) for k, v in entries.items()}
+        arrays["bomb_"] = np.zeros(meta_shape)
+        header = {k: meta[k] for k in ("class", "params", "attributes")}
+        meta["sha256"] = _model._digest(header, arrays)
+    data = _npy_text(json.dumps(meta))
+    members = [(f"{hio.META_KEY}.npy", _deflated(data), zlib.crc32(data), len(data))]
+    members += [(k, _deflated(v), zlib.crc32(v), len(v)) for k, v in entries.items()]
+    head = _npy_header("<f8", header_shape)
+    size = len(head) + (n_zeros if declared is None else declared)
+    members.append(("bomb_.npy", _deflated_zeros(head, n_zeros), crc, size))
+    path.write_bytes(_raw_zip(members))
+
+
+def _peak_memory(fn) -> tuple[int, float]:
+    """``(peak traced bytes, seconds)`` of ``fn()``; numpy's buffers are traced too."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        fn()
+    finally:
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, elapsed
+
+
+def _refused_cheaply(path: Path, match: str) -> None:
+    """Refused as by :func:`_refused`, in bounded memory and time, having inflated nothing."""
+
+    def load():
+        with pytest.raises(ValueError):
+            HistogramMatcher.load(path)
+
+    peak, elapsed = _peak_memory(load)
+    assert peak < 64 * 2**20, f"loading took {peak / 2**20:.0f} MiB"
+    assert elapsed < 10
+    _refused(path, match)
+
+
+def test_declared_huge_array_refused_before_inflating(model_path):
+    # 2 GiB of zeros, declared consistently everywhere, in a file of about 2 MiB
+    _with_bomb(model_path, meta_shape=(2**28,), header_shape=(2**28,), n_zeros=2**31)
+    assert model_path.stat().st_size < 4 * 2**20
+    _refused_cheaply(model_path, r"array 'bomb_' \(<f8, shape \[268435456\]\) is larger than")
+
+
+def test_arrays_together_beyond_the_limit_refused(model_path, monkeypatch):
+    with np.load(model_path) as npz:
+        sizes = [npz[k].nbytes for k in npz.files if k != hio.META_KEY]
+    limit = max(sizes)  # each array fits, all of them do not
+    monkeypatch.setattr(_model, "_MAX_ARRAY_BYTES", limit)
+    _refused(model_path, rf"its arrays declare {sum(sizes)} bytes together, more than the {limit}")
+    with pytest.raises(ValueError, match=rf"the fitted arrays take .* at most {limit}"):
+        hio.save_model(_fitted("per_channel"), model_path)
+
+
+def test_npy_header_declaring_more_than_the_metadata_refused(model_path):
+    # the zip directory and the metadata agree on 16 float64; the header claims 2 GiB
+    crc = zlib.crc32(_npy_header("<f8", (2**28,)) + bytes(128))
+    _with_bomb(
+        model_path,
+        meta_shape=(16,),
+        header_shape=(2**28,),
+        n_zeros=2**31,
+        declared=128,
+        crc=crc,
+    )
+    _refused_cheaply(model_path, r"array 'bomb_' has dtype <f8 and shape \(268435456,\)")
+
+
+def test_metadata_header_declaring_a_huge_array_refused(model_path):
+    entries = _entries(model_path)
+    text = _meta_text(entries).encode()
+    entries[f"{hio.META_KEY}.npy"] = _npy_header("|u1", (2**30,)) + text
+    _write_entries(model_path, entries)
+    _refused_cheaply(model_path, "the metadata entry is implausibly large")
+
+
+def test_inflating_stops_at_the_declared_size(model_path):
+    # the stream goes on for 2 GiB past the 128 declared bytes, which are sound
+    head = _npy_header("<f8", (16,))
+    crc = zlib.crc32(head + bytes(128))
+    _with_bomb(
+        model_path,
+        meta_shape=(16,),
+        header_shape=(16,),
+        n_zeros=2**31,
+        declared=128,
+        crc=crc,
+        rehash=True,
+    )
+    loaded = []
+    peak, _ = _peak_memory(lambda: loaded.append(HistogramMatcher.load(model_path)))
+    assert peak < 64 * 2**20
+    np.testing.assert_array_equal(loaded[0].bomb_, np.zeros(16))
+
+
+def test_entry_size_must_match_its_header(model_path):
+    data = bytearray(model_path.read_bytes())
+    record = _central_record(data, "reference_/histograms.npy")
+    (size,) = struct.unpack_from("<I", data, record + 24)  # the uncompressed size
+    struct.pack_into("<I", data, record + 24, size + 1)
+    model_path.write_bytes(bytes(data))
+    _refused(model_path, f"declares {size + 1} bytes; its .npy header says {size}")
+
+
+@pytest.mark.parametrize("shape", [[10**30], [2**62, 2**62], [0, 2**62, 2**62], [1] * 65, [2**63]])
+def test_absurd_metadata_shapes_refused(model_path, shape):
+    def absurd(meta):
+        meta["attributes"]["reference_"]["items"]["histograms"]["shape"] = shape
+
+    _rewrite(model_path, meta=absurd, rehash=False)
+    _refused(model_path, "larger than|bad array entry")
+
+
+def test_fortran_order_entries_load(model_path):
+    expected = HistogramMatcher.load(model_path)
+
+    def fortran(arrays):
+        arrays["reference_/histograms"] = np.asfortranarray(arrays["reference_/histograms"])
+
+    _rewrite(model_path, arrays=fortran, rehash=False)
+    with np.load(model_path) as npz:
+        assert np.isfortran(npz["reference_/histograms"])
+    _assert_same_estimator(expected, HistogramMatcher.load(model_path))
+
+
+def test_zip_version_in_central_directory_refused(model_path):
+    data = bytearray(model_path.read_bytes())
+    record = data.index(b"PK\x01\x02")
+    data[record + 6] = 0xFF  # "version needed to extract": 25.5
+    model_path.write_bytes(bytes(data))
+    _refused(model_path, r"not an \.npz archive \(zip file version 25\.5\)")
+
+
+@pytest.mark.parametrize("flag, match", [(0x1, "encrypted"), (0x40, "damaged")])
+def test_encrypted_entries_refused(model_path, flag, match):
+    data = bytearray(model_path.read_bytes())
+    record = data.index(b"PK\x01\x02")
+    struct.pack_into("<H", data, record + 8, flag)
+    model_path.write_bytes(bytes(data))
+    _refused(model_path, match)
+
+
+@pytest.mark.parametrize(
+    "deep, match",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON .*recursion"),
+        ('{"a": ' * 200 + "1" + "}" * 200, "the metadata is nested more than 68 levels deep"),
+    ],
+)
+def test_deeply_nested_json_refused(model_path, deep, match):
+    # in a field outside the checksum, so that only the nesting is wrong
+    entries = _entries(model_path)
+    text = _meta_text(entries)
+    entries[f"{hio.META_KEY}.npy"] = _npy_text(text[: text.rindex("}")] + f', "deep": {deep}}}')
+    _write_entries(model_path, entries)
+    _refused(model_path, match)
+
+
+def _nested(depth: int):
+    value = None
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_limit(model_path, tmp_path):
+    limit = _model._MAX_NESTING
+    matcher = _fitted("per_channel")
+    matcher.deep_ = _nested(limit)
+    loaded = hio.load_model(matcher.save(tmp_path / "deep.npz"))
+    assert loaded.deep_ == matcher.deep_
+    matcher.deep_ = _nested(limit + 1)
+    with pytest.raises(ValueError, match=f"deep_/0/.* nested more than {limit} levels deep"):
+        matcher.save(tmp_path / "deeper.npz")
+
+    # what save refuses, load refuses too, with a valid checksum
+    def deeper(meta):
+        node = {"type": "none"}
+        for _ in range(limit + 1):
+            node = {"type": "list", "items": [node]}
+        meta["attributes"]["deep_"] = node
+
+    _rewrite(model_path, meta=deeper)
+    _refused(model_path, "nested more than")
+
+    def deeper_param(meta):
+        del meta["attributes"]["deep_"]
+        node = {"type": "none"}
+        for _ in range(limit):
+            node = {"type": "list", "items": [node]}
+        meta["params"]["items"]["deep"] = node
+
+    _rewrite(model_path, meta=deeper_param)
+    _refused(model_path, f"malformed metadata at 'params/deep/0/.*nested more than {limit}")
+
+
+def test_huge_integers_refused(model_path, tmp_path):
+    entries = _entries(model_path)
+    text = _meta_text(entries).replace('"format_version": 1', '"format_version": ' + "9" * 5000)
+    entries[f"{hio.META_KEY}.npy"] = _npy_text(text)
+    _write_entries(model_path, entries)
+    _refused(model_path, "not valid JSON .*more than 4300 digits")
+    matcher = _fitted("per_channel")
+    matcher.big_ = 10**4300
+    with pytest.raises(ValueError, match="big_ has more than 4300 digits"):
+        matcher.save(tmp_path / "big.npz")
+    matcher.big_ = 10**4300 - 1
+    assert hio.load_model(matcher.save(tmp_path / "big.npz")).big_ == 10**4300 - 1
+
+
+def test_metadata_limit_applies_to_save(model_path, monkeypatch):
+    monkeypatch.setattr(_model, "_MAX_META_BYTES", 1000)
+    _refused(model_path, "the metadata entry is implausibly large")
+    with pytest.raises(ValueError, match=r"the metadata takes .* at most 1000"):
+        hio.save_model(_fitted("per_channel"), model_path)
+
+
+def test_lazy_class_needing_a_missing_dependency_refused(model_path, monkeypatch):
+    from histmatch_ml.augment import _albumentations
+
+    monkeypatch.setattr(_albumentations, "_ALBUMENTATIONS_CLASS", None)
+    monkeypatch.setitem(sys.modules, "albumentations", None)  # as if not installed
+
+    def lazy(meta):
+        meta["class"] = "histmatch_ml.augment.AlbumentationsRandomHistogramMatching"
+
+    _rewrite(model_path, meta=lazy)
+    _refused(model_path, "does not exist in this version")
+
+
+def test_class_defined_outside_the_package_refused(model_path):
+    _rewrite(model_path, meta=lambda m: m.update({"class": "histmatch_ml.matcher.BaseEstimator"}))
+    _refused(model_path, "is not an estimator of this version")
+
+
+def test_state_the_class_cannot_check_refused(tmp_path):
+    augment = pytest.importorskip("histmatch_ml.augment")
+    path = hio.save_model(
+        augment.RandomHistogramMatching(random_state=0).fit(list(REFS_U8)), tmp_path / "a.npz"
+    )
+    _rewrite(path, meta=lambda m: m["attributes"].pop("n_references_"))
+    with pytest.raises(ValueError, match="no fitted attribute 'n_references_'") as info:
+        hio.load_model(path)
+    assert str(path) in str(info.value)
 
 
 # ------------------------------------------------------- pickle, joblib, skops

@@ -93,4 +93,6 @@ def test_outputs_are_images_whatever_the_set_output_config(astronaut, coffee):
     with sklearn.config_context(transform_output="pandas"):
         np.testing.assert_array_equal(m.transform(astronaut[None]), expected)
         assert type(clone(m).fit_transform(astronaut[None])) is np.ndarray
-    assert not hasattr(m, "set_output")  # images have no feature names to put in a frame
+    # images have no feature names to put in a frame: set_output accepts and keeps arrays
+    assert m.set_output(transform="pandas") is m
+    np.testing.assert_array_equal(m.transform(astronaut[None]), expected)

@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from .. import _images
 from ..matcher import HistogramMatcher, check_loaded_counts, matching_tables, same_arrays
 from ..methods import get_method
-from ._torch import as_images, hwc_to_tensor, is_tensor, tensor_to_hwc, worker_key
+from ._torch import worker_key
 
 __all__ = ["RandomHistogramMatching"]
 
@@ -252,7 +252,7 @@ class RandomHistogramMatching(BaseEstimator):
         template = self._matcher()
         if template.random_state is None:
             template.set_params(random_state=self._fit_seed())
-        batch = _images.to_batch(as_images(references, "references"), mask, name="references")
+        batch = _images.to_batch(references, mask, name="references")
         n_images = len(batch.images)
         if groups is None:
             labels, inverse = np.arange(n_images), np.arange(n_images)
@@ -393,10 +393,7 @@ class RandomHistogramMatching(BaseEstimator):
     def _batch(self, images: Any, name: str) -> _images.Batch:
         batch = _images.to_batch(images, name=name)
         if batch.n_channels != self.n_channels_:
-            raise ValueError(
-                f"{name} must have {self.n_channels_} channel(s), as the references; "
-                f"got {batch.n_channels}"
-            )
+            raise _images.channel_mismatch(name, batch.n_channels, self.n_channels_)
         get_method(self.method_).check_channels(batch.n_channels, name)
         return batch
 
@@ -432,7 +429,7 @@ class RandomHistogramMatching(BaseEstimator):
         """
         check_is_fitted(self, "references_")
         matcher = self._matcher()
-        if is_tensor(image):
+        if _images.is_tensor(image) and image.ndim == 4:
             return self._apply_tensor(image, params, matcher)
         params = self._checked(params)
         wrapped, unwrap = _images.wrap_single(image, "image")
@@ -443,22 +440,22 @@ class RandomHistogramMatching(BaseEstimator):
         return unwrap(_images.restore(batch, [out]))
 
     def _apply_tensor(self, tensor: Any, params: Any, matcher: HistogramMatcher) -> Any:
-        images = tensor_to_hwc(tensor, "image")
-        plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(images)
-        if len(plist) != len(images):
+        """An ``(N, C, H, W)`` tensor: one set of params for all images, or one per image."""
+        batch = self._batch(tensor, "image")  # (checked also when nothing is applied)
+        n = len(batch.images)
+        plist = list(params) if isinstance(params, (list, tuple)) else [params] * n
+        if len(plist) != n:
             raise ValueError(
-                f"params must hold one dict per image of the batch ({len(images)}); "
-                f"got {len(plist)}"
+                f"params must hold one dict per image of the batch ({n}); got {len(plist)}"
             )
         plist = [self._checked(p) for p in plist]
-        batch = self._batch(images, "image")  # (checked also when nothing is applied)
         if not any(p["apply"] for p in plist):
             return tensor
         outputs = [
             self._match(batch, k, p, matcher) if p["apply"] else im
             for k, (im, p) in enumerate(zip(batch.images, plist))
         ]
-        return hwc_to_tensor(outputs, tensor)
+        return _images.restore(batch, outputs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Augment one image (or a tensor batch) with freshly drawn parameters.
@@ -504,7 +501,7 @@ class RandomHistogramMatching(BaseEstimator):
             image = kwargs.pop("image")
         else:
             raise TypeError("an image is required: aug(image) or aug(image=image, ...)")
-        if is_tensor(image) and image.ndim == 4:
+        if _images.is_tensor(image) and image.ndim == 4:
             params: Any = [self.sample_params() for _ in range(image.shape[0])]
         else:
             params = self.sample_params()
@@ -618,9 +615,17 @@ class RandomHistogramMatching(BaseEstimator):
 
     def _check_loaded_state(self) -> None:
         """Check the fitted attributes read from a model file; ``ValueError`` for any flaw."""
-        for name in ("method_", "references_", "n_channels_", "dtype_", "reference_labels_"):
+        for name in (
+            "method_",
+            "references_",
+            "n_channels_",
+            "dtype_",
+            "reference_labels_",
+            "n_references_",
+        ):
             if not hasattr(self, name):
                 raise ValueError(f"it has no fitted attribute {name!r}")
+        _strength_range(self.strength)  # (the pair's bounds, beyond the type checked at load)
         check_loaded_counts(self)
         from .._reference import dtype_from_name
 

@@ -14,8 +14,13 @@ Inputs are files, directories (read recursively) or glob patterns. Nothing is
 ever written over an input; existing outputs are replaced only with
 ``--overwrite``; every write is atomic. A file that cannot be read is reported
 by path on stderr and skipped, the others are still processed, and the exit
-status is 1 at the end (``--fail-fast`` stops at the first). Bad arguments
-exit with status 2, a one-line error and the usage.
+status is 1 at the end (``--fail-fast`` stops at the first, and so does a full
+disk). Bad arguments exit with status 2, a one-line error and the usage.
+Ctrl-C stops ``transform`` once the files in progress are written (exit
+status 130, with the count of files written); a run killed outright leaves at
+most temporary ``.histmatch-tmp-<pid>-<random>`` files, which the next run on
+the same output removes, and its worker processes end with it. No output is
+written through a symbolic link that leads out of the output directory.
 
 The package is split by job: ``_inputs`` finds the input files and plans the
 outputs, ``_runner`` matches files over a process pool, ``_commands`` holds

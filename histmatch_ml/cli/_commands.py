@@ -2,13 +2,17 @@
 
 A bad argument raises :class:`UsageError` (exit status 2 with the usage); a
 file that cannot be read is reported by path and counted, and the command
-returns 1 at the end.
+returns 1 at the end. ``transform`` returns 130 when interrupted, after the
+files in progress are written. Before writing, ``transform``, ``fit`` and
+``match`` remove the temporary files that killed runs left in their output
+(see :func:`histmatch_ml.io._atomic.remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -89,6 +93,19 @@ def _load_for_cli(path: Path):
         raise UsageError(str(exc)) from None
 
 
+def _remove_stale(directory: Path, command: str, *, recursive: bool) -> None:
+    """Remove the temporary files of killed runs from ``directory``; say so on stderr."""
+    from ..io._atomic import remove_stale_temp_files
+
+    removed = remove_stale_temp_files(directory, recursive=recursive)
+    if removed:
+        print(
+            f"histmatch {command}: removed {len(removed)} temporary file(s) left in "
+            f"{directory} by interrupted runs",
+            file=sys.stderr,
+        )
+
+
 def _transform(args: argparse.Namespace) -> int:
     from ..io import fingerprint
 
@@ -116,17 +133,20 @@ def _transform(args: argparse.Namespace) -> int:
                 continue
         tasks.append((str(item.path), str(out), mask))
     jobs = max(1, min(args.jobs or _default_jobs(), len(tasks) or 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out_dir, "transform", recursive=True)
     options = {
         "max_pixels": args.max_pixels,
         "overwrite": args.overwrite,
         "strength": args.strength,
         "threads": 1 if jobs > 1 else None,
         "png_level": args.png_compression,
+        "out_dir": str(out_dir),
+        "out_real": os.path.realpath(out_dir),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        done, failed = _run_tasks(
+        outcome = _run_tasks(
             tasks,
             jobs,
             _init_worker,
@@ -137,13 +157,17 @@ def _transform(args: argparse.Namespace) -> int:
     except (BrokenProcessPool, RuntimeError, ValueError) as exc:
         print(f"histmatch transform: error: {exc}", file=sys.stderr)
         return 1
-    failed += failed_masks
+    done, failed = outcome.done, outcome.failed + failed_masks
     skipped = len(items) - done - failed
     summary = f"histmatch transform: {done} written, {failed} failed"
     if skipped:
-        summary += f", {skipped} not processed (--fail-fast)"
+        summary += f", {skipped} not processed"
+    if outcome.stopped is not None and (skipped or outcome.stopped != "--fail-fast"):
+        summary += f" ({outcome.stopped})"
     elapsed = time.perf_counter() - start
     print(f"{summary} in {elapsed:.1f} s with {jobs} job(s); output in {out_dir}")
+    if outcome.interrupted:
+        return 130
     return 1 if failed else 0
 
 
@@ -190,6 +214,8 @@ def _fit(args: argparse.Namespace) -> int:
     _check_new_file(out, (item.path for item in items), args.overwrite, "model")
     mask_dir = _mask_dir(args)
     matcher = _matcher(args)
+    if out.parent.is_dir():
+        _remove_stale(out.parent, "fit", recursive=False)
     images: list[Any] = []
     masks: list[np.ndarray] = []
     pooled = learned = failed = 0
@@ -268,6 +294,8 @@ def _match(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     matcher = _matcher(args)
+    if out.parent.is_dir():
+        _remove_stale(out.parent, "match", recursive=False)
     data: dict[str, Any] = {}
     for path, what in ((source, "source"), (reference, "reference")):
         try:

@@ -22,9 +22,10 @@ from ._commands import _demo, _fit, _inspect, _match, _transform
 #: what ``histmatch --version`` prints
 VERSION = f"histmatch_ml {__version__}"
 
-#: estimator parameters with no option: ``n_jobs`` sets threads within one process,
-#: and ``transform`` has ``--jobs`` for worker processes instead
-_NOT_OPTIONS = frozenset({"n_jobs"})
+#: estimator parameters with no option: ``n_jobs`` sets threads within one process
+#: (``transform`` has ``--jobs`` for worker processes instead), and the command line
+#: shows its own progress bar (``verbose``)
+_NOT_OPTIONS = frozenset({"n_jobs", "verbose"})
 
 #: command line defaults that differ from the estimator's: a run is reproducible as is
 _DEFAULTS = {"random_state": 0}

@@ -3,18 +3,54 @@
 The same helpers match the single images of ``fit`` and ``match`` in the main
 process; ``transform`` runs :func:`_transform_one` over its tasks in worker
 processes that each load the model once.
+
+What happens when a run is cut short:
+
+* The first ``SIGINT`` (Ctrl-C) asks the run to stop: nothing more is started,
+  the files in progress are finished (worker processes ignore ``SIGINT``, so
+  none is cut mid-write), and the command reports how many were written and
+  exits with status 130. A second ``SIGINT`` ends the process at once.
+* Worker processes end themselves when the main process is gone (killed with
+  ``SIGKILL``, say) instead of waiting forever for work: on Linux the kernel
+  sends them ``SIGKILL`` when their parent ends (``PR_SET_PDEATHSIG``), and
+  on every system a thread in each worker checks that its parent is still the
+  same process, and, for the workers of a fork server (whose parent is the
+  server, which outlives the main process while its workers hold it open),
+  that the main process is still running.
+* The first "no space left on device" (or "disk quota exceeded") error stops
+  the run like ``--fail-fast``: every later file would fail the same way.
+  Once the run stops, for any reason, the workers skip the files they have
+  been handed but not begun.
+* A process killed while writing leaves only a temporary file
+  ``.histmatch-tmp-<pid>-<random>`` (see :mod:`histmatch_ml.io._atomic`),
+  which the next run removes before it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+#: errors after which no later file can be written either: the run stops at the first
+DISK_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
+)
+#: how often (seconds) a worker checks that its parent process is still there
+_PARENT_CHECK_INTERVAL = 0.5
+#: longest wait (seconds) for a result before the main loop looks for an interrupt again
+_INTERRUPT_CHECK_INTERVAL = 0.1
 
 
 def _colour(pixels: Any) -> Any:
@@ -41,6 +77,18 @@ def _describe(exc: BaseException, path: Path) -> str:
     return msg
 
 
+def _disk_full_errno(exc: BaseException) -> int | None:
+    """``ENOSPC`` or ``EDQUOT`` if ``exc``, or an exception it was raised from, is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -52,6 +100,7 @@ def _report(bar: Any, path: Path, message: str) -> None:
     bar.write(f"error: {path}: {message}", file=sys.stderr)
 
 
+# ------------------------------------------------------------- worker processes
 _WORKER: dict[str, Any] = {}
 
 
@@ -71,13 +120,119 @@ def _init_worker(model_path: str, digest: str, options: dict[str, Any]) -> None:
     _WORKER.update(matcher=matcher, options=options)
 
 
-def _transform_one(task: tuple[str, str, str | None]) -> tuple[str, str | None]:
-    """Read, match and write one file; return ``(input, error message or None)``."""
+def _start_worker(
+    main_pid: int, via_server: bool, stop: Any, init: Callable[..., None], initargs: tuple
+) -> None:
+    """Initializer of a pool worker: ignore ``SIGINT``, watch the parent, then ``init``.
+
+    Parameters
+    ----------
+    main_pid : int
+        The pid of the main process.
+    via_server : bool
+        Whether a fork server started the worker (its parent is then the
+        server); otherwise the main process did, and is its parent.
+    stop : multiprocessing.Event
+        Set when the run stops: the worker then skips its remaining files.
+        It sets it itself when the disk is full.
+    init : callable
+        The initializer proper, called with ``initargs``.
+    initargs : tuple
+        Its arguments.
+    """
+    # the main process decides when to stop on Ctrl-C; a worker cut short by it would print
+    # a traceback and could leave its output half-done
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_main(main_pid, via_server)
+    _WORKER["stop"] = stop
+    init(*initargs)
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to send this process ``SIGKILL`` when its parent ends."""
+    import ctypes
+
+    pr_set_pdeathsig = 1  # from <linux/prctl.h>
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
+def _watch_main(main_pid: int, via_server: bool) -> None:
+    """End this worker as soon as the main process is gone: nothing else would end it."""
+    from ..io._atomic import process_running
+
+    parent = os.getppid()
+    if not via_server and parent != main_pid:
+        os._exit(1)  # orphaned before this ran
+    if sys.platform.startswith("linux"):
+        _set_parent_death_signal()
+
+    def gone() -> bool:
+        # an orphan is adopted by another process, so its parent pid changes
+        return os.getppid() != parent or (via_server and not process_running(main_pid))
+
+    if gone():
+        os._exit(1)  # ended before the kernel was asked to tell
+
+    def check() -> None:
+        while not gone():
+            time.sleep(_PARENT_CHECK_INTERVAL)
+        os._exit(1)
+
+    threading.Thread(target=check, name="histmatch-parent-watch", daemon=True).start()
+
+
+def _outside(directory: Path, out_dir: Path, out_real: str) -> tuple[Path, str] | None:
+    """The first directory from ``out_dir`` down to ``directory`` that resolves outside
+    ``out_real`` (the resolved output directory), and where it leads; None if none does."""
+
+    def inside(real: str) -> bool:
+        try:
+            return os.path.commonpath([real, out_real]) == out_real
+        except ValueError:  # different drives
+            return False
+
+    current = out_dir
+    for part in directory.relative_to(out_dir).parts:
+        current = current / part
+        real = os.path.realpath(current)
+        if not inside(real):
+            return current, real
+    return None
+
+
+class _Result(NamedTuple):
+    """What became of one file: written (``error`` None), failed, or skipped."""
+
+    src: str
+    #: the message for the error line; None if written or skipped
+    error: str | None = None
+    #: ``ENOSPC`` or ``EDQUOT`` when the failure says the output's file system is full
+    disk_full: int | None = None
+    #: not tried: the run had stopped when the worker came to it
+    skipped: bool = False
+
+
+def _transform_one(task: tuple[str, str, str | None]) -> _Result:
+    """Read, match and write one file, unless the run has stopped."""
     from ..io import read_image, read_mask, write_image
 
     src, dst, mask_path = (Path(task[0]), Path(task[1]), task[2])
     options = _WORKER["options"]
+    stop = _WORKER.get("stop")
+    if stop is not None and stop.is_set():
+        return _Result(str(src), skipped=True)
     try:
+        # a symbolic link in the output tree must not carry the output (and the
+        # directories made for it) to somewhere outside the output directory
+        escape = _outside(dst.parent, Path(options["out_dir"]), options["out_real"])
+        if escape is not None:
+            message = (
+                f"refusing to write {dst}: {escape[0]} is a link to {escape[1]}, outside the "
+                f"output directory {options['out_dir']}"
+            )
+            return _Result(str(src), message)
         data = read_image(src, max_pixels=options["max_pixels"])
         mask = None
         if mask_path is not None:
@@ -92,8 +247,13 @@ def _transform_one(task: tuple[str, str, str | None]) -> tuple[str, str | None]:
             overwrite=options["overwrite"],
         )
     except Exception as exc:  # one bad file must not stop the others
-        return str(src), _describe(exc, src)
-    return str(src), None
+        full = _disk_full_errno(exc)
+        if full is None:
+            return _Result(str(src), _describe(exc, src))
+        if stop is not None:
+            stop.set()  # the other workers need not try to write more
+        return _Result(str(src), f"cannot write {dst}: {_describe(exc, dst)}", full)
+    return _Result(str(src))
 
 
 def _write_options(fmt: str, save_options: dict[str, Any], png_level: int) -> dict[str, Any]:
@@ -105,7 +265,6 @@ def _pool_context():
     """``fork`` on Linux when no other thread runs (workers start at once, nothing to
     re-import), else ``forkserver`` with this module preloaded, else ``spawn``."""
     import multiprocessing
-    import threading
 
     methods = multiprocessing.get_all_start_methods()
     if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
@@ -117,6 +276,57 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
+# ------------------------------------------------------------------ the run loop
+@dataclass
+class _Outcome:
+    """How a run of :func:`_run_tasks` went.
+
+    Attributes
+    ----------
+    done, failed : int
+        Files written, and files that failed.
+    stopped : str or None
+        Why the run stopped before the last task (``"--fail-fast"``,
+        ``"interrupted"``, ``"stopped: no space left on device"``), else None.
+    interrupted : bool
+        Stopped by ``SIGINT``.
+    """
+
+    done: int = 0
+    failed: int = 0
+    stopped: str | None = None
+    interrupted: bool = False
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn the first ``SIGINT`` into a request to stop; yield a function that tells.
+
+    The first ``SIGINT`` only sets a flag, so the loop stops at a point of its
+    choosing (no ``KeyboardInterrupt`` between a submission and its
+    bookkeeping). A second one restores the default action and ends the
+    process at once: the workers then end too, and the temporary files of the
+    writes in progress are removed by the next run. Outside the main thread,
+    where no handler can be set, ``SIGINT`` keeps its usual effect.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    requests = []
+
+    def handler(signum: int, frame: Any) -> None:
+        requests.append(signum)
+        if len(requests) > 1:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requests)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_tasks(
     tasks: list[tuple[str, str, str | None]],
     jobs: int,
@@ -125,47 +335,81 @@ def _run_tasks(
     *,
     fail_fast: bool,
     desc: str,
-) -> tuple[int, int]:
-    """Run ``_transform_one`` over ``tasks``; report errors; return (done, failed)."""
-    done = failed = 0
-    with _progress(len(tasks), desc) as bar:
+) -> _Outcome:
+    """Run ``_transform_one`` over ``tasks``; report errors; say how it went.
 
-        def finish(result: tuple[str, str | None]) -> bool:
-            nonlocal done, failed
-            src, error = result
+    Stops at the first error with ``fail_fast``, at the first "no space left
+    on device" error, and on ``SIGINT``: the files being processed are
+    finished and counted, the others are not begun.
+    """
+    outcome = _Outcome()
+    with _progress(len(tasks), desc) as bar, _deferred_interrupt() as interrupted:
+
+        def finish(result: _Result) -> None:
             bar.update(1)
-            if error is None:
-                done += 1
-                return True
-            failed += 1
-            _report(bar, Path(src), error)
-            return not fail_fast
+            if result.skipped:
+                return
+            if result.error is None:
+                outcome.done += 1
+                return
+            outcome.failed += 1
+            _report(bar, Path(result.src), result.error)
+            if outcome.stopped is None and result.disk_full is not None:
+                outcome.stopped = f"stopped: {os.strerror(result.disk_full).lower()}"
+            elif outcome.stopped is None and fail_fast:
+                outcome.stopped = "--fail-fast"
+
+        def stopping() -> bool:
+            if outcome.stopped is None and interrupted():
+                outcome.stopped, outcome.interrupted = "interrupted", True
+                bar.write(
+                    f"histmatch {desc}: interrupted; finishing the files in progress "
+                    "(interrupt again to stop at once)",
+                    file=sys.stderr,
+                )
+            return outcome.stopped is not None
 
         if jobs == 1:
+            _WORKER.pop("stop", None)
             init(*initargs)
             for task in tasks:
-                if not finish(_transform_one(task)):
+                if stopping():
                     break
-            return done, failed
+                finish(_transform_one(task))
+            stopping()
+            return outcome
+        ctx = _pool_context()
+        via_server = ctx.get_start_method() == "forkserver"
+        stop = ctx.Event()
         with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=_pool_context(), initializer=init, initargs=initargs
+            max_workers=jobs,
+            mp_context=ctx,
+            initializer=_start_worker,
+            initargs=(os.getpid(), via_server, stop, init, initargs),
         ) as pool:
             pending: set = set()
             queue = iter(tasks)
-            stop = False
             while True:
-                while not stop and len(pending) < 4 * jobs:
-                    task = next(queue, None)
-                    if task is None:
-                        break
-                    pending.add(pool.submit(_transform_one, task))
+                if stopping():
+                    stop.set()  # the files handed to the workers but not begun are skipped
+                    for future in pending:
+                        future.cancel()  # only the queued ones: those running are finished
+                    pending = {future for future in pending if not future.cancelled()}
+                else:
+                    while len(pending) < 4 * jobs:
+                        task = next(queue, None)
+                        if task is None:
+                            break
+                        pending.add(pool.submit(_transform_one, task))
                 if not pending:
                     break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                finished, pending = wait(
+                    pending, timeout=_INTERRUPT_CHECK_INTERVAL, return_when=FIRST_COMPLETED
+                )
                 for future in finished:
-                    if not finish(future.result()):
-                        stop = True
-    return done, failed
+                    finish(future.result())
+        stopping()
+    return outcome
 
 
 def _default_jobs() -> int:

@@ -7,9 +7,10 @@ Pillow would reduce to 8 bits) with OpenCV. Modes the matcher does not take
 are converted (the ``_CONVERT`` table) and the file's save options (ICC
 profile, EXIF, JPEG tables, lossless TIFF compression) are kept so that a
 result can be written the way its input was. :func:`write_image` writes
-through :func:`~histmatch_ml.io.atomic_write`, so an interrupted run never
-leaves a half-written or temporary file behind. :func:`read_mask` reads a
-boolean mask of an image's size.
+through :func:`~histmatch_ml.io.atomic_write`, so an output is never
+half-written, and a process killed while writing leaves at most a temporary
+``.histmatch-tmp-<pid>-<random>`` file, which the next ``histmatch`` run on
+that output removes. :func:`read_mask` reads a boolean mask of an image's size.
 """
 
 from __future__ import annotations
@@ -249,6 +250,9 @@ def write_image(
     overwrite: bool = False,
 ) -> Path:
     """Write an image atomically (temporary file in the destination, then rename).
+
+    The temporary file is ``.histmatch-tmp-<pid>-<random>`` in the
+    destination directory; see :func:`~histmatch_ml.io.atomic_write`.
 
     Parameters
     ----------
