@@ -654,3 +654,21 @@ def test_bad_inputs_are_refused_in_the_library_words(call, exc, msg):
     with pytest.raises(exc, match=msg) as info:
         call()
     assert "setting an array element" not in str(info.value)
+
+
+def test_uint16_with_many_channels_matches_each_channel_on_its_own():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 65536, (1, 3, 4, 300), dtype=np.uint16)
+    ref = rng.integers(0, 65536, (1, 5, 5, 300), dtype=np.uint16)
+    out = HistogramMatcher().fit(ref).transform(x)
+    for c in (0, 137, 299):
+        alone = HistogramMatcher().fit(ref[..., c]).transform(x[..., c])
+        np.testing.assert_array_equal(out[..., c], alone)
+
+
+def test_n_iter_raised_beyond_its_bound_after_fit_is_refused_at_transform():
+    x = np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3), dtype=np.uint8)
+    m = HistogramMatcher("lab", n_iter=2).fit(x)
+    m.set_params(n_iter=10**9)
+    with pytest.raises(ValueError, match="n_iter"):
+        m.transform(x)

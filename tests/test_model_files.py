@@ -808,3 +808,32 @@ def test_bit_identical_across_processes(tmp_path, method):
     )
     expected = HistogramMatcher.load(path).transform(IMAGES_F32)
     assert np.load(tmp_path / "y.npy").tobytes() == expected.tobytes()
+
+
+# ------------------------------------------------------- parameters out of bounds
+@pytest.mark.parametrize(
+    ("param", "value"), [("n_iter", 2**40), ("n_quantiles", 2**40), ("strength", 3.0)]
+)
+def test_parameters_beyond_their_bounds_are_refused_at_load(tmp_path, param, value):
+    path = _fitted("lab").save(tmp_path / "lab.npz")
+    _rewrite(path, meta=lambda m: m["params"]["items"][param].update(value=value))
+    with pytest.raises(ValueError, match=f"invalid parameters.*{param}") as info:
+        hio.load_model(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("attribute", ["method_", "dtype_", "n_channels_", "reference_"])
+def test_a_file_missing_a_fitted_attribute_is_refused(tmp_path, attribute):
+    path = _fitted("per_channel").save(tmp_path / "m.npz")
+
+    def drop(m):
+        m["attributes"].pop(attribute)
+
+    def drop_arrays(content):
+        for key in [k for k in content if k.startswith(attribute + "/") or k == attribute]:
+            del content[key]
+
+    _rewrite(path, meta=drop, arrays=drop_arrays)
+    with pytest.raises(ValueError, match="not a valid histmatch_ml model file") as info:
+        hio.load_model(path)
+    assert attribute.rstrip("_") in str(info.value)
