@@ -653,25 +653,31 @@ def wrap_single(image: Any, name: str = "image") -> tuple[Any, Callable[[Any], A
 
 
 def _from_pil(img: Any, name: str) -> tuple[np.ndarray, dict]:
+    """The colour channels of a PIL image (upright, its mode converted as the CLI does).
+
+    The conversion table is :func:`histmatch_ml.io._image_files.normalise_pil`'s;
+    alpha, ICC profile, resolution and the rest of the EXIF are kept for the
+    output. Mode ``I`` holding values in 0..65535 is matched as uint16 (exact
+    histograms), otherwise as int32.
+    """
+    from .io._image_files import PORTABLE_METADATA, normalise_pil
+
+    try:
+        img = normalise_pil(img)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     mode = img.mode
-    if mode not in _PIL_MODES:
-        raise ValueError(
-            f"{name} must be a PIL image of mode {', '.join(_PIL_MODES)}; got mode "
-            f"{mode!r} (convert it first, e.g. image.convert('RGB'))"
-        )
     dtype, n_colour, has_alpha = _PIL_MODES[mode]
     arr = np.asarray(img)
     if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
-        raise ValueError(
-            f"{name} is a 32-bit PIL image (mode 'I') with values outside 0..65535; "
-            f"convert it to a numpy array and pass that instead"
-        )
+        dtype = np.int32
     arr = arr.astype(dtype, copy=False)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     alpha = arr[:, :, n_colour:].copy() if has_alpha else None
     colour = np.ascontiguousarray(arr[:, :, :n_colour])
-    return _as_hwc(colour, name), {"mode": mode, "alpha": alpha, "info": dict(img.info)}
+    info = {k: img.info[k] for k in PORTABLE_METADATA if img.info.get(k)}
+    return _as_hwc(colour, name), {"mode": mode, "alpha": alpha, "info": info}
 
 
 def _to_pil(arr: np.ndarray, meta: dict) -> Any:
@@ -692,4 +698,5 @@ def _to_pil(arr: np.ndarray, meta: dict) -> Any:
         out = Image.fromarray(np.ascontiguousarray(arr))
         if out.mode != mode:
             out = out.convert(mode)
+    out.info.update(meta["info"])  # (ICC profile, resolution, EXIF without orientation)
     return out

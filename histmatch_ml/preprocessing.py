@@ -109,7 +109,7 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        names : ndarray of str, shape (n_features_in_,)
+        names : ndarray of str, shape (``n_features_in_``,)
 
         Examples
         --------

@@ -706,3 +706,25 @@ def test_transform_stops_at_the_first_full_disk_error(tmp_path, tiny_disk, jobs)
         with Image.open(out / rel) as im:
             im.load()  # whole
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before
+
+
+def test_match_writes_a_rotated_jpeg_upright_with_its_metadata(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    upright = data.astronaut()[:120, :200]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "histmatch test camera"
+    Image.fromarray(np.rot90(upright, 1)).save(
+        tmp_path / "photo.jpg", "JPEG", exif=exif.tobytes(), dpi=(300, 300), quality=95
+    )
+    Image.fromarray(data.coffee()).save(tmp_path / "style.png")
+    out = tmp_path / "matched.png"
+    result = cli("match", str(tmp_path / "photo.jpg"), str(tmp_path / "style.png"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as matched:
+        assert matched.size == (200, 120)  # the README's example displays upright
+        assert matched.getexif().get(0x0112, 1) == 1
+        assert matched.getexif().get(0x010F) == "histmatch test camera"
+        assert tuple(round(v) for v in matched.info["dpi"]) == (300, 300)

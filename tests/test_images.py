@@ -241,3 +241,91 @@ def test_pandas_output_in_a_pipeline_and_feature_names():
     assert list(frame.columns[:2]) == ["pixel_0_0", "pixel_0_1"] and frame.shape == (5, 64)
     images = pipe[0].transform(digits.images[:5])
     assert isinstance(images, np.ndarray) and images.shape == (5, 8, 8)
+
+
+# --------------------------------------------------------------- Pillow modes and EXIF
+def _rotated_jpeg(path, image):
+    """``image`` stored turned by 90 degrees, with an EXIF orientation (6) that undoes it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display: rotate 90 degrees clockwise
+    exif[0x010F] = "histmatch test camera"
+    icc = b"\0" * 128  # (a stand-in ICC profile: carried, not interpreted)
+    Image.fromarray(np.rot90(image, 1)).save(
+        path, "JPEG", exif=exif.tobytes(), dpi=(300, 300), icc_profile=icc, quality=95
+    )
+
+
+def test_exif_orientation_is_applied_and_the_metadata_carried(tmp_path):
+    from skimage import data
+
+    from histmatch_ml import match_histograms
+
+    upright = data.astronaut()[:120, :200]
+    _rotated_jpeg(tmp_path / "photo.jpg", upright)
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        out = match_histograms(photo, Image.fromarray(data.coffee()))
+    assert out.size == (200, 120)  # upright: as a viewer shows the file
+    assert np.corrcoef(np.asarray(out.convert("L")).ravel(), upright.mean(2).ravel())[0, 1] > 0.8
+    exif = out.getexif()
+    assert exif.get(0x0112, 1) == 1 and exif.get(0x010F) == "histmatch test camera"
+    assert out.info["dpi"] == (300, 300) and out.info["icc_profile"] == b"\0" * 128
+    out.save(tmp_path / "matched.png")
+    with Image.open(tmp_path / "matched.png") as saved:
+        assert saved.size == (200, 120) and saved.getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "back"),
+    [
+        ("P", "RGB"),
+        ("PA", "RGBA"),
+        ("1", "L"),
+        ("CMYK", "RGB"),
+        ("YCbCr", "RGB"),
+        ("LAB", "RGB"),
+        ("L", "L"),
+        ("LA", "LA"),
+        ("RGBA", "RGBA"),
+        ("I;16", "I;16"),
+        ("I", "I"),
+        ("F", "F"),
+    ],
+)
+def test_every_mode_pillow_decodes_is_matched(mode, back):
+    from skimage import data
+
+    from histmatch_ml import match_histograms
+
+    rgb = Image.fromarray(data.astronaut()[:64, :64])
+    if mode == "PA":
+        image = rgb.convert("P").convert("PA")
+    elif mode == "I;16":
+        image = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
+    else:
+        image = rgb.convert(mode)
+    grey = back in ("L", "LA", "I;16", "I", "F")
+    reference = Image.fromarray(data.coffee()).convert("L" if grey else "RGB")
+    out = match_histograms(image, reference)
+    assert out.mode == back and out.size == image.size
+
+
+def test_mode_I_beyond_16_bits_is_matched_as_32_bit():
+    from histmatch_ml import match_histograms
+
+    wide = Image.fromarray(np.array([[-5, 70000], [3, 9]], dtype=np.int32), mode="I")
+    out = match_histograms(wide, wide)
+    assert out.mode == "I"
+    assert np.argsort(np.asarray(out), axis=None).tolist() == [0, 2, 3, 1]
+
+
+def test_files_of_every_kind_are_fitted_from_paths(tmp_path):
+    from skimage import data
+
+    from histmatch_ml import HistogramMatcher
+
+    coffee = data.coffee()[:80, :100]
+    Image.fromarray(coffee).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(coffee).convert("P").save(tmp_path / "palette.png")
+    _rotated_jpeg(tmp_path / "rotated.jpg", coffee)
+    m = HistogramMatcher().fit([tmp_path / n for n in ("cmyk.jpg", "palette.png", "rotated.jpg")])
+    assert m.n_channels_ == 3 and m.n_images_seen_ == 3 and m.n_pixels_seen_ == 3 * 80 * 100

@@ -283,6 +283,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _match(args: argparse.Namespace) -> int:
     from ..io import format_for_path, read_image, write_image
+    from ..io._image_files import carried_options
 
     source, reference, out = Path(args.source), Path(args.reference), Path(args.output)
     for path, what in ((source, "source"), (reference, "reference")):
@@ -306,7 +307,8 @@ def _match(args: argparse.Namespace) -> int:
     try:
         matcher.fit(_colour(data["reference"].pixels))
         result = _apply(matcher, data["source"].pixels, None)
-        options = data["source"].save_options if fmt == data["source"].format else {}
+        source_data = data["source"]
+        options = carried_options(source_data.save_options, source_data.format, fmt)
         options = _write_options(fmt, options, args.png_compression)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_image(result, out, format=fmt, save_options=options, overwrite=args.overwrite)

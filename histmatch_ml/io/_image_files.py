@@ -97,25 +97,126 @@ def _rawmode(im: Any) -> str:
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 
-def _save_options(im: Any) -> dict[str, Any]:
+#: metadata every format that can hold it gets from the source (PNG, JPEG, TIFF, WebP)
+PORTABLE_METADATA = ("icc_profile", "exif", "dpi")
+
+
+#: which of the portable metadata each format's writer takes
+_HOLDS = {
+    "PNG": PORTABLE_METADATA,
+    "JPEG": PORTABLE_METADATA,
+    "TIFF": PORTABLE_METADATA,
+    "WEBP": ("icc_profile", "exif"),
+    "BMP": ("dpi",),
+}
+
+
+def carried_options(save_options: dict[str, Any], source_format: str, fmt: str) -> dict[str, Any]:
+    """The save options a result written as ``fmt`` takes from a ``source_format`` file.
+
+    The same format takes them all (compression, JPEG tables...); another format
+    takes the metadata it can hold (ICC profile, EXIF, resolution).
+
+    Examples
+    --------
+    >>> from histmatch_ml.io._image_files import carried_options
+    >>> carried_options({"dpi": (300, 300), "qtables": [[1] * 64]}, "JPEG", "PNG")
+    {'dpi': (300, 300)}
+    """
+    if fmt == source_format:
+        return dict(save_options)
+    held = _HOLDS.get(fmt, ())
+    return {k: v for k, v in save_options.items() if k in held}
+
+
+def normalise_pil(im: Any) -> Any:
+    """A Pillow image upright and in a mode the matcher takes: one table for API and CLI.
+
+    The EXIF orientation is applied to the pixels (and removed from the EXIF,
+    so viewers do not turn the result again). Modes: ``L``, ``LA``, ``RGB``,
+    ``RGBA``, ``I;16``, ``I`` and ``F`` are kept; bilevel ``1`` becomes ``L``;
+    palette ``P`` becomes ``RGBA`` when it has transparency, else ``RGB``;
+    ``PA`` becomes ``RGBA``; ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` become
+    ``RGB``; big-endian 16-bit becomes ``I;16``. ``ValueError`` for other modes.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from histmatch_ml.io._image_files import normalise_pil
+    >>> normalise_pil(Image.new("CMYK", (4, 2))).mode, normalise_pil(Image.new("1", (4, 2))).mode
+    ('RGB', 'L')
+    """
+    from PIL import Image, ImageOps
+
+    if im.getexif().get(_ORIENTATION, 1) != 1:
+        im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    if mode.startswith("I;16") and mode != "I;16":
+        converted = Image.fromarray(np.asarray(im).astype(np.uint16))
+        converted.info.update(im.info)
+        return converted
+    if mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in _CONVERT:
+        return im.convert(_CONVERT[mode])
+    if mode not in _KEEP:
+        raise ValueError(f"image mode {mode!r} is not supported")
+    return im
+
+
+#: the EXIF tag of the orientation
+_ORIENTATION = 0x0112
+
+
+def _without_orientation(im: Any) -> Any:
+    """``im`` with its EXIF orientation applied (for its metadata only)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) if im.getexif().get(_ORIENTATION, 1) != 1 else im
+
+
+def _oriented(pixels: np.ndarray, im: Any) -> np.ndarray:
+    """An array decoded outside Pillow, turned as ``im``'s EXIF orientation says."""
+    orientation = im.getexif().get(_ORIENTATION, 1)
+    steps = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    step = steps.get(orientation)
+    return pixels if step is None else np.ascontiguousarray(step(pixels))
+
+
+def _save_options(im: Any, fmt: str | None = None, source: Any = None) -> dict[str, Any]:
+    """How to write a result as the file ``im`` came from was written (metadata included).
+
+    ``fmt`` is the file's format (``im.format`` is lost by conversions);
+    ``source`` the opened file, when ``im`` is a converted copy of it.
+    """
     opts: dict[str, Any] = {}
     info = im.info
-    for key in ("icc_profile", "exif", "dpi"):
+    for key in PORTABLE_METADATA:
         if info.get(key):
             opts[key] = info[key]
-    if im.format == "JPEG":
+    im = im if source is None else source
+    info, fmt = im.info, fmt or im.format
+    if fmt == "JPEG" and getattr(im, "quantization", None) is not None:
         from PIL import JpegImagePlugin
 
-        if getattr(im, "quantization", None):
+        if im.quantization:
             opts["qtables"] = im.quantization
         sampling = JpegImagePlugin.get_sampling(im)
         if sampling != -1:
             opts["subsampling"] = sampling
         if info.get("progressive") or info.get("progression"):
             opts["progressive"] = True
-    elif im.format == "TIFF" and info.get("compression") in _LOSSLESS_TIFF:
+    elif fmt == "TIFF" and info.get("compression") in _LOSSLESS_TIFF:
         opts["compression"] = info["compression"]
-    elif im.format == "WEBP" and info.get("lossless"):
+    elif fmt == "WEBP" and info.get("lossless"):
         opts["lossless"] = True
     return opts
 
@@ -184,21 +285,17 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> ImageData:
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise ValueError(f"{path}: multi-frame images are not supported ({frames} frames)")
-            fmt, options, mode = im.format, _save_options(im), im.mode
+            fmt, mode = im.format, im.mode
             if mode in ("RGB", "RGBA") and ";16" in _rawmode(im):
-                return ImageData(_read_colour16(path, im.size), fmt, options)
+                pixels = _oriented(_read_colour16(path, im.size), im)
+                return ImageData(pixels, fmt, _save_options(_without_orientation(im), fmt, im))
             im.load()
-            if mode.startswith("I;16"):
-                if mode != "I;16":
-                    im = Image.fromarray(np.asarray(im).astype(np.uint16))
-            elif mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode in _CONVERT:
-                im = im.convert(_CONVERT[mode])
-            elif mode not in _KEEP:
-                raise ValueError(f"{path}: image mode {mode!r} is not supported")
-            im.load()
-            return ImageData(im, fmt, options)
+            try:
+                pixels = normalise_pil(im)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            pixels.load()
+            return ImageData(pixels, fmt, _save_options(pixels, fmt, im))
 
 
 def _read_colour16(path: Path, size: tuple[int, int]) -> np.ndarray:
