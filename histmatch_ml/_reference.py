@@ -51,6 +51,49 @@ def level_count_and_offset(dtype: np.dtype) -> tuple[int, int]:
     return _EXACT[np.dtype(dtype)]
 
 
+def byte_tables(dtype: np.dtype) -> tuple[tuple[float, np.ndarray], ...]:
+    """``(scale, table)``: the values of 8-bit levels ``k`` in a float dtype, as images get them.
+
+    ``table[k]`` is the value of level ``k``, and ``k = round(x * scale)``.
+    Three conversions are common: a division by 255 (numpy's ``image /
+    255``, torchvision's ``ToTensor``, albumentations' ``ToFloat``), a
+    product with ``1 / 255`` (scikit-image's ``img_as_float``; the two differ
+    in the last bit for about half the levels) and a plain cast, which keeps
+    ``0..255``.
+    """
+    dtype = np.dtype(dtype)
+    k = np.arange(256, dtype=dtype)
+    return ((255.0, k / dtype.type(255)), (255.0, k * dtype.type(1 / 255)), (1.0, k))
+
+
+def byte_level_table(
+    images: list[np.ndarray], masks: list[np.ndarray] | None
+) -> np.ndarray | None:
+    """The :func:`byte_tables` table every (masked) value of float ``images`` is a level of.
+
+    None when the images are not all 8-bit levels of one conversion. Then a
+    reference of such floats keeps an exact histogram of its levels, and
+    matches as its 8-bit original does.
+    """
+    dtype = images[0].dtype
+    if dtype.kind != "f":
+        return None
+    for scale, table in byte_tables(dtype):
+        found = True
+        for i, image in enumerate(images):
+            values = image if masks is None else image[masks[i]]
+            levels = np.rint(values * scale)
+            if levels.min() < 0 or levels.max() > 255:
+                found = False
+                break
+            if not np.array_equal(table[levels.astype(np.uint8)], values):
+                found = False
+                break
+        if found:
+            return table.astype(np.float64)
+    return None
+
+
 def level_values(dtype: np.dtype) -> np.ndarray:
     """The value of every level index of an 8/16-bit integer dtype, as float64."""
     n, offset = level_count_and_offset(dtype)
@@ -284,7 +327,10 @@ def quantile_knots(state: dict) -> dict[str, np.ndarray]:
     """
     if "quantiles" in state:
         return {"values": np.array(state["quantiles"], dtype=np.float64)}
-    values = level_values(np.dtype(str(state["dtype"].item())))
+    if "levels" in state:
+        values = np.asarray(state["levels"], dtype=np.float64)
+    else:
+        values = level_values(np.dtype(str(state["dtype"].item())))
     rows = [histogram_quantile_points(row, values) for row in state["histograms"]]
     width = max(len(p) for p, _ in rows)
     probs = np.empty((len(rows), width))
@@ -445,21 +491,60 @@ def midpoint_quantiles(
 def learn(
     images: list[np.ndarray], masks: list[np.ndarray] | None, n_quantiles: int
 ) -> dict[str, np.ndarray]:
-    """The per-channel reference state of ``images`` (see the module docstring)."""
+    """The per-channel reference state of ``images`` (see the module docstring).
+
+    Float images that all hold 8-bit levels of one conversion (``k / 255``...,
+    :func:`byte_level_table`) keep an exact histogram of their levels, with
+    the levels' values in ``"levels"``.
+    """
     dtype = images[0].dtype
     if has_exact_levels(dtype):
         return {"histograms": pooled_histograms(images, masks), "dtype": np.array(dtype.name)}
+    table = byte_level_table(images, masks)
+    if table is not None:
+        scale = 255.0 if table[-1] < 2 else 1.0
+        as_levels = [np.rint(im * scale).astype(np.uint8) for im in images]
+        return {
+            "histograms": pooled_histograms(as_levels, masks),
+            "dtype": np.array(dtype.name),
+            "levels": table,
+        }
     return {
         "quantiles": pooled_quantiles(images, masks, n_quantiles),
         "dtype": np.array(dtype.name),
     }
 
 
-def merge(a: dict, na: int, b: dict, nb: int) -> dict[str, np.ndarray]:
-    """Merge two per-channel states learned on ``na`` and ``nb`` pixels."""
-    if "histograms" in a:
-        return {"histograms": a["histograms"] + b["histograms"], "dtype": a["dtype"]}
-    qb = b["quantiles"]
+def _as_sketch(state: dict, n_quantiles: int) -> np.ndarray:
+    """The quantiles of a state on the probability grid (a histogram's, resampled)."""
+    if "quantiles" in state:
+        return state["quantiles"]
+    knots = quantile_knots(state)
+    grid = probability_grid(n_quantiles)
+    return np.stack(
+        [np.interp(grid, *quantile_points(knots, c)) for c in range(len(knots["values"]))]
+    )
+
+
+def merge(a: dict, na: int, b: dict, nb: int, n_quantiles: int = 1024) -> dict[str, np.ndarray]:
+    """Merge two per-channel states learned on ``na`` and ``nb`` pixels.
+
+    Histograms over the same levels add up exactly. A histogram of float
+    levels meeting a sketch, or another conversion's levels, becomes a sketch
+    of ``n_quantiles`` (the sketch's own size when there is one) first.
+    """
+    if "histograms" in a and "histograms" in b:
+        same = ("levels" in a) == ("levels" in b) and (
+            "levels" not in a or np.array_equal(a["levels"], b["levels"])
+        )
+        if same:
+            merged = {"histograms": a["histograms"] + b["histograms"], "dtype": a["dtype"]}
+            if "levels" in a:
+                merged["levels"] = a["levels"]
+            return merged
+    size = next((s["quantiles"].shape[1] for s in (a, b) if "quantiles" in s), n_quantiles)
+    a = {"quantiles": _as_sketch(a, size), "dtype": a["dtype"]}
+    qb = _as_sketch(b, size)
     if qb.shape[1] != a["quantiles"].shape[1]:  # resample onto a's grid
         probs = probability_grid(a["quantiles"].shape[1])
         qb = np.stack([np.interp(probs, probability_grid(qb.shape[1]), row) for row in qb])
@@ -499,17 +584,33 @@ def check_state(state: object, n_channels: int | None) -> int | None:
     Raises ``ValueError`` naming the entry at fault (used when loading models).
     """
     keys = set(state) if isinstance(state, dict) else None
-    if keys not in ({"dtype", "histograms"}, {"dtype", "quantiles"}):
+    kinds = ({"dtype", "histograms"}, {"dtype", "quantiles"}, {"dtype", "histograms", "levels"})
+    if keys not in kinds:
         got = sorted(keys) if keys is not None else type(state).__name__
         raise ValueError(
-            f"a per-channel state holds 'dtype' and 'histograms' or 'quantiles'; got {got}"
+            "a per-channel state holds 'dtype' and 'histograms' (with 'levels' for float "
+            f"levels) or 'quantiles'; got {got}"
         )
     dtype = dtype_from_name(state["dtype"], "state['dtype']")
     if "quantiles" in state:
         check_quantile_rows(state["quantiles"], "state['quantiles']", n_channels)
         return None
     arr = state["histograms"]
-    if not has_exact_levels(dtype):
+    if "levels" in state:
+        levels = state["levels"]
+        if (
+            dtype.kind != "f"
+            or not isinstance(levels, np.ndarray)
+            or levels.shape != (256,)
+            or levels.dtype.kind != "f"
+            or not np.isfinite(levels).all()
+            or (np.diff(levels) <= 0).any()
+        ):
+            raise ValueError(
+                "state['levels'] must be 256 increasing finite float values, for a float dtype"
+            )
+        dtype = np.dtype(np.uint8)  # (counted like 8-bit levels)
+    elif not has_exact_levels(dtype):
         raise ValueError(f"state holds histograms for dtype {dtype}, which has none")
     n_levels, _ = level_count_and_offset(dtype)
     rows = "channels" if n_channels is None else n_channels

@@ -28,7 +28,8 @@ from histmatch_ml.methods import available_methods
 RNG = np.random.default_rng(7)
 REFS_U8 = RNG.integers(20, 230, size=(3, 24, 20, 3), dtype=np.uint8)
 IMAGES_U8 = RNG.integers(0, 256, size=(2, 16, 18, 3), dtype=np.uint8)
-REFS_F32 = (REFS_U8 / 255).astype(np.float32)
+# (continuous floats: references of 8-bit levels keep exact level histograms instead)
+REFS_F32 = ((REFS_U8 + RNG.random(REFS_U8.shape)) / 256).astype(np.float32)
 IMAGES_F32 = (IMAGES_U8 / 255).astype(np.float32)
 
 

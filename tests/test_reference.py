@@ -264,3 +264,44 @@ def test_midpoint_quantiles_equal_quantile_values_at_the_midpoint_cdf(n, kind, d
         is out32
     )
     np.testing.assert_array_equal(out32, got.astype(np.float32))
+
+
+# ------------------------------------------------------------ floats of 8-bit levels
+def test_float_references_of_8_bit_levels_keep_exact_level_histograms():
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
+    for convert in (lambda a: a / 255, lambda a: a.astype(np.float32) * np.float32(1 / 255)):
+        state = _reference.learn(list(convert(u8)), None, 64)
+        assert set(state) == {"dtype", "histograms", "levels"}
+        np.testing.assert_array_equal(
+            state["histograms"], _reference.learn(list(u8), None, 64)["histograms"]
+        )
+        assert _reference.check_state(state, 3) == 2 * 20 * 30
+    # not all levels of one conversion: a sketch
+    noisy = u8 / 255.0
+    noisy[0, 0, 0, 0] += 1e-9
+    assert "quantiles" in _reference.learn(list(noisy), None, 64)
+
+
+def test_a_level_histogram_merges_exactly_with_its_kind_and_as_a_sketch_otherwise():
+    rng = np.random.default_rng(1)
+    a = list(rng.integers(0, 256, (2, 10, 10, 1)) / 255.0)
+    b = list(rng.integers(0, 256, (2, 10, 10, 1)) / 255.0)
+    sa, sb = _reference.learn(a, None, 64), _reference.learn(b, None, 64)
+    merged = _reference.merge(sa, 200, sb, 200, 64)
+    np.testing.assert_array_equal(merged["histograms"], sa["histograms"] + sb["histograms"])
+    continuous = _reference.learn(list(rng.random((1, 10, 10, 1))), None, 32)
+    mixed = _reference.merge(sa, 200, continuous, 100, 64)
+    assert set(mixed) == {"dtype", "quantiles"} and mixed["quantiles"].shape == (1, 32)
+
+
+def test_uint8_and_the_same_data_as_floats_match_alike_within_rounding():
+    from conftest import load
+
+    from histmatch_ml import match_histograms
+
+    src, ref = load("astronaut"), load("coffee")
+    expected = match_histograms(src, ref).astype(np.float64)
+    for convert in (lambda a: a / 255, lambda a: (a / 255).astype(np.float32)):
+        got = match_histograms(convert(src), convert(ref)).astype(np.float64) * 255
+        assert np.abs(got - expected).max() <= 0.5 + 1e-4

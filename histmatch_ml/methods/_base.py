@@ -131,7 +131,7 @@ class MatchingMethod(ABC):
 
     def merge(self, a: dict, na: int, b: dict, nb: int, params: dict[str, Any]) -> dict:
         """Merge two per-channel states (exact for histograms)."""
-        return _reference.merge(a, na, b, nb)
+        return _reference.merge(a, na, b, nb, params["n_quantiles"])
 
     def prepare(self, state: dict, params: dict[str, Any]) -> dict:
         """The knots of every channel's reference quantile function."""

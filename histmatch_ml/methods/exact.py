@@ -88,7 +88,10 @@ def ranked_values(
     quantile function at the rank midpoints ``(r + 0.5) / n``.
     """
     if integer_image and "histograms" in state:
-        levels = _reference.level_values(np.dtype(state["dtype"].item()))
+        if "levels" in state:  # a float reference of 8-bit levels
+            levels = np.asarray(state["levels"], dtype=np.float64)
+        else:
+            levels = _reference.level_values(np.dtype(state["dtype"].item()))
         if "scale" in knots:  # images of another dtype, read on the img_as_float scale
             levels = levels * float(knots["scale"])
         return np.repeat(levels, target_counts(state["histograms"][channel], n))

@@ -212,27 +212,13 @@ def apply_lut_uint8(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> np
     return out
 
 
-def byte_tables(dtype: np.dtype) -> tuple[tuple[float, np.ndarray], ...]:
-    """``(scale, table)``: the values of 8-bit levels ``k`` in a float dtype, as images get them.
-
-    ``table[k]`` is the value of level ``k``, and ``k = round(x * scale)``.
-    Three conversions are common: a division by 255 (numpy's ``image /
-    255``, torchvision's ``ToTensor``, albumentations' ``ToFloat``), a
-    product with ``1 / 255`` (scikit-image's ``img_as_float``; the two differ
-    in the last bit for about half the levels) and a plain cast, which keeps
-    ``0..255``.
-    """
-    k = np.arange(256, dtype=dtype)
-    return ((255.0, k / dtype.type(255)), (255.0, k * dtype.type(1 / 255)), (1.0, k))
-
-
 def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(levels, values)`` of a float ``(H, W, C<=4)`` image converted from 8 bits, or None.
 
     ``levels`` (uint8, the image's shape) are the pixels' 8-bit levels and
-    ``values[k]`` the value of level ``k`` (a :func:`byte_tables` table).
+    ``values[k]`` the value of level ``k`` (a :func:`.._reference.byte_tables` table).
 
-    A float image converted from 8 bits (:func:`byte_tables`) has at most
+    A float image converted from 8 bits (:func:`.._reference.byte_tables`) has at most
     256 values per channel, at least ``1 / 255`` of its range apart, so each
     is alone in its grid cell and matching its levels ``k`` gives the grid's
     result bit for bit, at the cost of the uint8 path: one 256-bin histogram
@@ -245,7 +231,7 @@ def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.nd
         return None
     rows = image[[0, image.shape[0] // 2, -1]].reshape(3, -1)
     candidates = []
-    for scale, table in byte_tables(image.dtype):
+    for scale, table in _reference.byte_tables(image.dtype):
         # round(|x| * scale), saturated to uint8
         if np.array_equal(table[cv2.convertScaleAbs(rows, alpha=scale)], rows):
             candidates.append((scale, table))
