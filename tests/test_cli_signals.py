@@ -194,6 +194,15 @@ def rerun_cleans(inputs: Path, model: Path, out: Path) -> None:
     assert_whole(outputs(out))
 
 
+def assert_recovered(inputs, model, out, before) -> None:
+    """After a kill: whole outputs, only our temp files left, a rerun cleans them, inputs kept."""
+    assert_whole(outputs(out))
+    left = hidden_files(out)
+    assert all(TEMP_NAME.fullmatch(name) for name in left), left
+    rerun_cleans(inputs, model, out)
+    assert digests(inputs) == before
+
+
 def test_sigkill_of_the_group_leaves_only_recognised_temp_files(folder, tmp_path):
     inputs, model, before = folder
     out = tmp_path / "out"
@@ -205,11 +214,7 @@ def test_sigkill_of_the_group_leaves_only_recognised_temp_files(folder, tmp_path
         assert group_gone(proc.pid, proc, timeout=10), group_members(proc.pid)
     finally:
         finish_group(proc)
-    assert_whole(outputs(out))
-    left = hidden_files(out)
-    assert all(TEMP_NAME.fullmatch(name) for name in left), left
-    rerun_cleans(inputs, model, out)
-    assert digests(inputs) == before
+    assert_recovered(inputs, model, out, before)
 
 
 def test_sigint_of_the_group_stops_cleanly(folder, tmp_path):
@@ -248,8 +253,4 @@ def test_workers_end_when_the_main_process_is_killed(folder, tmp_path):
         assert group_gone(proc.pid, proc, timeout=10), group_members(proc.pid)
     finally:
         finish_group(proc)
-    assert_whole(outputs(out))
-    left = hidden_files(out)
-    assert all(TEMP_NAME.fullmatch(name) for name in left), left
-    rerun_cleans(inputs, model, out)
-    assert digests(inputs) == before
+    assert_recovered(inputs, model, out, before)
