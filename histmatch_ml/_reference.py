@@ -295,13 +295,26 @@ def _running_sums(row: np.ndarray) -> np.ndarray:
 def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
-    Along the last axis, in float64 (into ``out`` if given).
+    Along the last axis, in float64 (into ``out`` if given). Computed as
+    ``(counts below + counts up to and including) / (2 total)``: for integer
+    counts both sums are exact, so the quotient is the correctly rounded one.
     """
     cum = np.cumsum(hist, axis=-1, dtype=np.float64)
-    out = np.multiply(hist, 0.5, out=out, dtype=np.float64)
-    np.subtract(cum, out, out=out)
-    out /= cum[..., -1:]
+    out = np.add(cum, cum, out=out)  # 2 * counts up to and including
+    out -= hist  # counts below + counts up to and including
+    out /= 2 * cum[..., -1:]
     return out
+
+
+def _monotone(values: np.ndarray) -> np.ndarray:
+    """``values`` made non-decreasing along the last axis (in place), where rounding broke it.
+
+    ``np.interp`` can overshoot a knot by one ulp; the running maximum that
+    repairs it is only run where a step down exists.
+    """
+    if (values[..., 1:] < values[..., :-1]).any():
+        np.maximum.accumulate(values, axis=-1, out=values)
+    return values
 
 
 def histogram_quantile_points(hist: np.ndarray, values: np.ndarray) -> tuple:
@@ -400,7 +413,7 @@ def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
     out = np.empty(probs.shape)
     for c, row in enumerate(probs):
         out[c] = _interp(row, *quantile_points(knots, c))
-    return np.maximum.accumulate(out, axis=-1, out=out)
+    return _monotone(out)
 
 
 #: sketch queries longer than this take the arithmetic path of :func:`quantile_values`
@@ -425,7 +438,7 @@ def quantile_values(
         p, v = quantile_points(knots, channel)
         result = _interp(probs, p, v)
         if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
-            np.maximum.accumulate(result, out=result)
+            _monotone(result)
         else:  # cap each value by the right end of its segment
             ends = np.minimum(np.searchsorted(p, probs, side="right"), len(v) - 1)
             np.minimum(result, np.take(v, ends), out=result)
