@@ -294,6 +294,23 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
         if alb is not None:
             report.time_row(case, "albumentations (quantises to 8 bits)", t["ours"], t["alb"])
 
+    # (3b) a continuous float reference too (blurred as the source): the reference is a
+    # quantile sketch, where the /255 reference above keeps exact 8-bit-level histograms
+    ref_blurred = _float_sources(ref)["blurred"]
+    matcher_s = _fitted(ref_blurred)
+    src_blurred = _float_sources(src)["blurred"]
+    t = interleaved_medians(
+        {
+            "ours": lambda: matcher_s.transform(src_blurred[None]),
+            "skimage": lambda: _sk(src_blurred, ref_blurred),
+        },
+        **timing,
+    )
+    report.time_row(
+        f"float32 RGB {shape} blurred, blurred reference (a quantile sketch), fitted transform",
+        "skimage", t["ours"], t["skimage"],
+    )  # fmt: skip
+
     # (4) uint16 RGB (x257) and int16 greyscale with negatives
     src_u, ref_u = _to_uint16(src), _to_uint16(ref)
     matcher_u, x_u = _fitted(ref_u), src_u[None]

@@ -19,11 +19,6 @@ that ``np.interp(q, p, v)`` is the reference value at probability ``q``
 (:func:`quantile_points`); the lookups (:func:`quantile_values`,
 :func:`quantile_rows`, :func:`midpoint_quantiles`) read those knots.
 Everything here is a pure function of arrays.
-
-Long lookups on a sketch find their segment by arithmetic on the evenly
-spaced grid instead of a binary search (:func:`_sketch_at`), kept for its
-measured worth on ``benchmarks/README.md``'s row "float32 RGB 512x512
-blurred, fitted transform".
 """
 
 from __future__ import annotations
@@ -284,14 +279,6 @@ def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.nda
     return out
 
 
-def _running_sums(row: np.ndarray) -> np.ndarray:
-    """``[0, row[0], row[0] + row[1], ...]`` of one row, in float64 (exact for integer counts)."""
-    sums = np.empty(len(row) + 1)
-    sums[0] = 0.0
-    np.cumsum(row, dtype=np.float64, out=sums[1:])
-    return sums
-
-
 def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
@@ -416,89 +403,36 @@ def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
     return _monotone(out)
 
 
-#: sketch queries longer than this take the arithmetic path of :func:`quantile_values`
-SMALL_QUERY = 4096
-
-
 def quantile_values(
     knots: dict, channel: int, probs: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
     """The reference quantile function of one channel at probabilities ``probs`` (float64).
 
-    Equal to ``np.interp(probs, *quantile_points(knots, channel))`` up to
-    rounding, and non-decreasing in ``probs`` to the last ulp (``np.interp``
-    alone can overshoot a knot by one). Long queries on sketches, whose knots
-    sit on the evenly spaced :func:`probability_grid`, find their segment by
-    arithmetic instead of a search. ``out`` (a float array of the shape of
-    ``probs``, not ``probs`` itself) receives the result, rounded to its
-    dtype, if given.
+    ``np.interp(probs, *quantile_points(knots, channel))`` (without overflow
+    near float64's limits), non-decreasing in ``probs`` to the last ulp
+    (``np.interp`` alone can overshoot a knot by one). ``out`` (a float array
+    of the shape of ``probs``, not ``probs`` itself) receives the result,
+    rounded to its dtype, if given.
     """
     probs = np.asarray(probs, dtype=np.float64)
-    if "probs" in knots or probs.size <= SMALL_QUERY:
-        p, v = quantile_points(knots, channel)
-        result = _interp(probs, p, v)
-        if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
-            _monotone(result)
-        else:  # cap each value by the right end of its segment
-            ends = np.minimum(np.searchsorted(p, probs, side="right"), len(v) - 1)
-            np.minimum(result, np.take(v, ends), out=result)
-        if out is None:
-            return result
-        out[...] = result
-        return out
-    v = knots["values"][channel]
-    position = np.multiply(probs, len(v) - 1)
-    np.maximum(position, 0.0, out=position)
-    return _sketch_at(v, position, out)
-
-
-def _sketch_at(v: np.ndarray, position: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    """A sketch's knots ``v`` (at probabilities ``i / (n - 1)``) interpolated at ``position``.
-
-    ``position`` (float64 work array, ``>= 0``, overwritten) is the probability
-    times ``n - 1``: its integer part is the segment, its fraction the place in
-    it; from ``n - 1`` on it is the last knot, which the clipped takes give as
-    both ends. Each value is capped by its segment's right end, so the result
-    is non-decreasing in ``position`` to the last ulp. Into ``out`` (any float
-    dtype, rounded once) if given.
-    """
-    if _wide(v):
-        half = _sketch_at(v * 0.5, position, None)
-        return np.multiply(half, 2.0, out=out if out is not None else half, casting="same_kind")
-    out = np.empty(position.shape) if out is None else out
-    lower = np.empty(position.shape, dtype=np.intp)
-    below = np.empty(position.shape)
-    upper = np.empty(position.shape)
-    np.copyto(lower, position, casting="unsafe")  # truncation: floor, as position >= 0
-    position -= lower  # in [0, 1) inside the knots
-    np.take(v, lower, out=below, mode="clip")  # (clip: the ends give the last knot)
-    np.take(v[1:], lower, out=upper, mode="clip")
-    step = lower.view(np.float64)  # (the indices are no longer needed)
-    np.subtract(upper, below, out=step)
-    step *= position
-    below += step
-    return np.minimum(below, upper, out=out, casting="same_kind")
+    p, v = quantile_points(knots, channel)
+    result = _interp(probs, p, v)
+    if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
+        _monotone(result)
+    else:  # cap each value by the right end of its segment
+        ends = np.minimum(np.searchsorted(p, probs, side="right"), len(v) - 1)
+        np.minimum(result, np.take(v, ends), out=result)
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 def midpoint_quantiles(
     counts: np.ndarray, knots: dict, channel: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``quantile_values(knots, channel, midpoint_cdf(counts))`` for a long histogram row.
-
-    The same values up to rounding (to the bit where the reference is a
-    histogram or ``counts`` is short); on a sketch the midpoint CDF's total
-    and the knots' spacing are folded into one product, three passes fewer
-    over the row. ``counts``: one float32/float64 row longer than
-    ``SMALL_QUERY``; ``out`` as in :func:`quantile_values`.
-    """
-    if "probs" in knots or len(counts) <= SMALL_QUERY or counts.dtype.kind != "f":
-        return quantile_values(knots, channel, midpoint_cdf(counts), out=out)
-    v = knots["values"][channel]
-    cum = _running_sums(counts)
-    # (counts below + counts up to and including) / (2 total) * (n - 1)
-    position = np.add(cum[:-1], cum[1:])
-    position *= (len(v) - 1) / (2 * cum[-1])
-    return _sketch_at(v, position, out)
+    """``quantile_values(knots, channel, midpoint_cdf(counts))``: one histogram row's table."""
+    return quantile_values(knots, channel, midpoint_cdf(counts), out=out)
 
 
 def learn(
