@@ -77,7 +77,8 @@ def byte_level_table(
         found = True
         for i, image in enumerate(images):
             values = image if masks is None else image[masks[i]]
-            levels = np.rint(values * scale)
+            with np.errstate(over="ignore", invalid="ignore"):  # (huge values: not levels)
+                levels = np.rint(values * scale)
             if levels.min() < 0 or levels.max() > 255:
                 found = False
                 break

@@ -174,7 +174,7 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
     if not hi > lo:
         return False
     t = plane
-    if hi - lo > np.finfo(plane.dtype).max:  # float32 data wider than float32's range
+    if hi - lo > float(np.finfo(plane.dtype).max):  # float32 data wider than float32's range
         t = plane.astype(np.float64)
     half = not np.isfinite(hi - lo)  # float64 data wider than float64's range
     if half:
@@ -184,7 +184,7 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
     span = GRID_CELLS - 2 + 2 * _END  # lo -> 1 - _END, hi -> GRID_CELLS - 1 + _END
     scale = span / (hi - lo)
     t -= real(lo)
-    if scale <= np.finfo(t.dtype).max:
+    if scale <= float(np.finfo(t.dtype).max):
         t *= real(scale)
     else:  # a subnormal range: divide, then scale
         t /= real(hi - lo)
