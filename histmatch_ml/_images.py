@@ -3,7 +3,8 @@
 This is the only module that knows about PIL images, lists of images, tabular
 ``(N, P)`` rows, object arrays, torch tensors (channels-first, given back with
 their dtype and device) and channel layouts. Channels are split and
-interleaved with OpenCV (:func:`split_into`, :func:`interleave_into`), kept for
+interleaved with OpenCV (:func:`split_into`, :func:`interleave_into`, :func:`channel_into`,
+:func:`channel_from`), kept for
 their measured worth on ``benchmarks/README.md``'s rows "uint16 RGB 512x512
 (x257), fitted transform" and "torch uint8 CHW 512x512, one call".
 
@@ -612,6 +613,29 @@ def split_into(image: np.ndarray, planes: np.ndarray) -> np.ndarray:
             return planes
     np.copyto(planes, image.transpose(2, 0, 1), casting="unsafe")
     return planes
+
+
+def channel_into(image: np.ndarray, channel: int, plane: np.ndarray) -> np.ndarray:
+    """Copy one channel of ``image`` ``(H, W, C)`` into the contiguous ``plane`` ``(H, W)``.
+
+    ``cv2.mixChannels`` when the dtypes agree, a casting copy otherwise.
+    """
+    if image.dtype == plane.dtype and _cv_ready(image):
+        first = cv2.mixChannels([image], [plane], [channel, 0])[0]
+        if np.shares_memory(first, plane):
+            return plane
+    np.copyto(plane, image[:, :, channel], casting="unsafe")
+    return plane
+
+
+def channel_from(plane: np.ndarray, out: np.ndarray, channel: int) -> np.ndarray:
+    """Write the contiguous ``plane`` ``(H, W)`` as channel ``channel`` of ``out`` (H, W, C)."""
+    if plane.dtype == out.dtype and _cv_ready(out):
+        first = cv2.mixChannels([plane], [out], [0, channel])[0]
+        if np.shares_memory(first, out):
+            return out
+    out[:, :, channel] = plane
+    return out
 
 
 def interleave_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -35,11 +35,28 @@ Two ordering keys:
     integer image. Floats are first scaled to a 0..255 span.
 
 Keys are compared as unsigned integers: a sequence of integer keys of known
-bit widths is packed into one ``uint64`` (a key without a known width, such
-as a float, first becomes its dense rank), and whenever the packed key would
-overflow 64 bits it is replaced by its dense rank. One (unstable, SIMD)
-argsort of the packed key then orders the pixels, and a second pass orders the
-members of tied runs by position (cheaper than a stable argsort of all keys).
+bit widths is packed into ``uint64`` words, most significant first, a new word
+starting whenever the next key would overflow 64 bits.
+
+8/16-bit integer channels (exact levels) are sorted in time linear in the
+pixels, up to the sort of one level's pixels: only the order *within* a
+source level is decided by the ordering keys. A counting sort groups the
+pixels by level, block by block of positions (each block's stable radix
+argsort is scattered into the level's slots, so every level keeps its pixels
+in raster order), and the groups are then sorted one bucket at a time, a
+bucket being a run of consecutive levels of at most about ``_BUCKET`` pixels
+(a larger level is a bucket of its own). Within a bucket an (unstable, SIMD)
+argsort of the packed word orders the pixels and a second pass orders the
+members of tied runs by position; keys of several words go through a stable
+``np.lexsort`` of the bucket. Single-word keys (uint8 ``local_means``, 8/16-bit
+``variational``) are computed in strips of rows
+with a halo (bit-identical, exact integer filters and the same floating-point
+operations per pixel), straight into one ``uint64`` array, and indices are
+int32 where they fit, so the work arrays stay a few bytes per pixel.
+
+Other dtypes (floats, wide integers) replace an overflowing word by its dense
+rank and sort the single packed key once, as one (unstable) argsort plus the
+tie pass.
 
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or
@@ -345,6 +362,162 @@ def _keys(channel: np.ndarray, index: np.ndarray | None, ordering: str) -> list:
     return _variational_keys(channel, index)
 
 
+# ------------------------------------------------- sorting by level (linear)
+#: pixels per bucket of consecutive levels sorted together
+_BUCKET = 1 << 16
+#: positions per block of the counting sort by level
+_BLOCK = 1 << 18
+#: pixels per strip of rows in which keys are computed
+_STRIP = 1 << 16
+
+
+def _index_dtype(n: int) -> type:
+    """int32 for indices below ``n`` where they fit, else intp."""
+    return np.int32 if n < 2**31 else np.intp
+
+
+def _strip_key(channel: np.ndarray, halo: int, block_key) -> np.ndarray:
+    """``block_key`` of the whole channel as one flat uint64 array, strip by strip.
+
+    Each strip of rows is computed with ``halo`` more rows on either side
+    (where the image has them) and cropped, so a key that depends on
+    neighbours at most ``halo`` rows away comes out as on the whole channel.
+    """
+    h, w = channel.shape
+    key = np.empty(h * w, dtype=np.uint64)
+    rows = key.reshape(h, w)
+    step = max(64, _STRIP // w)
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        s0, s1 = max(0, r0 - halo), min(h, r1 + halo)
+        block = block_key(channel[s0:s1]).reshape(s1 - s0, w)
+        rows[r0:r1] = block[r0 - s0 : r1 - s0]
+    return key
+
+
+def _variational_word(block: np.ndarray) -> np.ndarray:
+    """The 64-bit ``variational`` key of an 8/16-bit block: level, then the correction."""
+    plane, bits = _level_plane(block)
+    correction = _float_sort_bits(variational_correction(block))
+    correction >>= np.uint64(bits)
+    word = plane.astype(np.uint64)
+    word <<= np.uint64(64 - bits)
+    word |= correction
+    return word
+
+
+def _words(keys: list) -> list[np.ndarray]:
+    """Pack ``(array, bits)`` keys into uint64 words, most significant first.
+
+    A word is closed when the next key would overflow it; comparing the words
+    lexicographically is comparing the keys lexicographically.
+    """
+    words, word, width = [], None, 0
+    for key, bits in keys:
+        key = key.astype(np.uint64)
+        if word is not None and width + bits <= 64:
+            word <<= np.uint64(bits)
+            word |= key
+            width += bits
+            continue
+        if word is not None:
+            words.append(word)
+        word, width = key, bits
+    words.append(word)
+    return words
+
+
+def _level_words(channel: np.ndarray, ordering: str) -> list[np.ndarray]:
+    """The sort key of every pixel of an 8/16-bit channel as flat uint64 words."""
+    if ordering == "variational":
+        return [_strip_key(channel, VARIATIONAL_ITERATIONS + 1, _variational_word)]
+    if channel.dtype == np.uint8:
+        return [_strip_key(channel, 2, _packed_key_uint8)]
+    return _words(_local_means_keys(channel, None))
+
+
+def _group_by_level(
+    level: np.ndarray, index: np.ndarray | None, n_levels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions grouped by level, in raster order within a level, and the level counts.
+
+    A counting sort: each block of positions is sorted by a stable (radix)
+    argsort of its levels and scattered into the slots its levels have left,
+    so blocks taken in raster order keep every level in raster order.
+    """
+    members = level if index is None else level[index]
+    m = len(members)
+    blocks = range(0, m, _BLOCK)
+    # bincount works on an intp copy of its input: counted block by block
+    per_block = [np.bincount(members[s : s + _BLOCK], minlength=n_levels) for s in blocks]
+    counts = np.sum(per_block, axis=0)
+    cursor = np.cumsum(counts) - counts
+    perm = np.empty(m, dtype=_index_dtype(len(level)))
+    for s, block_counts in zip(blocks, per_block):
+        block = members[s : s + _BLOCK]
+        order = np.argsort(block, kind="stable")
+        dest = np.repeat(cursor - (np.cumsum(block_counts) - block_counts), block_counts)
+        dest += np.arange(len(block))
+        perm[dest] = order + s if index is None else index[s:][order]
+        cursor += block_counts
+    return perm, counts
+
+
+def _bucket_bounds(counts: np.ndarray) -> np.ndarray:
+    """Bucket starts, then the end: runs of consecutive levels of about ``_BUCKET`` pixels."""
+    starts = (np.cumsum(counts) - counts)[counts > 0]
+    first = starts // _BUCKET
+    cuts = starts[np.flatnonzero(first[1:] != first[:-1]) + 1]
+    return np.concatenate([[0], cuts, [int(counts.sum())]]).astype(np.int64)
+
+
+def _sort_buckets(
+    perm: np.ndarray, bounds: np.ndarray, words: list[np.ndarray], want_tied: bool
+) -> np.ndarray | None:
+    """Sort every bucket of ``perm`` by its words, then position, in place.
+
+    Returns the tied mask of neighbours in the final order when ``want_tied``
+    (pixels of different buckets have different levels: never tied).
+    """
+    m = len(perm)
+    tied_all = np.zeros(max(m - 1, 0), dtype=bool) if want_tied else None
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if b - a < 2:
+            continue
+        positions = perm[a:b]
+        if len(words) == 1:
+            order, tied = _sort_strict(words[0][positions])
+        else:  # stable: ties keep the raster order of the bucket
+            keys = [word[positions] for word in words]
+            order = np.lexsort(keys[::-1])
+            tied = None
+            if want_tied:
+                tied = np.ones(b - a - 1, dtype=bool)
+                for key in keys:
+                    sorted_key = key[order]
+                    tied &= sorted_key[1:] == sorted_key[:-1]
+        perm[a:b] = positions[order]
+        if want_tied:
+            tied_all[a : b - 1] = tied
+    return tied_all
+
+
+def _strict(
+    channel: np.ndarray, mask: np.ndarray | None, ordering: str, want_tied: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Strict order of the (masked) pixels as flat indices, and its tied neighbours."""
+    index = _check_channel(channel, mask)
+    check_ordering(ordering)
+    if _reference.has_exact_levels(channel.dtype):
+        n_levels, _ = _reference.level_count_and_offset(channel.dtype)
+        words = _level_words(channel, ordering)
+        perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
+        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied)
+        return perm, tied
+    order, tied = _sort_strict(_pack(_keys(channel, index, ordering)))
+    return (order if index is None else index[order]), tied
+
+
 def strict_order(
     channel: np.ndarray, mask: np.ndarray | None = None, ordering: str = "variational"
 ) -> np.ndarray:
@@ -365,7 +538,7 @@ def strict_order(
 
     Returns
     -------
-    ndarray of intp, shape (n,)
+    ndarray of int32 (intp from 2**31 pixels on), shape (n,)
         Indices into ``channel.ravel()``; ``n`` is the number of (masked) pixels.
 
     Examples
@@ -373,12 +546,10 @@ def strict_order(
     >>> import numpy as np
     >>> from histmatch_ml._ordering import strict_order
     >>> channel = np.array([[5, 5, 5], [5, 9, 5], [5, 5, 5]], dtype=np.uint8)
-    >>> strict_order(channel, ordering="local_means")[-2:]  # the 9, and a 5 beside it
-    array([7, 4])
+    >>> strict_order(channel, ordering="local_means")[-2:].tolist()  # the 9, a 5 beside it
+    [7, 4]
     """
-    index = _check_channel(channel, mask)
-    order, _ = _sort_strict(_pack(_keys(channel, index, ordering)))
-    return order if index is None else index[order]
+    return _strict(channel, mask, ordering, want_tied=False)[0]
 
 
 def unique_fraction(
@@ -395,8 +566,7 @@ def unique_fraction(
     >>> unique_fraction(np.zeros((4, 4), dtype=np.uint8), ordering="local_means")
     0.0
     """
-    index = _check_channel(channel, mask)
-    _, tied = _sort_strict(_pack(_keys(channel, index, ordering)))
+    _, tied = _strict(channel, mask, ordering, want_tied=True)
     in_tie = np.zeros(len(tied) + 1, dtype=bool)
     in_tie[1:] |= tied
     in_tie[:-1] |= tied

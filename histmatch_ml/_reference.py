@@ -123,24 +123,45 @@ def channel_planes(image: np.ndarray, dtype: np.dtype | None = None) -> np.ndarr
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=dtype)
 
 
+#: float32 holds every integer count up to here exactly, so ``cv2.calcHist`` counts exactly
+#: in images (or bands of rows) of at most this many pixels
+EXACT_COUNTS = 2**24
+
+
+def _bands(image: np.ndarray) -> list[slice]:
+    """Row bands of ``image`` of at most :data:`EXACT_COUNTS` pixels each (one for most images)."""
+    rows = max(1, EXACT_COUNTS // max(1, image.shape[1]))
+    return [slice(r, r + rows) for r in range(0, image.shape[0], rows)]
+
+
+def _calc_hist(image: np.ndarray, channel: int, mask: np.ndarray | None, n_levels: int, out=None):
+    """``cv2.calcHist`` of one channel, as float32 counts ``(n_levels,)`` (exact, see _bands)."""
+    m = None if mask is None else mask.view(np.uint8)
+    return cv2.calcHist([image], [channel], m, [n_levels], [0, n_levels], hist=out).reshape(-1)
+
+
 def level_counts(
     plane: np.ndarray, mask: np.ndarray | None, n_levels: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Histogram ``(n_levels,)`` of one contiguous 2-D uint8/uint16 plane of level indices.
+    """Histogram ``(n_levels,)`` of one 2-D uint8/uint16 plane of level indices.
 
-    ``cv2.calcHist`` (which releases the GIL) below 2**24 pixels, where its
-    float32 counts are exact; ``np.bincount`` (int64) above. ``out`` is an
-    optional float32 ``(n_levels, 1)`` buffer for ``calcHist`` to fill.
+    ``cv2.calcHist`` (which releases the GIL): float32 counts, exact, for
+    planes of at most :data:`EXACT_COUNTS` pixels (into ``out``, an optional
+    float32 ``(n_levels, 1)`` buffer); larger planes are counted by bands of
+    rows and summed in int64.
     """
-    if plane.size < 2**24 and plane.dtype in (np.uint8, np.uint16) and plane.ndim == 2:
-        m = None if mask is None else mask.view(np.uint8)
-        return cv2.calcHist([plane], [0], m, [n_levels], [0, n_levels], hist=out).reshape(-1)
-    values = plane.ravel() if mask is None else plane[mask]
-    return np.bincount(values, minlength=n_levels)
+    bands = _bands(plane)
+    if len(bands) == 1:
+        return _calc_hist(plane, 0, mask, n_levels, out)
+    total = np.zeros(n_levels, dtype=np.int64)
+    for rows in bands:
+        band_mask = None if mask is None else np.ascontiguousarray(mask[rows])
+        total += _calc_hist(plane[rows], 0, band_mask, n_levels).astype(np.int64)
+    return total
 
 
 def plane_histograms(planes: np.ndarray, mask: np.ndarray | None, n_levels: int) -> np.ndarray:
-    """Histograms ``(C, n_levels)`` int64 of contiguous level-index planes ``(C, H, W)``."""
+    """Histograms ``(C, n_levels)`` int64 of level-index planes ``(C, H, W)``."""
     return np.stack([level_counts(p, mask, n_levels) for p in planes]).astype(np.int64)
 
 
@@ -148,17 +169,23 @@ def uint8_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Per-channel histograms ``(C, 256)`` of a uint8 ``(H, W, C)`` image.
 
     ``cv2.calcHist`` on the interleaved image (no channel copies), each
-    channel straight into its row of a float32 array, whose counts are exact
-    below 2**24 pixels; larger images get int64 counts from contiguous
-    planes (:func:`level_counts`).
+    channel straight into its row: float32 counts for images of at most
+    :data:`EXACT_COUNTS` pixels, int64 sums over bands of rows for larger ones.
     """
-    if image.shape[0] * image.shape[1] >= 2**24 or image.shape[2] > 4:
-        # (OpenCV takes at most 4 interleaved channels here; planes take any count)
+    if image.shape[2] > 4:  # (OpenCV takes at most 4 interleaved channels here)
         return plane_histograms(channel_planes(image), mask, 256)
-    hist = np.empty((image.shape[2], 256), dtype=np.float32)
-    m = None if mask is None else mask.view(np.uint8)
-    for c, row in enumerate(hist):
-        cv2.calcHist([image], [c], m, [256], [0, 256], hist=row.reshape(256, 1))
+    bands = _bands(image)
+    if len(bands) == 1:
+        hist = np.empty((image.shape[2], 256), dtype=np.float32)
+        for c, row in enumerate(hist):
+            _calc_hist(image, c, mask, 256, row.reshape(256, 1))
+        return hist
+    hist = np.zeros((image.shape[2], 256), dtype=np.int64)
+    for rows in bands:
+        band = image[rows]
+        band_mask = None if mask is None else np.ascontiguousarray(mask[rows])
+        for c in range(image.shape[2]):
+            hist[c] += _calc_hist(band, c, band_mask, 256).astype(np.int64)
     return hist
 
 

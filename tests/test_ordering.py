@@ -285,3 +285,52 @@ def test_strict_ordering_ratio_errors():
         strict_ordering_ratio(np.zeros((4, 4), dtype=complex))
     with pytest.raises(ValueError, match="mask"):
         strict_ordering_ratio(np.zeros((4, 4)), mask=np.ones((4, 5), dtype=bool))
+
+
+# ------------------------------------------- sorting by level (vs a lexsort)
+def reference_order(image: np.ndarray, ordering: str) -> np.ndarray:
+    """The strict order by one global stable ``np.lexsort`` of the full keys (slow, simple)."""
+    levels = image.astype(np.int64).ravel()
+    if ordering == "local_means":
+        keys = [r.ravel() for r in naive_ring_sums(image)[::-1]]
+    else:  # the top 64 - bits bits of the float64 correction's sort bits
+        bits = 8 * image.dtype.itemsize
+        c = _ordering.variational_correction(image).ravel().view(np.uint64)
+        c = np.where(c >> np.uint64(63) == 1, ~c, c | np.uint64(1 << 63))
+        keys = [c >> np.uint64(bits)]
+    return np.lexsort([*keys, levels])
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize(
+    "dtype, n_levels, shape",
+    [(np.uint8, 3, (300, 280)), (np.uint8, 256, (700, 400)), (np.uint16, 5, (90, 70))],
+)
+def test_level_grouped_sort_equals_global_lexsort(
+    rng, monkeypatch, ordering, dtype, n_levels, shape
+):
+    # small blocks, buckets and strips, so every seam of the grouped sort is crossed
+    monkeypatch.setattr(_ordering, "_BLOCK", 1000)
+    monkeypatch.setattr(_ordering, "_BUCKET", 3000)
+    monkeypatch.setattr(_ordering, "_STRIP", 5000)
+    image = rng.integers(0, n_levels, size=shape).astype(dtype)
+    image[: shape[0] // 3] = image[: shape[0] // 3] // 2  # flat-ish rows: many tied keys
+    expected = reference_order(image, ordering)
+    order = _ordering.strict_order(image, ordering=ordering)
+    np.testing.assert_array_equal(order, expected)
+    mask = rng.random(shape) < 0.5
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image, mask, ordering), expected[mask.ravel()[expected]]
+    )
+
+
+def test_grouped_unique_fraction_counts_ties_like_lexsort(rng, monkeypatch):
+    monkeypatch.setattr(_ordering, "_BUCKET", 500)
+    image = rng.integers(0, 3, size=(60, 50), dtype=np.uint8)
+    order = naive_local_means_order(image)
+    expected = 1 - ties_of(order, image, *naive_ring_sums(image)).mean()
+    assert _ordering.unique_fraction(image, ordering="local_means") == pytest.approx(expected)
+
+
+def test_strict_order_uses_int32_indices():
+    assert _ordering.strict_order(np.zeros((5, 5), dtype=np.uint8)).dtype == np.int32

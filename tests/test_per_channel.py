@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load
 
 from histmatch_ml import HistogramMatcher, match_histograms
 from histmatch_ml.metrics import histogram_distance
@@ -209,3 +210,45 @@ def test_float_8_bit_levels_with_an_ulp_off_are_still_matched(astronaut, coffee)
     out = HistogramMatcher().fit([coffee.astype(np.float32) / 255]).transform([src])[0]
     order = np.argsort(src[..., 1], axis=None, kind="stable")
     assert (np.diff(out[..., 1].ravel()[order]) >= 0).all()
+
+
+# ------------------------------------------------------------ large images: bands, memory
+def test_histograms_of_images_beyond_exact_float32_counts_are_summed_by_bands(monkeypatch):
+    from histmatch_ml import _reference
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (301, 203, 3), dtype=np.uint8)
+    mask = rng.random(image.shape[:2]) < 0.7
+    plane16 = rng.integers(0, 65536, (301, 203), dtype=np.uint16)
+    expected = np.stack([np.bincount(image[..., c][mask], minlength=256) for c in range(3)])
+    expected16 = np.bincount(plane16.ravel(), minlength=65536)
+    whole = _reference.uint8_histograms(image, mask)
+    # bands of a few rows (as for images of more than 2**24 pixels), summed in int64
+    monkeypatch.setattr(_reference, "EXACT_COUNTS", 4 * 203)
+    banded = _reference.uint8_histograms(image, mask)
+    assert banded.dtype == np.int64
+    np.testing.assert_array_equal(banded, expected)
+    np.testing.assert_array_equal(whole, expected)
+    np.testing.assert_array_equal(_reference.level_counts(plane16, None, 65536), expected16)
+
+
+@pytest.mark.parametrize(("dtype", "bound"), [(np.uint8, 1.1), (np.float32, 1.6)])
+def test_work_memory_is_one_channels(dtype, bound):
+    import tracemalloc
+
+    import cv2
+
+    src = cv2.resize(load("astronaut"), (1024, 1024))
+    ref = load("coffee")
+    if dtype == np.float32:  # continuous values: the grid path
+        src = cv2.GaussianBlur(src.astype(np.float32) / 255, (0, 0), 1.5)
+        ref = cv2.GaussianBlur(ref.astype(np.float32) / 255, (0, 0), 1.5)
+    m = HistogramMatcher().fit([ref])
+    m.transform(src[None])
+    tracemalloc.start()
+    try:
+        out = m.transform(src[None])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < bound * out.nbytes

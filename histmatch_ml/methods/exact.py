@@ -79,13 +79,20 @@ def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
 
 
 def ranked_values(
-    state: dict, knots: dict, channel: int, n: int, integer_image: bool
+    state: dict,
+    knots: dict,
+    channel: int,
+    n: int,
+    integer_image: bool,
+    dtype: np.dtype | None = None,
 ) -> np.ndarray:
-    """The ``n`` output values of one channel in ascending order (float64).
+    """The ``n`` output values of one channel in ascending order.
 
     Exact level counts (:func:`target_counts`) when the state holds level
     histograms and the image is of an integer dtype; otherwise the reference
-    quantile function at the rank midpoints ``(r + 0.5) / n``.
+    quantile function at the rank midpoints ``(r + 0.5) / n``. The values are
+    computed in float64; level values are cast to ``dtype`` (if given) before
+    they are repeated, so the ``n`` values are never held in float64.
     """
     if integer_image and "histograms" in state:
         if "levels" in state:  # a float reference of 8-bit levels
@@ -94,6 +101,8 @@ def ranked_values(
             levels = _reference.level_values(np.dtype(state["dtype"].item()))
         if "scale" in knots:  # images of another dtype, read on the img_as_float scale
             levels = levels * float(knots["scale"])
+        if dtype is not None:
+            levels = levels.astype(dtype)
         return np.repeat(levels, target_counts(state["histograms"][channel], n))
     return _reference.quantile_values(knots, channel, (np.arange(n) + 0.5) / n)
 
@@ -137,7 +146,10 @@ class Exact(MatchingMethod):
         n = height * width if mask is None else int(np.count_nonzero(mask))
         work = np.result_type(image.dtype, np.float32)
         integer_image = image.dtype.kind in "ui"
-        matched = np.empty(image.shape, dtype=work)
+        # at full strength finishing is elementwise (round, clip, cast), so each
+        # channel is finished on its own and only one channel's work plane lives
+        per_channel = params["strength"] == 1.0
+        matched = None if per_channel else np.empty(image.shape, dtype=work)
         for c in range(n_channels):
             channel = image[:, :, c]
             if mask is None:
@@ -145,6 +157,12 @@ class Exact(MatchingMethod):
             else:  # unmasked pixels keep their value (finish restores them exactly)
                 plane = channel.astype(work).ravel()
             order = _ordering.strict_order(channel, mask, params["ordering"])
-            plane[order] = ranked_values(state, tables, c, n, integer_image)
-            matched[:, :, c] = plane.reshape(height, width)
-        finish(image, matched, mask, params["strength"], out)
+            plane[order] = ranked_values(state, tables, c, n, integer_image, work)
+            del order
+            if per_channel:
+                part = np.s_[:, :, c : c + 1]
+                finish(image[part], plane.reshape(height, width, 1), mask, 1.0, out[part])
+            else:
+                matched[:, :, c] = plane.reshape(height, width)
+        if not per_channel:
+            finish(image, matched, mask, params["strength"], out)

@@ -12,7 +12,7 @@ with the same convention. Equal values stay equal and the map is monotone.
   grid over its own range, whose two end cells hold the extremes alone
   (:func:`grid_cells`), and from there it is the 16-bit path: a histogram,
   a lookup table of reference quantiles at the cells' midpoint CDF, one
-  gather (:func:`match_cells`). Values are never rounded to 8 bits or
+  gather (:func:`match_planes`). Values are never rounded to 8 bits or
   clipped to [0, 1], and repeated values get exactly their midpoint CDF.
 * floats that hold 8-bit levels (``k / 255`` or ``k``, as converted 8-bit images do):
   each value is alone in its grid cell, so matching the levels gives the
@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from .. import _images, _reference
-from .._images import interleave_into, split_into
+from .._images import channel_from, channel_into
 from ._base import MatchingMethod, blend, keep_unmasked, register
 
 #: cells of the float path's grid (the resolution of the source CDF)
@@ -114,33 +114,13 @@ def dense_luts(
     return blend(levels, matched, strength, dtype, out=out)
 
 
-class Work:
-    """The work arrays shared by the channels of one image."""
-
-    def __init__(self, shape: tuple[int, int], n_cells: int, cell_dtype, lut_dtype) -> None:
-        self.cells = np.empty(shape, dtype=cell_dtype)
-        self.hist = np.empty((n_cells, 1), dtype=np.float32)
-        self.lut = np.empty(n_cells, dtype=lut_dtype)
+#: pixels per band of rows in :func:`match_planes` (its work memory, whatever the image size)
+BAND_PIXELS = 2**18
 
 
-def match_cells(
-    work: Work,
-    mask: np.ndarray | None,
-    knots: dict,
-    channel: int,
-    out: np.ndarray,
-    levels: np.ndarray | None = None,
-    strength: float = 1.0,
-) -> np.ndarray:
-    """Match the cell (level) indices in ``work.cells`` into the contiguous plane ``out``.
-
-    One histogram (:func:`_reference.level_counts`), one :func:`cdf_lut` in
-    ``out``'s dtype, one gather. Returns ``out``.
-    """
-    n_cells = len(work.lut)
-    counts = _reference.level_counts(work.cells, mask, n_cells, out=work.hist)
-    lut = cdf_lut(counts, knots, channel, out.dtype, levels, strength, out=work.lut)
-    return np.take(lut, work.cells, out=out, mode="clip")  # (indices always fit)
+def _row_bands(shape: tuple[int, int]) -> list[slice]:
+    rows = max(1, BAND_PIXELS // max(1, shape[1]))
+    return [slice(r, r + rows) for r in range(0, shape[0], rows)]
 
 
 #: where the minimum sits in cell 0 (and the maximum in the last cell): values
@@ -148,36 +128,45 @@ def match_cells(
 _END = 2.0**-10
 
 
-def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) -> bool:
+def grid_range(channel: np.ndarray, mask: np.ndarray | None) -> tuple[float, float] | None:
+    """The (masked) ``(lo, hi)`` of a channel (any strides, float or wide integer), or None
+    for a single value."""
+    if mask is None:
+        lo, hi = float(channel.min()), float(channel.max())  # (min and max propagate NaN)
+    else:  # (the identities of min and max in the channel's dtype)
+        info = np.finfo(channel.dtype) if channel.dtype.kind == "f" else np.iinfo(channel.dtype)
+        lo = float(np.min(channel, where=mask, initial=info.max))
+        hi = float(np.max(channel, where=mask, initial=info.min))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise _images.not_finite_error()
+    return (lo, hi) if hi > lo else None
+
+
+def grid_cells(
+    plane: np.ndarray, grid: tuple[float, float], masked: bool, cells: np.ndarray
+) -> None:
     """Write the float-grid cell of every pixel of a 2-D float plane into ``cells``.
 
     The cell of ``x`` is ``floor((x - lo) * scale + 1 - _END)`` over the
-    (masked) range ``[lo, hi]``, with ``scale`` putting ``hi`` at
-    ``GRID_CELLS - 1 + _END``: the interior cells are ``(hi - lo) /
-    (GRID_CELLS - 2)`` wide, and the two end cells hold only the values
-    within ``_END`` of a cell of the extremes. Pixels piled up at a channel's
-    minimum or maximum (black borders, clipped highlights, zero padding) thus
-    keep their own cell, apart from the tail of nearly equal values that
-    blurring or resampling leaves next to them. The map is monotone and equal
-    values share a cell; it is computed from ``x - lo`` so that values far
-    from zero (``1e6 + [0, 100]`` in float32) keep their resolution, and
-    unmasked pixels outside the range go to the end cells. ``plane``
-    (contiguous, float32/float64) is used as scratch space and overwritten;
-    ``cells`` is a uint16 array of its shape.
-
-    Returns False (``cells`` untouched) when the range holds a single value.
+    channel's (masked) range ``grid = (lo, hi)`` (:func:`grid_range`), with
+    ``scale`` putting ``hi`` at ``GRID_CELLS - 1 + _END``: the interior cells
+    are ``(hi - lo) / (GRID_CELLS - 2)`` wide, and the two end cells hold only
+    the values within ``_END`` of a cell of the extremes. Pixels piled up at a
+    channel's minimum or maximum (black borders, clipped highlights, zero
+    padding) thus keep their own cell, apart from the tail of nearly equal
+    values that blurring or resampling leaves next to them. The map is
+    monotone and equal values share a cell; it is computed from ``x - lo`` so
+    that values far from zero (``1e6 + [0, 100]`` in float32) keep their
+    resolution, and with ``masked`` the unmasked pixels outside the range go
+    to the end cells. ``plane`` (a band of rows of a channel, contiguous,
+    float32/float64) is used as scratch space and overwritten; ``cells`` is a
+    uint16 array of its shape.
     """
-    values = plane if mask is None else plane[mask]
-    lo, hi = float(values.min()), float(values.max())  # (min and max propagate NaN)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise _images.not_finite_error()
-    if not hi > lo:
-        return False
+    lo, hi = grid
     t = plane
     if hi - lo > float(np.finfo(plane.dtype).max):  # float32 data wider than float32's range
         t = plane.astype(np.float64)
-    half = not np.isfinite(hi - lo)  # float64 data wider than float64's range
-    if half:
+    if not np.isfinite(hi - lo):  # float64 data wider than float64's range
         t *= 0.5
         lo, hi = lo * 0.5, hi * 0.5
     real = t.dtype.type
@@ -190,10 +179,9 @@ def grid_cells(plane: np.ndarray, mask: np.ndarray | None, cells: np.ndarray) ->
         t /= real(hi - lo)
         t *= real(span)
     t += real(1 - _END)
-    if mask is not None:
+    if masked:
         np.clip(t, 0.0, GRID_CELLS - 0.5, out=t)
     np.copyto(cells, t, casting="unsafe")  # truncation
-    return True
 
 
 def lut_table(n_channels: int, dtype: Any = np.uint8) -> np.ndarray:
@@ -290,11 +278,14 @@ def match_byte_levels(
 
 
 def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
-    """16-bit levels, or floats (and wide integers) on the grid, channel plane by plane.
+    """16-bit levels, or floats (and wide integers) on the grid, one channel at a time.
 
-    Each channel becomes a plane of cells (its levels, or grid cells for
-    floats and wide integers, those through float64 to be rounded once),
-    matched into ``planes``, which are merged into ``out`` at the end.
+    A channel's pixels become cells (their levels, or grid cells for floats
+    and wide integers, those through float64 to be rounded once), one
+    histogram of the cells gives the channel's lookup table (:func:`cdf_lut`),
+    and the table is gathered into the channel of ``out``. The channel is read
+    and written by bands of rows through one band-sized work plane, so the
+    work memory is the cells (one or two bytes a pixel) and one band.
     """
     dtype, n_channels, shape = image.dtype, image.shape[2], image.shape[:2]
     exact = _reference.has_exact_levels(dtype)
@@ -305,21 +296,35 @@ def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> 
     else:
         n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
-    planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
-    work = Work(shape, n_cells, cell_dtype, plane_dtype)
+    bands = _row_bands(shape)
+    band_plane = np.empty((min(shape[0], bands[0].stop), shape[1]), dtype=plane_dtype)
+    cells = np.empty(shape, dtype=cell_dtype)
+    hist = np.empty((n_cells, 1), dtype=np.float32)
+    table = np.empty(n_cells, dtype=plane_dtype)
     for c in range(n_channels):
-        # each plane is read into cells, then receives its matched values
-        if exact:
-            _reference.level_index(planes[c], out=work.cells)
-            match_cells(work, mask, knots, c, planes[c], levels, strength)
-        elif grid_cells(planes[c], mask, work.cells):
-            match_cells(work, mask, knots, c, planes[c])
+        grid = None if exact else grid_range(image[:, :, c], mask)
+        if exact or grid is not None:
+            for rows in bands:  # the channel's cells
+                band = band_plane[: len(cells[rows])]
+                channel_into(image[rows], c, band)
+                if exact:
+                    _reference.level_index(band, out=cells[rows])
+                else:
+                    grid_cells(band, grid, mask is not None, cells[rows])
+            counts = _reference.level_counts(cells, mask, n_cells, out=hist)
+            lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, out=table)
         else:  # one value: it sits at the median of the reference
-            planes[c].fill(_reference.quantile_values(knots, c, np.array([0.5]))[0])
-    if exact or dtype.kind == "f":
-        interleave_into(planes, out)
-        if not exact and strength != 1.0:
-            blend(image, out, strength, dtype, out=out)
-    else:  # wide integers: matched in float64, blended, rounded and clipped
-        blend(image, planes.transpose(1, 2, 0), strength, dtype, out=out)
+            median = _reference.quantile_values(knots, c, np.array([0.5]))[0]
+        for rows in bands:  # the matched values, into the channel of out
+            band = band_plane[: len(cells[rows])]
+            if exact or grid is not None:
+                np.take(lut, cells[rows], out=band, mode="clip")  # (indices always fit)
+            else:
+                band.fill(median)
+            if exact or dtype.kind == "f":
+                channel_from(band, out[rows], c)
+            else:  # wide integers: matched in float64, blended, rounded and clipped
+                blend(image[rows, :, c], band, strength, dtype, out=out[rows, :, c])
+    if not exact and dtype.kind == "f" and strength != 1.0:
+        blend(image, out, strength, dtype, out=out)
     keep_unmasked(out, image, mask)

@@ -1,0 +1,128 @@
+"""Scaling of ``method="exact"`` (and ``per_channel``) with the image size.
+
+Source: skimage ``astronaut`` upsampled with ``cv2.resize`` (``INTER_LINEAR``)
+to square sizes from 256x256 to 4096x4096; reference: ``coffee``. At each
+size, in one interleaved loop: ``skimage.exposure.match_histograms`` with
+``channel_axis=-1`` against fitted ``HistogramMatcher`` transforms: exact with
+both orderings, and per_channel on the uint8 image and on a float32 version
+(``/255`` blurred with sigma 1.5, so on the 8-bit grid) for context. Columns:
+median time, ratio to skimage on the same size, time per megapixel, growth
+exponent ``log(t2 / t1) / log(n2 / n1)`` from the previous size, and peak
+memory (tracemalloc, reset between cases) over the image's bytes. Run::
+
+    python benchmarks/bench_scale.py            # 256 .. 4096 (several minutes)
+    python benchmarks/bench_scale.py --quick    # fewer repeats, up to 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from _harness import Table, interleaved_medians, machine, peak_bytes, print_targets
+from skimage import data
+from skimage.exposure import match_histograms as sk_match
+
+from histmatch_ml import HistogramMatcher
+
+SIZES = (256, 512, 1024, 2048, 4096)
+#: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
+SMOKE_ARGS = ("--quick", "--max-size", "256")
+#: slowest allowed ``ours / skimage`` time ratio: {case: (at 512x512, at 4096x4096)}
+SLOWER = {"exact local_means": (10.0, 12.0), "exact variational": (15.0, 18.0)}
+#: least required ``skimage / ours`` speed-up: {case: (at 256x256, from 512x512 up)}
+FASTER = {"per_channel uint8": (3.0, 5.0), "per_channel float32": (10.0, 10.0)}
+GROWTH = 1.1
+PEAK = {"exact local_means": 8.0, "exact variational": 8.0}
+PEAK_PER_CHANNEL = 1.5
+
+
+def _inputs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 source at ``size`` and its float32 version (``/255``, blurred)."""
+    image = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_LINEAR)
+    blurred = cv2.GaussianBlur(image.astype(np.float32) / np.float32(255), (0, 0), 1.5)
+    return image, blurred
+
+
+def _repeats(size: int, quick: bool) -> tuple[int, int]:
+    """``(repeat, warmup)``: fewer runs at the sizes that take seconds."""
+    if quick:
+        return (3, 1) if size <= 512 else (1, 0)
+    return {256: (11, 2), 512: (9, 2), 1024: (5, 1), 2048: (3, 1)}.get(size, (1, 0))
+
+
+def main(argv: Sequence[str] | None = None) -> Table:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, sizes up to 1024")
+    parser.add_argument("--max-size", type=int, default=None, help="largest size")
+    args = parser.parse_args(argv)
+    max_size = args.max_size or (1024 if args.quick else SIZES[-1])
+    reference = data.coffee()
+    float_reference = reference.astype(np.float32) / np.float32(255)
+    matchers = {
+        "exact local_means": HistogramMatcher(method="exact", ordering="local_means"),
+        "exact variational": HistogramMatcher(method="exact", ordering="variational"),
+        "per_channel uint8": HistogramMatcher(method="per_channel"),
+    }
+    for m in matchers.values():
+        m.fit(reference[None])
+    float_matcher = HistogramMatcher(method="per_channel").fit(float_reference[None])
+    table = Table("case", "size", "time", "ours / skimage", "ms / MP", "growth", "peak / image")
+    verdicts: list[tuple[str, bool]] = []
+    previous: dict[str, tuple[int, float]] = {}
+    previous_size = None
+    print(f"{machine()}, numpy {np.__version__}, OpenCV {cv2.__version__}\n")
+    for size in [s for s in SIZES if s <= max_size]:
+        image, blurred = _inputs(size)
+        x, xf = image[None], blurred[None]
+        fns = {name: (lambda m=m, x=x: m.transform(x)) for name, m in matchers.items()}
+        fns["per_channel float32"] = lambda xf=xf: float_matcher.transform(xf)
+        fns["skimage"] = lambda image=image: sk_match(image, reference, channel_axis=-1)
+        repeat, warmup = _repeats(size, args.quick)
+        times = interleaved_medians(fns, repeat=repeat, warmup=warmup)
+        n = size * size
+        for name in ["skimage", *matchers, "per_channel float32"]:
+            t = times[name]
+            peak = peak_bytes(fns[name]) / (blurred if "float32" in name else image).nbytes
+            growth = None
+            if name in previous:
+                n1, t1 = previous[name]
+                growth = math.log(t / t1) / math.log(n / n1)
+                verdicts.append((f"{name} growth {previous_size}->{size}", growth <= GROWTH))
+            previous[name] = (n, t)
+            ratio = t / times["skimage"]
+            if name in SLOWER and size in (512, 4096):
+                limit = SLOWER[name][size == 4096]
+                verdicts.append((f"{name} {size}: {ratio:.1f}x <= {limit:g}x", ratio <= limit))
+            if name in FASTER:
+                limit = FASTER[name][size > 256]
+                ok = 1 / ratio >= limit
+                verdicts.append((f"{name} {size}: {1 / ratio:.1f}x faster >= {limit:g}x", ok))
+            if name in PEAK:
+                verdicts.append((f"{name} {size} peak {peak:.1f}x <= 8x", peak <= PEAK[name]))
+            elif name.startswith("per_channel"):
+                ok = peak <= PEAK_PER_CHANNEL
+                verdicts.append((f"{name} {size} peak {peak:.2f}x <= 1.5x", ok))
+            table.row(
+                name,
+                f"{size}x{size}",
+                t,
+                f"{ratio:.2f}x",
+                f"{t * 1e3 / (n / 1e6):.1f}",
+                "-" if growth is None else f"{growth:.2f}",
+                f"{peak:.2f}x",
+            )
+        previous_size = size
+    print(table.markdown())
+    print("\ngrowth: log(t2 / t1) / log(n2 / n1) from the previous size; peak: tracemalloc")
+    for case, met in verdicts:
+        print(f"  {case}: {'met' if met else 'MISSED'}")
+    print_targets(verdicts)
+    return table
+
+
+if __name__ == "__main__":
+    main()
