@@ -55,6 +55,14 @@ def assert_usage_error(result: subprocess.CompletedProcess, message: str) -> Non
     assert len(errors) == 1 and message in errors[0], result.stderr
 
 
+def assert_run_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """A runtime error (missing or invalid model, existing output): one line, exit 1."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], result.stderr
+
+
 def files_under(directory: Path) -> list[str]:
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
@@ -205,18 +213,29 @@ def test_fit_globs_files_and_masks(tree, tmp_path):
     np.testing.assert_array_equal(loaded.reference_["histograms"], api.reference_["histograms"])
 
 
-def test_fit_skips_corrupt_and_mismatched(tree, tmp_path):
+def test_fit_refuses_corrupt_and_mixed_references(tree, tmp_path):
     out = tmp_path / "m.npz"
-    result = cli(
-        "fit", tree / "refs/coffee.png", tree / "inputs/sub/corrupt.png", tree / "camera16.png",
-        "-o", out,
-    )  # fmt: skip
+    result = cli("fit", tree / "refs/coffee.png", tree / "inputs/sub/corrupt.png", "-o", out)
     assert result.returncode == 1
     assert str(tree / "inputs/sub/corrupt.png") in result.stderr
-    assert "camera16.png" in result.stderr and "uint16" in result.stderr
+    assert "not written" in result.stdout and "--keep-going" in result.stdout
+    assert not out.exists()  # a reference failed: no model
+    kept = cli("fit", tree / "refs/coffee.png", tree / "inputs/sub/corrupt.png", "-o", out,
+               "--keep-going")  # fmt: skip
+    assert kept.returncode == 1 and "left out" in kept.stdout
+    assert str(tree / "inputs/sub/corrupt.png") in kept.stdout
     assert HistogramMatcher.load(out).n_images_seen_ == 1
+    mixed = cli("fit", tree / "refs/coffee.png", tree / "camera16.png", "-o", tmp_path / "x.npz",
+                "--keep-going")  # fmt: skip
+    assert mixed.returncode == 1 and not (tmp_path / "x.npz").exists()
+    assert "1 uint8 with 3 channel(s), 1 uint16 with 1 channel(s)" in mixed.stderr
+    assert "--mode RGB" in mixed.stderr
+    converted = cli("fit", tree / "refs/coffee.png", tree / "camera16.png", "-o",
+                    tmp_path / "x.npz", "--mode", "RGB")  # fmt: skip
+    assert converted.returncode == 0, converted.stderr
+    assert HistogramMatcher.load(tmp_path / "x.npz").n_images_seen_ == 2
     again = cli("fit", tree / "refs/coffee.png", "-o", out)
-    assert_usage_error(again, "exists already; pass --overwrite")
+    assert_run_error(again, "exists already; pass --overwrite")
     failfast = cli("fit", tree / "inputs/sub/corrupt.png", tree / "refs", "-o", tmp_path / "f.npz",
                    "--fail-fast")  # fmt: skip
     assert failfast.returncode == 1 and not (tmp_path / "f.npz").exists()
@@ -267,7 +286,7 @@ def test_transform_refuses_overwrite_and_input_dirs(tree, model, transformed):
     _, out = transformed[1]
     before = {rel: (out / rel).read_bytes() for rel in files_under(out)}
     again = run("transform", "-m", model, tree / "inputs", "-o", out)
-    assert_usage_error(again, "3 output file(s) exist already")
+    assert_run_error(again, "3 output file(s) exist already")
     assert {rel: (out / rel).read_bytes() for rel in files_under(out)} == before
     inside = cli("transform", "-m", model, tree / "inputs", "-o", tree / "inputs" / "matched")
     assert_usage_error(inside, "is inside the input directory")
@@ -328,7 +347,7 @@ def test_transform_with_masks_changes_only_masked_pixels(tree, model, tmp_path):
 
 def test_transform_bad_arguments(tree, model, tmp_path):
     out = tmp_path / "o"
-    assert_usage_error(
+    assert_run_error(
         run("transform", "-m", tmp_path / "none.npz", tree / "inputs", "-o", out),
         "model file not found",
     )
@@ -346,14 +365,14 @@ def test_transform_bad_arguments(tree, model, tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"garbage", b"PK\x03\x04"])
-def test_garbage_model_is_a_usage_error(tree, tmp_path, content):
+def test_garbage_model_is_a_run_error(tree, tmp_path, content):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(content)
-    assert_usage_error(
+    assert_run_error(
         cli("transform", "-m", bad, tree / "inputs", "-o", tmp_path / "o"),
         "is not a valid histmatch_ml model file",
     )
-    assert_usage_error(cli("inspect", bad), "is not a valid histmatch_ml model file")
+    assert_run_error(cli("inspect", bad), "is not a valid histmatch_ml model file")
 
 
 def test_tampered_model_is_refused(tree, model, tmp_path):
@@ -362,7 +381,7 @@ def test_tampered_model_is_refused(tree, model, tmp_path):
     bad = tmp_path / "tampered.npz"
     bad.write_bytes(bytes(data))
     result = run("inspect", bad)
-    assert_usage_error(result, "is not a valid histmatch_ml model file")
+    assert_run_error(result, "is not a valid histmatch_ml model file")
 
 
 def test_version_and_console_script(tree):

@@ -3,8 +3,8 @@
 Commands::
 
     histmatch match SOURCE REFERENCE -o OUT [--method M] [matcher options]
-    histmatch fit REFS... -o MODEL.npz [--method M] [matcher options] [--mask-dir DIR]
-    histmatch transform -m MODEL.npz INPUTS... -o OUTDIR [--jobs N] [--overwrite]
+    histmatch fit REFS... -o MODEL.npz [--method M] [matcher options] [--mode MODE]
+    histmatch transform -m MODEL.npz INPUTS... -o OUTDIR [--jobs N] [--skip-existing]
     histmatch inspect MODEL.npz
     histmatch demo [-o DIR] [--method M]
 
@@ -15,9 +15,15 @@ ever written over an input; existing outputs are replaced only with
 ``--overwrite``; every write is atomic. A file that cannot be read is reported
 by path on stderr and skipped, the others are still processed, and the exit
 status is 1 at the end (``--fail-fast`` stops at the first, and so does a full
-disk). Bad arguments exit with status 2, a one-line error and the usage.
-Ctrl-C stops ``transform`` once the files in progress are written (exit
-status 130, with the count of files written); a run killed outright leaves at
+disk). Bad arguments exit with status 2, a one-line error and the usage;
+errors of the run itself (a missing or invalid model, an existing output)
+with status 1 and one line. Every input found is accounted for: written,
+skipped with a line saying why (found twice, a link not followed: walks never
+follow a link loop, nor a link out of the tree without ``--follow-links``),
+or failed (named in the summary). ``--mode`` converts every image on read,
+and ``fit`` refuses references of mixed kinds without it. Ctrl-C stops
+``transform`` once the files in progress are written (exit status 130, with
+the count of files written; ``--skip-existing`` finishes the run); a run killed outright leaves at
 most temporary ``.histmatch-tmp-<pid>-<random>`` files, which the next run on
 the same output removes, and its worker processes end with it. No output is
 written through a symbolic link that leads out of the output directory.
@@ -33,7 +39,7 @@ import sys
 
 import numpy as np
 
-from ._inputs import UsageError
+from ._inputs import RunError, UsageError
 from ._parser import VERSION, build_parser
 
 __all__ = ["build_parser", "main"]
@@ -50,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     status : int
-        0 on success, 1 if any file failed, 2 for bad arguments (argparse
-        exits with 2 itself), 130 when interrupted.
+        0 on success, 1 if any file failed or the run could not go on, 2 for
+        bad arguments (argparse exits with 2 itself), 130 when interrupted.
 
     Examples
     --------
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as exc:
         args.parser.error(str(exc))  # prints the usage and one line; exits with 2
+    except RunError as exc:  # not a bad option: one line, no usage
+        print(f"histmatch {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, TypeError) as exc:  # data errors: one line, no traceback
         print(f"histmatch {args.command}: error: {exc}", file=sys.stderr)
         return 1

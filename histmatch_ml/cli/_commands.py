@@ -1,8 +1,11 @@
 """The commands: each takes the parsed arguments and returns the exit status.
 
 A bad argument raises :class:`UsageError` (exit status 2 with the usage); a
-file that cannot be read is reported by path and counted, and the command
-returns 1 at the end. ``transform`` returns 130 when interrupted, after the
+run that cannot go on (missing or invalid model, existing output) raises
+:class:`RunError` (one line, exit status 1); a file that cannot be read is
+reported by path and counted, and the command returns 1 at the end. Every
+input found is accounted for in the summary: written, skipped (each with a
+line saying why) or failed (each named). ``transform`` returns 130 when interrupted, after the
 files in progress are written. Before writing, ``transform``, ``fit`` and
 ``match`` remove the temporary files that killed runs left in their output
 (see :func:`histmatch_ml.io._atomic.remove_stale_temp_files`).
@@ -15,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._inputs import UsageError, collect_inputs, find_mask, plan_outputs
+from ._inputs import RunError, Skip, UsageError, collect_inputs, find_mask, plan_outputs
 from ._runner import (
     _apply,
     _colour,
@@ -30,8 +34,10 @@ from ._runner import (
     _describe,
     _init_worker,
     _progress,
+    _recording,
     _report,
     _run_tasks,
+    _warn,
     _write_options,
 )
 
@@ -78,9 +84,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _check_model_path(path: Path) -> None:
     if not path.exists():
-        raise UsageError(f"model file not found: {path}")
+        raise RunError(f"model file not found: {path}")
     if not path.is_file():
-        raise UsageError(f"model path is not a file: {path}")
+        raise RunError(f"model path is not a file: {path}")
 
 
 def _load_for_cli(path: Path):
@@ -90,7 +96,24 @@ def _load_for_cli(path: Path):
     try:
         return load_model(path)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise RunError(str(exc)) from None
+
+
+def _mode(args: argparse.Namespace) -> str | None:
+    """The mode ``--mode`` converts every image to on read; None for ``keep``."""
+    return None if args.mode == "keep" else args.mode
+
+
+def _print_skips(skips: list[Skip]) -> int:
+    """One line per path the discovery did not take; the number of input files among them."""
+    for skip in skips:
+        print(f"skipped: {skip.path}: {skip.reason}", file=sys.stderr)
+    return sum(skip.file for skip in skips)
+
+
+def _failed_line(command: str, paths: list[str], what: str = "failed") -> None:
+    if paths:
+        print(f"histmatch {command}: {what}: {', '.join(map(str, paths))}")
 
 
 def _remove_stale(directory: Path, command: str, *, recursive: bool) -> None:
@@ -109,34 +132,51 @@ def _remove_stale(directory: Path, command: str, *, recursive: bool) -> None:
 def _transform(args: argparse.Namespace) -> int:
     from ..io import fingerprint
 
+    if args.skip_existing and args.overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other; choose one")
     model_path = Path(args.model)
     matcher = _load_for_cli(model_path)
     digest = fingerprint(matcher)
-    items, roots = collect_inputs(args.inputs)
+    items, roots, skips = collect_inputs(args.inputs, follow_links=args.follow_links)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} exists and is not a directory")
-    outputs = plan_outputs(items, roots, out_dir, overwrite=args.overwrite)
+        raise RunError(f"output {out_dir} exists and is not a directory")
+    outputs = plan_outputs(
+        items, roots, out_dir, overwrite=args.overwrite, skip_existing=args.skip_existing
+    )
+    skipped = _print_skips(skips)
     mask_dir = _mask_dir(args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # before the check of existing outputs: a temporary file is not an output
+    _remove_stale(out_dir, "transform", recursive=True)
     tasks = []
-    failed_masks = 0
+    failed_masks: list[str] = []
+    existing = 0
     for item, out in zip(items, outputs):
+        if args.skip_existing and (out.exists() or out.is_symlink()):
+            existing += 1  # written whole by an earlier run: outputs are written atomically
+            continue
         mask = None
         if mask_dir is not None:
             try:
                 mask = str(find_mask(mask_dir, item.rel))
             except (OSError, ValueError) as exc:
                 print(f"error: {item.path}: {exc}", file=sys.stderr)
-                failed_masks += 1
+                failed_masks.append(str(item.path))
                 if args.fail_fast:
                     return 1
                 continue
         tasks.append((str(item.path), str(out), mask))
+    if existing:
+        print(
+            f"histmatch transform: {existing} input(s) skipped, their output exists already "
+            "(--skip-existing)",
+            file=sys.stderr,
+        )
     jobs = max(1, min(args.jobs or _default_jobs(), len(tasks) or 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out_dir, "transform", recursive=True)
     options = {
         "max_pixels": args.max_pixels,
+        "mode": _mode(args),
         "overwrite": args.overwrite,
         "strength": args.strength,
         "threads": 1 if jobs > 1 else None,
@@ -157,16 +197,25 @@ def _transform(args: argparse.Namespace) -> int:
     except (BrokenProcessPool, RuntimeError, ValueError) as exc:
         print(f"histmatch transform: error: {exc}", file=sys.stderr)
         return 1
-    done, failed = outcome.done, outcome.failed + failed_masks
-    skipped = len(items) - done - failed
+    done, failed = outcome.done, outcome.failed + len(failed_masks)
+    skipped += existing
+    not_processed = len(items) - existing - done - failed
     summary = f"histmatch transform: {done} written, {failed} failed"
     if skipped:
-        summary += f", {skipped} not processed"
-    if outcome.stopped is not None and (skipped or outcome.stopped != "--fail-fast"):
+        summary += f", {skipped} skipped"
+    if not_processed:
+        summary += f", {not_processed} not processed"
+    if outcome.stopped is not None and (not_processed or outcome.stopped != "--fail-fast"):
         summary += f" ({outcome.stopped})"
     elapsed = time.perf_counter() - start
     print(f"{summary} in {elapsed:.1f} s with {jobs} job(s); output in {out_dir}")
+    _failed_line("transform", failed_masks + outcome.failed_paths)
     if outcome.interrupted:
+        print(
+            f"histmatch transform: interrupted after writing {done} file(s); to finish, run "
+            "the same command again with --skip-existing (the files written are kept)",
+            file=sys.stderr,
+        )
         return 130
     return 1 if failed else 0
 
@@ -186,9 +235,9 @@ def _check_new_file(out: Path, inputs: Iterable[Path], overwrite: bool, what: st
         if path.resolve() == out_real:
             raise UsageError(f"refusing to write the {what} over the input {path}")
     if out.exists() and not out.is_file():
-        raise UsageError(f"{what} path {out} exists and is not a file")
+        raise RunError(f"{what} path {out} exists and is not a file")
     if out.exists() and not overwrite:
-        raise UsageError(f"{what} {out} exists already; pass --overwrite to replace it")
+        raise RunError(f"{what} {out} exists already; pass --overwrite to replace it")
 
 
 def _matcher(args: argparse.Namespace) -> HistogramMatcher:
@@ -204,80 +253,130 @@ def _matcher(args: argparse.Namespace) -> HistogramMatcher:
     return HistogramMatcher(**params)
 
 
+def _kind_text(kind: tuple[str, int], count: int) -> str:
+    dtype, channels = kind
+    return f"{count} {dtype} with {channels} channel(s)"
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .. import _images
     from ..io import fingerprint, read_image, read_mask, save_model
     from ..methods import get_method
 
-    items, _ = collect_inputs(args.references)
+    items, _, skips = collect_inputs(args.references, follow_links=args.follow_links)
     out = Path(args.output)
     _check_new_file(out, (item.path for item in items), args.overwrite, "model")
     mask_dir = _mask_dir(args)
     matcher = _matcher(args)
+    mode = _mode(args)
+    skipped = _print_skips(skips)
     if out.parent.is_dir():
         _remove_stale(out.parent, "fit", recursive=False)
-    images: list[Any] = []
-    masks: list[np.ndarray] = []
-    pooled = learned = failed = 0
-    signature = None
+    if args.strength != 1:
+        print(
+            f"histmatch fit: note: --strength {args.strength:g} does not change what is "
+            "learned; it is stored in the model and blends each result with its input at "
+            "transform time ('histmatch transform --strength' overrides it)",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
 
-    def flush() -> None:
-        nonlocal pooled
-        if images:
-            matcher.partial_fit(images, mask=masks if mask_dir is not None else None)
-            images.clear()
-            masks.clear()
-            pooled = 0
+    def load(item: Any) -> tuple[Any, np.ndarray | None, Any]:
+        data = read_image(item.path, max_pixels=args.max_pixels, mode=mode)
+        mask = None
+        if mask_dir is not None:
+            mask_path = find_mask(mask_dir, item.rel)
+            mask = read_mask(mask_path, data.size, max_pixels=args.max_pixels)
+        colour = _colour(data.pixels)
+        batch = _images.to_batch([colour], None if mask is None else [mask])
+        return colour, mask, batch
 
-    with _progress(len(items), "fit") as bar:
-        for item in items:
+    # every reference is read and checked before anything is learned: one kind of image
+    # (dtype and channels) makes a model, and a bad file stops the run unless --keep-going
+    kinds: dict[int, tuple[str, int]] = {}
+    held: dict[int, tuple[Any, np.ndarray | None, int]] = {}
+    budget = FIT_CHUNK_PIXELS
+    failed: list[str] = []
+    with _progress(len(items), "fit: read") as bar:
+        for index, item in enumerate(items):
             bar.update(1)
             try:
-                data = read_image(item.path, max_pixels=args.max_pixels)
-                mask = None
-                if mask_dir is not None:
-                    mask_path = find_mask(mask_dir, item.rel)
-                    mask = read_mask(mask_path, data.size, max_pixels=args.max_pixels)
-                colour = _colour(data.pixels)
-                batch = _images.to_batch([colour], None if mask is None else [mask])
-                get_method(args.method).check_channels(batch.n_channels, "reference")
-                kind = (batch.dtype.name, batch.n_channels)
-                if signature is not None and kind != signature:
-                    raise ValueError(
-                        f"has dtype {kind[0]} with {kind[1]} channel(s); the references "
-                        f"before it have {signature[0]} with {signature[1]}"
-                    )
-            except Exception as exc:  # one bad reference must not stop the others
-                failed += 1
+                with _recording() as caught:
+                    colour, mask, batch = load(item)
+                    get_method(args.method).check_channels(batch.n_channels, "reference")
+            except Exception as exc:  # one bad reference must not hide the others
+                failed.append(str(item.path))
+                _warn(bar, item.path, caught)
                 _report(bar, item.path, _describe(exc, item.path))
                 if args.fail_fast:
                     break
                 continue
-            signature = kind
-            images.append(colour)
-            if mask is not None:
-                masks.append(mask)
-            learned += 1
-            pooled += batch.n_pixels
-            if pooled >= FIT_CHUNK_PIXELS:
-                flush()
-        if not (failed and args.fail_fast):
-            flush()
+            _warn(bar, item.path, caught)
+            kinds[index] = (batch.dtype.name, batch.n_channels)
+            if batch.n_pixels <= budget:  # kept for learning: not read twice
+                held[index] = (colour, mask, batch.n_pixels)
+                budget -= batch.n_pixels
     if failed and args.fail_fast:
         print(f"histmatch fit: stopped at the first error (--fail-fast); {out} not written")
         return 1
-    if not learned:
+    counts = Counter(kinds.values())
+    if len(counts) > 1:
+        found = ", ".join(_kind_text(kind, n) for kind, n in counts.most_common())
+        print(
+            f"histmatch fit: error: the references are of {len(counts)} kinds ({found}); a "
+            f"model learns one: pass --mode RGB or --mode L to convert them on read; "
+            f"{out} not written",
+            file=sys.stderr,
+        )
+        return 1
+    if failed and not args.keep_going:
+        print(
+            f"histmatch fit: {len(failed)} reference(s) failed ({', '.join(failed)}); {out} not "
+            f"written (pass --keep-going to learn from the {len(kinds)} others)"
+        )
+        return 1
+    if not kinds:
         print(f"histmatch fit: no reference image could be read; {out} not written")
+        return 1
+    images: list[Any] = []
+    masks: list[np.ndarray] = []
+    pooled = 0
+    with _progress(len(kinds), "fit: learn") as bar:
+        for index in kinds:
+            item = items[index]
+            bar.update(1)
+            if index in held:
+                colour, mask, n_pixels = held.pop(index)
+            else:
+                try:
+                    colour, mask, batch = load(item)
+                except Exception as exc:  # changed since it was read: still accounted for
+                    failed.append(str(item.path))
+                    _report(bar, item.path, _describe(exc, item.path))
+                    continue
+                n_pixels = batch.n_pixels
+            images.append(colour)
+            if mask is not None:
+                masks.append(mask)
+            pooled += n_pixels
+            if pooled >= FIT_CHUNK_PIXELS:
+                matcher.partial_fit(images, mask=masks if mask_dir is not None else None)
+                images, masks, pooled = [], [], 0
+        if images:
+            matcher.partial_fit(images, mask=masks if mask_dir is not None else None)
+    if failed and not args.keep_going:
+        print(f"histmatch fit: {', '.join(failed)} changed while reading; {out} not written")
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(matcher, out, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
+    extra = f", {skipped} skipped" if skipped else ""
     print(
         f"histmatch fit: learned {matcher.method_} from {matcher.n_images_seen_} image(s) "
-        f"({matcher.n_pixels_seen_:,} pixels), {failed} failed, in {elapsed:.1f} s; wrote "
-        f"{out} (fingerprint {fingerprint(matcher)[:16]})"
+        f"({matcher.n_pixels_seen_:,} pixels), {len(failed)} failed{extra}, in {elapsed:.1f} s; "
+        f"wrote {out} (fingerprint {fingerprint(matcher)[:16]})"
     )
+    _failed_line("fit", failed, "left out (failed, --keep-going)")
     return 1 if failed else 0
 
 
@@ -300,21 +399,31 @@ def _match(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {}
     for path, what in ((source, "source"), (reference, "reference")):
         try:
-            data[what] = read_image(path, max_pixels=args.max_pixels)
+            with _recording() as caught:
+                data[what] = read_image(path, max_pixels=args.max_pixels)
         except Exception as exc:
             print(f"error: {path}: {_describe(exc, path)}", file=sys.stderr)
             return 1
+        finally:
+            _warn(None, path, caught)
+    # each step's error names the file it comes from
+    step = reference
     try:
-        matcher.fit(_colour(data["reference"].pixels))
-        result = _apply(matcher, data["source"].pixels, None)
-        source_data = data["source"]
-        options = carried_options(source_data.save_options, source_data.format, fmt)
-        options = _write_options(fmt, options, args.png_compression)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_image(result, out, format=fmt, save_options=options, overwrite=args.overwrite)
+        with _recording() as caught:
+            matcher.fit(_colour(data["reference"].pixels))
+            step = source
+            result = _apply(matcher, data["source"].pixels, None)
+            step = out
+            source_data = data["source"]
+            options = carried_options(source_data.save_options, source_data.format, fmt)
+            options = _write_options(fmt, options, args.png_compression)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_image(result, out, format=fmt, save_options=options, overwrite=args.overwrite)
     except Exception as exc:
-        print(f"error: {out}: {_describe(exc, out)}", file=sys.stderr)
+        print(f"error: {step}: {_describe(exc, step)}", file=sys.stderr)
         return 1
+    finally:
+        _warn(None, source, caught)
     width, height = data["source"].size
     print(f"histmatch match: wrote {out} ({width}x{height}, method={args.method})")
     return 0
@@ -338,7 +447,7 @@ def _inspect(args: argparse.Namespace) -> int:
     try:
         summary = model_summary(path)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise RunError(str(exc)) from None
     if args.json:
         print(json.dumps({"file": str(path), **summary}, indent=2, default=str))
         return 0
@@ -351,6 +460,11 @@ def _inspect(args: argparse.Namespace) -> int:
     rows += [(name, str(value)) for name, value in attrs.items()]
     params = ", ".join(f"{k}={v!r}" for k, v in summary["params"].items())
     rows.append(("params", params))
+    strength = summary["params"].get("strength")
+    if strength is not None:
+        rows.append(
+            ("strength", f"{strength:g} (applied at transform time: blend with the input)")
+        )
     for name, desc in summary["arrays"].items():
         rows.append((f"array {name}", desc))
     rows.append(

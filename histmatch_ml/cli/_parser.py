@@ -299,10 +299,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def command(name: str, func: Callable, help: str, description: str):
-        p = sub.add_parser(name, help=help, description=description)
+    def command(name: str, func: Callable, help: str, description: str, examples: str):
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog="examples:\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func, parser=p)
         return p
+
+    def mode(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--mode",
+            choices=("keep", "RGB", "L", "RGBA"),
+            default="keep",
+            help="convert every image on read to 8-bit RGB, grey (L) or RGBA, for folders "
+            "of mixed images; keep (default) matches each as it is (16-bit stays 16-bit)",
+        )
+
+    def follow_links(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--follow-links",
+            action="store_true",
+            help="follow symbolic links that lead out of an input directory (links that "
+            "loop back are never followed)",
+        )
 
     def png_compression(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -329,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         _demo,
         "match two bundled sample images and write the result",
         "Match scikit-image's astronaut to its coffee photo; write PNGs and a figure.",
+        "  histmatch demo\n  histmatch demo -o demo_lab --method lab\n",
     )
     demo.add_argument(
         "-o",
@@ -345,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         "match one image to one reference image",
         "Match SOURCE to REFERENCE and write OUT; the format follows OUT's suffix and "
         "16-bit PNG/TIFF stay 16-bit.",
+        "  histmatch match photo.jpg reference.jpg -o matched.jpg\n"
+        "  histmatch match scan16.tif ref16.tif -o out.tif --method exact\n"
+        "  histmatch match a.png b.png -o out.png --method lab --overwrite\n",
     )
     match.add_argument("source", help="image to match")
     match.add_argument("reference", help="reference image")
@@ -365,7 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         _fit,
         "learn a reference from a set of images and save the model",
         "Learn the pooled reference distribution of REFS (files, directories read "
-        "recursively, or glob patterns) and save it as an .npz model file.",
+        "recursively, or glob patterns) and save it as an .npz model file. Every "
+        "reference is read and checked first; no model is written when one fails "
+        "(unless --keep-going) or when they mix grey and colour, or bit depths "
+        "(unless --mode converts them).",
+        "  histmatch fit refs/ -o model.npz\n"
+        "  histmatch fit 'refs/**/*.png' -o model.npz --mode RGB --method exact\n"
+        "  histmatch fit refs/ -o model.npz --mask-dir masks/ --keep-going\n",
     )
     fit.add_argument("references", nargs="+", metavar="REFS", help="files, directories, globs")
     fit.add_argument(
@@ -379,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--overwrite", action="store_true", help="replace MODEL if it exists")
     fit.add_argument("--fail-fast", action="store_true", help="stop at the first bad file")
+    fit.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="write the model from the references that could be read when some fail "
+        "(the summary names those left out; the exit status is still 1)",
+    )
+    mode(fit)
+    follow_links(fit)
     max_pixels(fit)
     add_matcher_options(fit)
 
@@ -388,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
         "match many images to a saved model",
         "Match INPUTS (files, directories read recursively, or glob patterns) to the "
         "model and write them under OUTDIR with the same relative paths and formats.",
+        "  histmatch transform -m model.npz photos/ -o matched/ --jobs 4\n"
+        "  histmatch transform -m model.npz 'photos/**/*.jpg' -o matched/ --mode RGB\n"
+        "  histmatch transform -m model.npz photos/ -o matched/ --skip-existing  # resume\n",
     )
     transform.add_argument(
         "-m", "--model", required=True, metavar="MODEL.npz", help="model file (from fit)"
@@ -420,7 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="masks mirroring the inputs' layout; only non-zero pixels are changed",
     )
     transform.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    transform.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave existing outputs as they are and write the others: finishes an "
+        "interrupted run (outputs are written atomically, so one that exists is whole)",
+    )
     transform.add_argument("--fail-fast", action="store_true", help="stop at the first bad file")
+    mode(transform)
+    follow_links(transform)
     png_compression(transform)
     max_pixels(transform)
 
@@ -430,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print what a model file holds",
         "Check a model file and print its method, parameters, dtype, channels, images "
         "seen and fingerprint.",
+        "  histmatch inspect model.npz\n  histmatch inspect model.npz --json\n",
     )
     inspect.add_argument("model", metavar="MODEL.npz", help="model file to check and describe")
     inspect.add_argument("--json", action="store_true", help="print JSON")

@@ -31,13 +31,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,11 +72,45 @@ def _apply(matcher: Any, pixels: Any, mask: np.ndarray | None) -> Any:
     return matcher.transform(pixels, mask=mask)
 
 
+#: the library's channel-mismatch error, whose advice is for Python code
+_CHANNEL_FIX = re.compile(r"^\S+ must have (\d+) channel\(s\), as the references; got (\d+):.*$")
+#: the ``--mode`` that gives an image the channels of the references
+_MODE_FOR = {"1": "L", "3": "RGB", "4": "RGBA"}
+
+
+def _channel_fix(match: re.Match) -> str:
+    expected, got = match.groups()
+    mode = _MODE_FOR.get(expected)
+    fix = f"; pass --mode {mode} to convert on read" if mode else ""
+    return f"has {got} channel(s), the references {expected}{fix}"
+
+
 def _describe(exc: BaseException, path: Path) -> str:
+    """One line for the error of ``path``: its name not repeated, advice for a shell."""
     msg = str(exc) or type(exc).__name__
     for prefix in (f"{path}: ", f"{os.fspath(path)!r}: "):
         msg = msg.removeprefix(prefix)
-    return msg
+    msg = _CHANNEL_FIX.sub(_channel_fix, msg)
+    return " ".join(msg.split())
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[list[str]]:
+    """Record the warnings raised inside; yield the list of their messages (one line each).
+
+    The command prints them as ``warning: <file>: <message>`` lines instead of
+    Python's default, which names no file and shows a line of source.
+    """
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield messages
+        finally:
+            for w in caught:
+                line = " ".join(str(w.message).split())
+                if line not in messages:
+                    messages.append(line)
 
 
 def _disk_full_errno(exc: BaseException) -> int | None:
@@ -98,6 +134,16 @@ def _progress(total: int, desc: str):
 
 def _report(bar: Any, path: Path, message: str) -> None:
     bar.write(f"error: {path}: {message}", file=sys.stderr)
+
+
+def _warn(bar: Any, path: Path, messages: list[str] | tuple[str, ...]) -> None:
+    """Print ``warning: <path>: <message>`` lines, above the progress ``bar`` if any."""
+    for message in messages:
+        line = f"warning: {path}: {message}"
+        if bar is None:
+            print(line, file=sys.stderr)
+        else:
+            bar.write(line, file=sys.stderr)
 
 
 # ------------------------------------------------------------- worker processes
@@ -212,17 +258,27 @@ class _Result(NamedTuple):
     disk_full: int | None = None
     #: not tried: the run had stopped when the worker came to it
     skipped: bool = False
+    #: the warnings the file raised, one line each
+    warnings: tuple[str, ...] = ()
 
 
 def _transform_one(task: tuple[str, str, str | None]) -> _Result:
     """Read, match and write one file, unless the run has stopped."""
-    from ..io import read_image, read_mask, write_image
-
-    src, dst, mask_path = (Path(task[0]), Path(task[1]), task[2])
+    src = Path(task[0])
     options = _WORKER["options"]
     stop = _WORKER.get("stop")
     if stop is not None and stop.is_set():
         return _Result(str(src), skipped=True)
+    with _recording() as caught:
+        result = _transform_file(task, options, stop)
+    return result._replace(warnings=tuple(caught)) if caught else result
+
+
+def _transform_file(task: tuple[str, str, str | None], options: dict[str, Any], stop: Any):
+    """The work of :func:`_transform_one`, its errors turned into a :class:`_Result`."""
+    from ..io import read_image, read_mask, write_image
+
+    src, dst, mask_path = (Path(task[0]), Path(task[1]), task[2])
     try:
         # a symbolic link in the output tree must not carry the output (and the
         # directories made for it) to somewhere outside the output directory
@@ -233,7 +289,7 @@ def _transform_one(task: tuple[str, str, str | None]) -> _Result:
                 f"output directory {options['out_dir']}"
             )
             return _Result(str(src), message)
-        data = read_image(src, max_pixels=options["max_pixels"])
+        data = read_image(src, max_pixels=options["max_pixels"], mode=options.get("mode"))
         mask = None
         if mask_path is not None:
             mask = read_mask(mask_path, data.size, max_pixels=options["max_pixels"])
@@ -285,6 +341,8 @@ class _Outcome:
     ----------
     done, failed : int
         Files written, and files that failed.
+    failed_paths : list of str
+        The files that failed, in the order they were reported.
     stopped : str or None
         Why the run stopped before the last task (``"--fail-fast"``,
         ``"interrupted"``, ``"stopped: no space left on device"``), else None.
@@ -294,6 +352,7 @@ class _Outcome:
 
     done: int = 0
     failed: int = 0
+    failed_paths: list[str] = field(default_factory=list)
     stopped: str | None = None
     interrupted: bool = False
 
@@ -349,10 +408,12 @@ def _run_tasks(
             bar.update(1)
             if result.skipped:
                 return
+            _warn(bar, Path(result.src), result.warnings)
             if result.error is None:
                 outcome.done += 1
                 return
             outcome.failed += 1
+            outcome.failed_paths.append(result.src)
             _report(bar, Path(result.src), result.error)
             if outcome.stopped is None and result.disk_full is not None:
                 outcome.stopped = f"stopped: {os.strerror(result.disk_full).lower()}"
@@ -364,7 +425,7 @@ def _run_tasks(
                 outcome.stopped, outcome.interrupted = "interrupted", True
                 bar.write(
                     f"histmatch {desc}: interrupted; finishing the files in progress "
-                    "(interrupt again to stop at once)",
+                    "(interrupt again to stop at once; --skip-existing resumes the run)",
                     file=sys.stderr,
                 )
             return outcome.stopped is not None

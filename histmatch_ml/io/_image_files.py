@@ -4,7 +4,8 @@
 decompression-bomb limit kept on (the warning is turned into an error for that
 file), keeps 16-bit greyscale as 16-bit and reads 16-bit colour PNG/TIFF (which
 Pillow would reduce to 8 bits) with OpenCV. Modes the matcher does not take
-are converted (the ``_CONVERT`` table) and the file's save options (ICC
+are converted (the ``_CONVERT`` table), every image to one 8-bit mode on
+request (:func:`convert_mode`, ``histmatch --mode``), and the file's save options (ICC
 profile, EXIF, JPEG tables, lossless TIFF compression) are kept so that a
 result can be written the way its input was. :func:`write_image` writes
 through :func:`~histmatch_ml.io.atomic_write`, so an output is never
@@ -129,6 +130,63 @@ def carried_options(save_options: dict[str, Any], source_format: str, fmt: str) 
     return {k: v for k, v in save_options.items() if k in held}
 
 
+#: the modes ``read_image(mode=...)`` (``histmatch --mode``) converts every image to
+CONVERT_MODES = ("L", "RGB", "RGBA")
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """Pixels of a 16-bit, 32-bit integer or float image as uint8 on the same scale.
+
+    Integers are read on the 16-bit scale (``I`` images hold 16-bit files for
+    Pillow), floats on ``[0, 1]``, as the matcher reads them.
+    """
+    if arr.dtype.kind == "f":
+        scaled = np.clip(np.nan_to_num(arr.astype(np.float64)), 0.0, 1.0) * 255.0
+    else:
+        scaled = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
+    return np.rint(scaled).astype(np.uint8)
+
+
+def convert_mode(pixels: Any, mode: str) -> Any:
+    """An image read by :func:`read_image` converted to the 8-bit Pillow ``mode``.
+
+    ``mode`` is ``"L"``, ``"RGB"`` or ``"RGBA"``. Images of 16 bits (``I;16``,
+    ``I`` and the uint16 colour arrays of 16-bit colour files) and float
+    images (``F``, on ``[0, 1]``) are first brought to 8 bits on the same scale
+    (Pillow's own conversion would clip them at 255); then Pillow converts
+    (grey to colour repeats the grey, colour to grey is ITU-R 601 luma, an
+    added alpha is opaque). The file's metadata (``info``) is kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from histmatch_ml.io._image_files import convert_mode
+    >>> convert_mode(Image.new("L", (4, 2)), "RGB").mode
+    'RGB'
+    >>> grey16 = Image.fromarray(np.full((2, 4), 65535, np.uint16))
+    >>> np.asarray(convert_mode(grey16, "RGB"))[0, 0].tolist()
+    [255, 255, 255]
+    """
+    from PIL import Image
+
+    if mode not in CONVERT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CONVERT_MODES)}; got {mode!r}")
+    if isinstance(pixels, np.ndarray):
+        arr = _to_8bit(pixels)
+        im = Image.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
+    elif pixels.mode in ("I;16", "I", "F"):
+        im = Image.fromarray(_to_8bit(np.asarray(pixels)), "L")
+        im.info.update(pixels.info)
+    else:
+        im = pixels
+    if im.mode == mode:
+        return im
+    converted = im.convert(mode)
+    converted.info.update(im.info)
+    return converted
+
+
 def normalise_pil(im: Any) -> Any:
     """A Pillow image upright and in a mode the matcher takes: one table for API and CLI.
 
@@ -221,7 +279,9 @@ def _save_options(im: Any, fmt: str | None = None, source: Any = None) -> dict[s
     return opts
 
 
-def read_image(path: PathLike, *, max_pixels: int | None = None) -> ImageData:
+def read_image(
+    path: PathLike, *, max_pixels: int | None = None, mode: str | None = None
+) -> ImageData:
     """Read an image file for matching, keeping its bit depth.
 
     Pillow's decompression-bomb protection stays on: an image above
@@ -238,6 +298,9 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> ImageData:
     max_pixels : int, optional
         Refuse images with more pixels than this (in addition to Pillow's
         own limit).
+    mode : {"L", "RGB", "RGBA"}, optional
+        Convert the image to this 8-bit mode after the table above (see
+        :func:`convert_mode`); None (default) keeps what the table gives.
 
     Returns
     -------
@@ -285,17 +348,23 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> ImageData:
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise ValueError(f"{path}: multi-frame images are not supported ({frames} frames)")
-            fmt, mode = im.format, im.mode
-            if mode in ("RGB", "RGBA") and ";16" in _rawmode(im):
+            fmt = im.format
+            if im.mode in ("RGB", "RGBA") and ";16" in _rawmode(im):
                 pixels = _oriented(_read_colour16(path, im.size), im)
-                return ImageData(pixels, fmt, _save_options(_without_orientation(im), fmt, im))
+                options = _save_options(_without_orientation(im), fmt, im)
+                if mode is not None:
+                    pixels = convert_mode(pixels, mode)
+                return ImageData(pixels, fmt, options)
             im.load()
             try:
                 pixels = normalise_pil(im)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
             pixels.load()
-            return ImageData(pixels, fmt, _save_options(pixels, fmt, im))
+            options = _save_options(pixels, fmt, im)
+            if mode is not None:
+                pixels = convert_mode(pixels, mode)
+            return ImageData(pixels, fmt, options)
 
 
 def _read_colour16(path: Path, size: tuple[int, int]) -> np.ndarray:
