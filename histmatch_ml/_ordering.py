@@ -207,6 +207,9 @@ def _unit_plane(channel: np.ndarray) -> np.ndarray:
         return _reference.level_index(channel).astype(np.float64)
     x = channel.astype(np.float64)
     lo, hi = float(x.min()), float(x.max())
+    if not np.isfinite(hi - lo):  # values near float64's limits: halved (exactly) first
+        x *= 0.5
+        lo, hi = lo * 0.5, hi * 0.5
     span = hi - lo
     if channel.dtype.kind in "ui" and span <= _INT_SPAN:
         scale = 1.0
