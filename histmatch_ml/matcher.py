@@ -436,10 +436,11 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Warns
         -----
         UserWarning
-            When ``X`` and the references differ in dtype kind or integer
-            width (float vs integer, uint8 vs uint16) and the method matches
-            raw values (``"per_channel"``, ``"exact"``): the output is on the
-            references' scale.
+            With ``scale="raw"``, when ``X`` and the references differ in dtype
+            kind or integer width (float vs integer, uint8 vs uint16) and the
+            method matches raw values (``"per_channel"``, ``"exact"``): the
+            output is on the references' scale. With ``scale="dtype"``, when
+            float images lie far outside [-1, 1] against integer references.
         """
         return self._transform(X, mask, "X")
 

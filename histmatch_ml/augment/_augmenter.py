@@ -122,9 +122,10 @@ class RandomHistogramMatching(BaseEstimator):
     any supported dtype, a ``PIL.Image``, or a torch tensor ``(C, H, W)`` or
     ``(N, C, H, W)`` (uint8, int16 or float), and returns the same type,
     shape and dtype (a tensor also keeps its device). Each image of an
-    ``(N, C, H, W)`` batch gets its own draw. The output takes the value scale
-    of the references: fit on the same kind of data you augment (e.g. float
-    tensors in ``[0, 1]`` with references in ``[0, 1]``). Called with
+    ``(N, C, H, W)`` batch gets its own draw. Images of another dtype than the
+    references are read on scikit-image's ``img_as_float`` scale (the
+    matcher's ``scale="dtype"``), so float tensors in ``[0, 1]`` can be
+    augmented with uint8 references. Called with
     keywords, ``aug(image=x, mask=m, ...)`` returns a dict in which ``"image"``
     is augmented and every other entry is passed through untouched, as in
     albumentations.
