@@ -152,11 +152,12 @@ class Exact(MatchingMethod):
         matched = None if per_channel else np.empty(image.shape, dtype=work)
         for c in range(n_channels):
             channel = image[:, :, c]
+            # (the work plane is made after the ordering, whose own work is the peak)
+            order = _ordering.strict_order(channel, mask, params["ordering"])
             if mask is None:
                 plane = np.empty(height * width, dtype=work)
             else:  # unmasked pixels keep their value (finish restores them exactly)
                 plane = channel.astype(work).ravel()
-            order = _ordering.strict_order(channel, mask, params["ordering"])
             plane[order] = ranked_values(state, tables, c, n, integer_image, work)
             del order
             if per_channel:
@@ -164,5 +165,6 @@ class Exact(MatchingMethod):
                 finish(image[part], plane.reshape(height, width, 1), mask, 1.0, out[part])
             else:
                 matched[:, :, c] = plane.reshape(height, width)
+            del plane  # (not alive during the next channel's ordering)
         if not per_channel:
             finish(image, matched, mask, params["strength"], out)
