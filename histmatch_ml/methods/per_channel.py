@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from .. import _images, _reference
-from .._images import channel_from, channel_into
+from .._images import channel_from, channel_into, interleave_into, split_into
 from ._base import MatchingMethod, blend, keep_unmasked, register
 
 #: cells of the float path's grid (the resolution of the source CDF)
@@ -128,15 +128,18 @@ def _row_bands(shape: tuple[int, int]) -> list[slice]:
 _END = 2.0**-10
 
 
-def grid_range(channel: np.ndarray, mask: np.ndarray | None) -> tuple[float, float] | None:
-    """The (masked) ``(lo, hi)`` of a channel (any strides, float or wide integer), or None
-    for a single value."""
+def _min_max(values: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
+    """(Masked) min and max; the dtype's ``(max, min)`` when the mask selects nothing."""
     if mask is None:
-        lo, hi = float(channel.min()), float(channel.max())  # (min and max propagate NaN)
-    else:  # (the identities of min and max in the channel's dtype)
-        info = np.finfo(channel.dtype) if channel.dtype.kind == "f" else np.iinfo(channel.dtype)
-        lo = float(np.min(channel, where=mask, initial=info.max))
-        hi = float(np.max(channel, where=mask, initial=info.min))
+        return float(values.min()), float(values.max())  # (min and max propagate NaN)
+    info = np.finfo(values.dtype) if values.dtype.kind == "f" else np.iinfo(values.dtype)
+    lo = float(np.min(values, where=mask, initial=info.max))
+    return lo, float(np.max(values, where=mask, initial=info.min))
+
+
+def grid_range(channel: np.ndarray, mask: np.ndarray | None) -> tuple[float, float] | None:
+    """The (masked) ``(lo, hi)`` of a channel (float or wide integer), or None for one value."""
+    lo, hi = _min_max(channel, mask)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise _images.not_finite_error()
     return (lo, hi) if hi > lo else None
@@ -277,15 +280,33 @@ def match_byte_levels(
     keep_unmasked(apply_lut_uint8(levels, table, out), image, mask)
 
 
+def _channel_range(
+    read: Any, c: int, mask: np.ndarray | None, bands: list[slice]
+) -> tuple[float, float] | None:
+    """:func:`grid_range` of channel ``c``, over its contiguous bands ``read(c, rows)``.
+
+    (A strided channel's min and max cost several times a contiguous band's.)
+    """
+    lo, hi = np.inf, -np.inf
+    for rows in bands:
+        band_lo, band_hi = _min_max(read(c, rows), None if mask is None else mask[rows])
+        if not (np.isfinite(band_lo) and np.isfinite(band_hi)):  # (NaN or infinity)
+            raise _images.not_finite_error()
+        lo, hi = min(lo, band_lo), max(hi, band_hi)
+    return (lo, hi) if hi > lo else None
+
+
 def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
     """16-bit levels, or floats (and wide integers) on the grid, one channel at a time.
 
     A channel's pixels become cells (their levels, or grid cells for floats
     and wide integers, those through float64 to be rounded once), one
     histogram of the cells gives the channel's lookup table (:func:`cdf_lut`),
-    and the table is gathered into the channel of ``out``. The channel is read
-    and written by bands of rows through one band-sized work plane, so the
-    work memory is the cells (one or two bytes a pixel) and one band.
+    and the table is gathered into the channel of ``out``. An image of one
+    band (:data:`BAND_PIXELS`) is split into channel planes at once and merged
+    back at the end (one pass each way over the interleaved image); a larger
+    one is read and written by bands of rows through one band-sized plane, so
+    its work memory is the cells (one or two bytes a pixel) and one band.
     """
     dtype, n_channels, shape = image.dtype, image.shape[2], image.shape[:2]
     exact = _reference.has_exact_levels(dtype)
@@ -297,34 +318,45 @@ def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> 
         n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
     bands = _row_bands(shape)
-    band_plane = np.empty((min(shape[0], bands[0].stop), shape[1]), dtype=plane_dtype)
+    whole = len(bands) == 1
+    if whole:
+        planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
+    else:
+        band_plane = np.empty((bands[0].stop, shape[1]), dtype=plane_dtype)
+
+    def read(c: int, rows: slice) -> np.ndarray:
+        """Channel ``c``'s band ``rows`` as a contiguous plane (a work array)."""
+        if whole:
+            return planes[c]
+        return channel_into(image[rows], c, band_plane[: image[rows].shape[0]])
+
     cells = np.empty(shape, dtype=cell_dtype)
     hist = np.empty((n_cells, 1), dtype=np.float32)
     table = np.empty(n_cells, dtype=plane_dtype)
     for c in range(n_channels):
-        grid = None if exact else grid_range(image[:, :, c], mask)
+        grid = None if exact else _channel_range(read, c, mask, bands)
         if exact or grid is not None:
             for rows in bands:  # the channel's cells
-                band = band_plane[: len(cells[rows])]
-                channel_into(image[rows], c, band)
                 if exact:
-                    _reference.level_index(band, out=cells[rows])
+                    _reference.level_index(read(c, rows), out=cells[rows])
                 else:
-                    grid_cells(band, grid, mask is not None, cells[rows])
+                    grid_cells(read(c, rows), grid, mask is not None, cells[rows])
             counts = _reference.level_counts(cells, mask, n_cells, out=hist)
             lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, out=table)
         else:  # one value: it sits at the median of the reference
             median = _reference.quantile_values(knots, c, np.array([0.5]))[0]
-        for rows in bands:  # the matched values, into the channel of out
-            band = band_plane[: len(cells[rows])]
+        for rows in bands:  # the matched values
+            band = planes[c] if whole else band_plane[: len(cells[rows])]
             if exact or grid is not None:
                 np.take(lut, cells[rows], out=band, mode="clip")  # (indices always fit)
             else:
                 band.fill(median)
-            if exact or dtype.kind == "f":
-                channel_from(band, out[rows], c)
-            else:  # wide integers: matched in float64, blended, rounded and clipped
+            if not (exact or dtype.kind == "f"):  # wide integers: blended, rounded, clipped
                 blend(image[rows, :, c], band, strength, dtype, out=out[rows, :, c])
+            elif not whole:
+                channel_from(band, out[rows], c)
+    if whole and (exact or dtype.kind == "f"):
+        interleave_into(planes, out)
     if not exact and dtype.kind == "f" and strength != 1.0:
         blend(image, out, strength, dtype, out=out)
     keep_unmasked(out, image, mask)
