@@ -392,12 +392,6 @@ def quantile_points(knots: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     return p[:end], v[:end]
 
 
-def _wide(v: np.ndarray) -> bool:
-    """True when the knots span more than float64 holds (their differences overflow)."""
-    with np.errstate(over="ignore"):
-        return not np.isfinite(v[-1] - v[0])
-
-
 def _interp(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``np.interp(q, p, v)``, without overflow for knots near float64's limits.
 

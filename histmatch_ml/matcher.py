@@ -578,13 +578,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         derived ``tables_`` must be what that state gives (they are derived
         again when a file has none).
         """
-        for name in ("method_", "reference_", "dtype_", "n_channels_", "n_images_seen_"):
-            if not hasattr(self, name):
-                raise ValueError(f"it has no fitted attribute {name!r}")
-        check_loaded_counts(self)
-        from ._reference import dtype_from_name
-
-        dtype_from_name(self.dtype_, "dtype_")
+        check_loaded_basics(
+            self, ("method_", "reference_", "dtype_", "n_channels_", "n_images_seen_")
+        )
         method = get_method(self.method_)
         try:
             counted = method.check_state(self.reference_, self.n_channels_)
@@ -596,10 +592,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 f"reference_ histograms count {counted} pixels; n_pixels_seen_ says {seen}"
             )
         expected = method.prepare(self.reference_, self._params())
-        if not hasattr(self, "tables_"):
-            self.tables_ = expected
-        elif not same_arrays(self.tables_, expected):
-            raise ValueError("tables_ are not the ones reference_ gives")
+        self.tables_ = loaded_tables(getattr(self, "tables_", None), expected, "reference_")
 
     def set_output(self, *, transform: str | None = None) -> HistogramMatcher:
         """Accept scikit-learn's output configuration; image outputs stay arrays.
@@ -662,12 +655,16 @@ def matching_tables(
     return method.rescale(tables, factor, limit)
 
 
-def check_loaded_counts(estimator: Any) -> None:
-    """The counts a loaded estimator carries are positive integers (``ValueError``).
+def check_loaded_basics(estimator: Any, required: tuple[str, ...]) -> None:
+    """The fitted attributes every loaded estimator carries (``ValueError`` for any flaw).
 
-    ``n_channels_`` and ``n_images_seen_`` are required; the others are checked
-    when present.
+    ``required`` must be present; the counts are positive integers
+    (``n_channels_`` and ``n_images_seen_`` required, the others checked when
+    present) and ``dtype_`` names a supported dtype.
     """
+    for name in required:
+        if not hasattr(estimator, name):
+            raise ValueError(f"it has no fitted attribute {name!r}")
     for name in ("n_channels_", "n_images_seen_", "n_pixels_seen_", "n_features_in_"):
         value = getattr(estimator, name, None)
         if value is None and name in ("n_channels_", "n_images_seen_"):
@@ -678,6 +675,24 @@ def check_loaded_counts(estimator: Any) -> None:
             raise ValueError(f"{name} must be an integer; got {value!r}")
         if value < 1:
             raise ValueError(f"{name} must be >= 1; got {value}")
+    from ._reference import dtype_from_name
+
+    dtype_from_name(estimator.dtype_, "dtype_")
+
+
+def loaded_tables(loaded: Any, expected: dict | list, states: str) -> dict | list:
+    """``expected`` (the tables the states give), refusing loaded ``tables_`` that differ.
+
+    A file without ``tables_`` (written before they were kept) gets them derived.
+    """
+    if loaded is None:
+        return expected
+    pairs = [(loaded, expected)] if isinstance(expected, dict) else None
+    if pairs is None and isinstance(loaded, list) and len(loaded) == len(expected):
+        pairs = list(zip(loaded, expected))
+    if pairs is None or not all(same_arrays(a, b) for a, b in pairs):
+        raise ValueError(f"tables_ are not the ones {states} give")
+    return expected
 
 
 def same_arrays(a: Any, b: dict) -> bool:

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from .. import _images
-from ..matcher import HistogramMatcher, check_loaded_counts, matching_tables, same_arrays
+from ..matcher import HistogramMatcher, check_loaded_basics, loaded_tables, matching_tables
 from ..methods import get_method
 from ._torch import worker_key
 
@@ -616,21 +616,18 @@ class RandomHistogramMatching(BaseEstimator):
 
     def _check_loaded_state(self) -> None:
         """Check the fitted attributes read from a model file; ``ValueError`` for any flaw."""
-        for name in (
-            "method_",
-            "references_",
-            "n_channels_",
-            "dtype_",
-            "reference_labels_",
-            "n_references_",
-        ):
-            if not hasattr(self, name):
-                raise ValueError(f"it has no fitted attribute {name!r}")
+        check_loaded_basics(
+            self,
+            (
+                "method_",
+                "references_",
+                "n_channels_",
+                "dtype_",
+                "reference_labels_",
+                "n_references_",
+            ),
+        )
         _strength_range(self.strength)  # (the pair's bounds, beyond the type checked at load)
-        check_loaded_counts(self)
-        from .._reference import dtype_from_name
-
-        dtype_from_name(self.dtype_, "dtype_")
         if not isinstance(self.references_, list) or not self.references_:
             raise ValueError("references_ must be a non-empty list of reference states")
         method = get_method(self.method_)
@@ -646,11 +643,4 @@ class RandomHistogramMatching(BaseEstimator):
             )
         params = self._matcher()._params()
         expected = [method.prepare(state, params) for state in self.references_]
-        if not hasattr(self, "tables_"):
-            self.tables_ = expected
-        elif not (
-            isinstance(self.tables_, list)
-            and len(self.tables_) == len(expected)
-            and all(same_arrays(t, e) for t, e in zip(self.tables_, expected))
-        ):
-            raise ValueError("tables_ are not the ones references_ give")
+        self.tables_ = loaded_tables(getattr(self, "tables_", None), expected, "references_")

@@ -55,10 +55,6 @@ class Skip:
     file: bool = True
 
 
-def _is_hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
 def _inside(real: str, top_real: str) -> bool:
     try:
         return os.path.commonpath([real, top_real]) == top_real

@@ -137,21 +137,13 @@ def _min_max(values: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]
     return lo, float(np.max(values, where=mask, initial=info.min))
 
 
-def grid_range(channel: np.ndarray, mask: np.ndarray | None) -> tuple[float, float] | None:
-    """The (masked) ``(lo, hi)`` of a channel (float or wide integer), or None for one value."""
-    lo, hi = _min_max(channel, mask)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise _images.not_finite_error()
-    return (lo, hi) if hi > lo else None
-
-
 def grid_cells(
     plane: np.ndarray, grid: tuple[float, float], masked: bool, cells: np.ndarray
 ) -> None:
     """Write the float-grid cell of every pixel of a 2-D float plane into ``cells``.
 
     The cell of ``x`` is ``floor((x - lo) * scale + 1 - _END)`` over the
-    channel's (masked) range ``grid = (lo, hi)`` (:func:`grid_range`), with
+    channel's (masked) range ``grid = (lo, hi)`` (:func:`_channel_range`), with
     ``scale`` putting ``hi`` at ``GRID_CELLS - 1 + _END``: the interior cells
     are ``(hi - lo) / (GRID_CELLS - 2)`` wide, and the two end cells hold only
     the values within ``_END`` of a cell of the extremes. Pixels piled up at a
@@ -283,7 +275,8 @@ def match_byte_levels(
 def _channel_range(
     read: Any, c: int, mask: np.ndarray | None, bands: list[slice]
 ) -> tuple[float, float] | None:
-    """:func:`grid_range` of channel ``c``, over its contiguous bands ``read(c, rows)``.
+    """The (masked) ``(lo, hi)`` of channel ``c`` over its contiguous bands ``read(c, rows)``,
+    or None when it holds a single value.
 
     (A strided channel's min and max cost several times a contiguous band's.)
     """
