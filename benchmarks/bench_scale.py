@@ -9,7 +9,13 @@ both orderings, and per_channel on the uint8 image and on a float32 version
 float image and the ``/255`` reference. Columns: median time, ratio to
 skimage's call on the same image, time per megapixel, growth
 exponent ``log(t2 / t1) / log(n2 / n1)`` from the previous size, and peak
-memory (tracemalloc, reset between cases) over the image's bytes. Run::
+memory (tracemalloc, reset between cases) over the image's bytes.
+
+Fit throughput: ``HistogramMatcher().fit`` on ``--fit-images`` (2,000) RGB
+256x256 crops of ``astronaut`` (seeded offsets) as uint8 and as continuous
+float32 (``(crop + U[0, 1)) / 256``, so not 8-bit levels), and three
+``np.percentile`` calls per float image (101 percentiles each) as the
+yardstick of a sort per image; images/s and the float/uint8 ratio. Run::
 
     python benchmarks/bench_scale.py            # 256 .. 4096 (several minutes)
     python benchmarks/bench_scale.py --quick    # fewer repeats, up to 1024
@@ -31,7 +37,7 @@ from histmatch_ml import HistogramMatcher
 
 SIZES = (256, 512, 1024, 2048, 4096)
 #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
-SMOKE_ARGS = ("--quick", "--max-size", "256")
+SMOKE_ARGS = ("--quick", "--max-size", "256", "--fit-images", "8")
 #: slowest allowed ``ours / skimage`` time ratio: {case: (at 512x512, at 4096x4096)}
 SLOWER = {"exact local_means": (10.0, 12.0), "exact variational": (15.0, 18.0)}
 #: least required ``skimage / ours`` speed-up: {case: (at 256x256, from 512x512 up)}
@@ -39,6 +45,8 @@ FASTER = {"per_channel uint8": (3.0, 5.0), "per_channel float32": (10.0, 10.0)}
 GROWTH = 1.1
 PEAK = {"exact local_means": 8.0, "exact variational": 8.0}
 PEAK_PER_CHANNEL = 1.5
+#: least float32 / uint8 fit throughput
+FIT_RATIO = 0.1
 
 
 def _inputs(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> Table:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, sizes up to 1024")
     parser.add_argument("--max-size", type=int, default=None, help="largest size")
+    parser.add_argument("--fit-images", type=int, default=2000, help="images of the fit rows")
     args = parser.parse_args(argv)
     max_size = args.max_size or (1024 if args.quick else SIZES[-1])
     reference = data.coffee()
@@ -122,9 +131,43 @@ def main(argv: Sequence[str] | None = None) -> Table:
         previous_size = size
     print(table.markdown())
     print("\ngrowth: log(t2 / t1) / log(n2 / n1) from the previous size; peak: tracemalloc")
+    print()
+    print(_fit_rows(args.fit_images, args.quick, verdicts).markdown())
     for case, met in verdicts:
         print(f"  {case}: {'met' if met else 'MISSED'}")
     print_targets(verdicts)
+    return table
+
+
+def _fit_rows(n_images: int, quick: bool, verdicts: list) -> Table:
+    """Fit throughput of uint8 and continuous float32 references (see the module docstring)."""
+    source = data.astronaut()
+    rng = np.random.default_rng(0)
+    offsets = rng.integers(0, source.shape[0] - 256, (n_images, 2))
+    crops = np.stack([source[r : r + 256, c : c + 256] for r, c in offsets])
+    floats = crops.astype(np.float32)
+    floats += rng.random(floats.shape, dtype=np.float32)
+    floats /= np.float32(256)
+
+    def percentiles() -> None:
+        q = np.linspace(0, 100, 101)
+        for image in floats:
+            for c in range(3):
+                np.percentile(image[:, :, c], q)
+
+    fns = {
+        "fit uint8": lambda: HistogramMatcher().fit(crops),
+        "fit float32": lambda: HistogramMatcher().fit(floats),
+        "np.percentile, 3 per float32 image": percentiles,
+    }
+    times = interleaved_medians(fns, repeat=1 if quick else 3, warmup=0)
+    table = Table("case", "images", "time", "images / s", "ratio to uint8 fit")
+    for name, t in times.items():
+        table.row(name, str(n_images), t, f"{n_images / t:.0f}", f"{times['fit uint8'] / t:.3f}")
+    ratio = times["fit uint8"] / times["fit float32"]
+    verdicts.append(
+        (f"float32 fit {ratio:.3f}x the uint8 fit >= {FIT_RATIO:g}x", ratio >= FIT_RATIO)
+    )
     return table
 
 

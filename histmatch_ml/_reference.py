@@ -1,19 +1,27 @@
 """The learned reference state, per channel, as plain arrays.
 
-Two representations, chosen by the reference dtype:
+Two exact representations, chosen by the reference dtype, both mergeable
+exactly (the state of a data set does not depend on how it was split):
 
 * **exact histograms** for 8- and 16-bit integer dtypes (uint8, int8, uint16,
   int16): one count per representable level, ``(C, 256)`` or ``(C, 65536)``
   int64. Pooling and merging are exact (counts add up), and the cost does not
   depend on the values present (a uint16 image holding 65535 is as cheap as
   one holding 10).
-* **quantile sketches** for floats and wide integers: ``n_quantiles`` values of
-  the pooled quantile function at evenly spaced probabilities ``0 .. 1`` (the
-  Hazen/midpoint plotting position). Merging two sketches evaluates the
-  mixture of their piecewise-linear distributions exactly and resamples it on
-  the grid; see :func:`merge_quantiles` for the tolerance.
+* **float bins** for floats and wide integers: per channel, the sorted order
+  keys of the distinct values (:func:`order_keys`: the bit patterns, in value
+  order) and their counts, and the exact extremes. A float32 channel is
+  learned by one sort of its 32-bit keys (in groups of :data:`LEARN_GROUP`
+  values, merged). Past :data:`MAX_BINS` distinct values in a channel the
+  keys drop their last bits, as many as needed (:func:`fit_resolution`):
+  values then count in bins of a fixed grid of ``2**bits`` bins per power of
+  two, and the quantile function stays within one bin of the pooled data's.
+  Float references of 8-bit levels (``k / 255``) keep a histogram of their
+  levels instead (:func:`byte_level_table`). Quantile sketches
+  (:func:`merge_quantiles`) remain for lab's projections and for models
+  saved by earlier versions.
 
-Both expose the same *quantile function*: :func:`quantile_knots`, computed
+All expose the same *quantile function*: :func:`quantile_knots`, computed
 once per fit and kept with the fitted estimator, holds ``(p, v)`` knots such
 that ``np.interp(q, p, v)`` is the reference value at probability ``q``
 (:func:`quantile_points`); the lookups (:func:`quantile_values`,
@@ -210,15 +218,315 @@ def pooled_histograms(images: list[np.ndarray], masks: list[np.ndarray] | None) 
     return total
 
 
-def pooled_channel_values(
-    images: list[np.ndarray], masks: list[np.ndarray] | None, channel: int
-) -> np.ndarray:
-    """All (masked) values of one channel over ``images``, as float64."""
-    parts = [
-        (im[:, :, channel] if masks is None else im[:, :, channel][masks[i]]).ravel()
-        for i, im in enumerate(images)
+# ------------------------------------------------------- float bins: exact, mergeable counts
+#: the most bins a float state keeps per channel; past it, the resolution is halved until
+#: every channel fits (:func:`fit_resolution`)
+MAX_BINS = 2**18
+#: mantissa bits of float32 and float64 values: a state at this resolution counts distinct values
+VALUE_BITS = {np.dtype(np.float32): 23, np.dtype(np.float64): 52}
+#: the resolution from which a bin is read as one value (its point) rather than a range
+POINT_BITS = 23
+#: values of a channel learned at once (more are learned in groups and merged): the first
+#: group is smaller, so that continuous data reaches its coarse bins early
+LEARN_GROUP = 2**22
+FIRST_GROUP = 2**19
+
+
+def order_keys(values: np.ndarray) -> np.ndarray:
+    """Signed integers in the order of the float32/float64 ``values``: their bit patterns.
+
+    Negative values get their magnitude bits flipped, so that integer order
+    is value order (``-0.0`` sorts just below ``0.0``, as ``-1``). The map is its own
+    inverse: ``order_keys(keys).view(float)`` gives the values back.
+    """
+    ints = values.view(np.int32 if values.dtype.itemsize == 4 else np.int64)
+    flip = ints >> (8 * ints.dtype.itemsize - 1)  # -1 for negative values, 0 otherwise
+    flip &= np.iinfo(ints.dtype).max
+    flip ^= ints
+    return flip
+
+
+def key_values(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The lowest float64 value of each bin ``keys`` at ``bits`` mantissa bits.
+
+    A key is the float64 order key (:func:`order_keys`) shifted right by
+    ``52 - bits``, so a bin holds the values whose first ``bits`` mantissa
+    bits, exponent and sign agree: a width of ``2**-bits`` times its values'
+    power of two.
+    """
+    with np.errstate(over="ignore"):  # (the bin above the largest finite one starts at inf)
+        return order_keys(keys.astype(np.int64) << (52 - bits)).view(np.float64)
+
+
+def point_values(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The value nearest zero of each bin: the value itself when a bin holds one value."""
+    ints = order_keys(keys.astype(np.int64) << (52 - bits))
+    ints &= ~np.int64((1 << (52 - bits)) - 1)
+    return ints.view(np.float64)
+
+
+def _runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of every run of equal values in a sorted 1-D array."""
+    starts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1])
+    starts += 1
+    return np.concatenate(([0], starts))
+
+
+def coarsen(keys: np.ndarray, counts: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted bins ``(keys, counts)`` at ``shift`` fewer bits: neighbours merge, counts add."""
+    if shift == 0:
+        return keys, counts
+    keys = keys >> shift
+    starts = _runs(keys)
+    return keys[starts], np.add.reduceat(counts, starts)
+
+
+def _bin_counts_by_shift(keys: np.ndarray) -> np.ndarray:
+    """``n[d]``: how many bins sorted distinct ``keys`` make once shifted right by ``d``.
+
+    Two neighbours share a bin at shift ``d`` exactly when their XOR has at
+    most ``d`` bits, so one histogram of those bit lengths gives every shift.
+    """
+    xor = keys[1:] ^ keys[:-1]
+    length = np.frexp(xor.astype(np.float64))[1]  # bit length (exact below 2**53)
+    length[xor < 0] = 64  # (signs differ)
+    apart = np.bincount(length, minlength=65)
+    return 1 + np.cumsum(apart[::-1])[::-1][1:]  # n[d] = 1 + pairs longer than d bits
+
+
+def fit_resolution(rows: list[tuple[np.ndarray, np.ndarray]], bits: int) -> tuple[list, int]:
+    """``rows`` at the finest resolution ``<= bits`` where every channel has ``<= MAX_BINS`` bins.
+
+    The number of bins can only grow with more data, so the resolution this
+    picks for pooled data is the one any merge order reaches: the state of
+    a data set does not depend on how it was split. At 0 bits (sign and
+    exponent only) up to 4096 bins remain, whatever ``MAX_BINS``.
+    """
+    if max(len(k) for k, _ in rows) <= MAX_BINS:
+        return rows, bits
+    counts = np.max([_bin_counts_by_shift(k) for k, _ in rows], axis=0)
+    shift = min(int(np.argmax(counts <= MAX_BINS)) if (counts <= MAX_BINS).any() else 64, bits)
+    return [coarsen(k, c, shift) for k, c in rows], bits - shift
+
+
+def _value_bins(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 keys and counts of the distinct values of a 1-D float array, and its extremes.
+
+    ``values`` (float32 or float64, contiguous) is sorted in place.
+    """
+    values.sort()
+    starts = _runs(values)  # (-0.0 == 0.0: both count as 0.0)
+    counts = np.diff(np.append(starts, len(values)))
+    distinct = values[starts].astype(np.float64)
+    distinct[distinct == 0] = 0.0  # (a run of zeros may start with -0.0)
+    keys = order_keys(distinct) >> (52 - VALUE_BITS[values.dtype])
+    return keys, counts.astype(np.int64), distinct[[0, -1]]
+
+
+#: widest key range counted with one ``np.bincount`` rather than a sort
+_COUNTED_RANGE = 2**23
+
+
+def _coarse_bins(
+    values: np.ndarray, bits: int, work: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_value_bins` at ``bits`` (coarser than the values): counted without a sort.
+
+    float32 values are binned on their own 32-bit keys (same bins as float64
+    ones, but for subnormals, which go through float64); bins spanning more
+    than :data:`_COUNTED_RANGE` keys are sorted instead of counted. ``work``
+    is an optional int64 buffer of at least ``values``' size for the keys.
+    """
+    native = values.dtype == np.float32
+    if not native:
+        values = values.astype(np.float64, copy=False)
+    extremes = np.array([values.min(), values.max()], dtype=np.float64) + 0.0  # (-0.0 -> 0.0)
+    if native and _has_subnormals(values, extremes):
+        return _coarse_bins(values.astype(np.float64), bits)
+    shift = (23 if native else 52) - bits
+    if extremes[0] >= 0:  # the bit patterns are the order keys
+        keys = values.view(np.int32 if native else np.int64)
+    else:
+        keys = order_keys(values)
+    out = None if work is None else work[: len(values)]
+    keys = np.right_shift(keys, shift, out=out, dtype=np.int64)
+    low, high = (int(k) >> shift for k in order_keys(extremes.astype(values.dtype)))
+    if high - low >= _COUNTED_RANGE:
+        keys.sort()
+        starts = _runs(keys)
+        found, counts = keys[starts], np.diff(np.append(starts, len(keys)))
+    else:
+        keys -= low
+        counts = np.bincount(keys)
+        found = np.flatnonzero(counts)
+        counts = counts[found]
+        found += low
+    if native:  # float32 bins -> float64 keys at `bits`
+        edges = order_keys(found.astype(np.int32) << shift).view(np.float32).astype(np.float64)
+        found = order_keys(edges) >> (52 - bits)
+    return found.astype(np.int64), counts.astype(np.int64), extremes
+
+
+def _has_subnormals(values: np.ndarray, extremes: np.ndarray) -> bool:
+    """True when float32 ``values`` (of ``extremes`` ``(min, max)``) hold subnormal values."""
+    tiny = float(np.finfo(np.float32).tiny)
+    if extremes[0] >= tiny or extremes[1] <= -tiny:
+        return False  # all values on one side of the subnormals
+    small = np.abs(values) < tiny
+    return bool(np.count_nonzero(small) > np.count_nonzero(values == 0))
+
+
+def _channel_groups(images: list[np.ndarray], masks: list[np.ndarray] | None):
+    """Yield contiguous ``(C, n)`` arrays of the (masked) values of images, by LEARN_GROUP."""
+    group: list[np.ndarray] = []
+    size = 0
+
+    def planes() -> np.ndarray:
+        out = np.empty((group[0].shape[1], size), dtype=group[0].dtype)
+        start = 0
+        for pixels in group:
+            out[:, start : start + len(pixels)] = pixels.T
+            start += len(pixels)
+        return out
+
+    limit = min(FIRST_GROUP, LEARN_GROUP)
+    for i, image in enumerate(images):
+        pixels = image.reshape(-1, image.shape[2]) if masks is None else image[masks[i]]
+        group.append(pixels)
+        size += len(pixels)
+        if size >= limit:
+            yield planes()
+            group, size, limit = [], 0, LEARN_GROUP
+    if group:
+        yield planes()
+
+
+def learn_bins(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict:
+    """The float state of ``images``: every distinct value and its count, per channel.
+
+    Floats are counted as they are (float32 in 23-bit bins, float64 and wide
+    integers in 52-bit ones: one value a bin), a group of
+    :data:`LEARN_GROUP` values at a time, by one sort of the values; past
+    :data:`MAX_BINS` distinct values in a channel the bins are coarsened
+    (:func:`fit_resolution`). Once coarsened, a group's values go straight
+    to bins of the resolution reached so far, counted without a sort (more
+    data can only coarsen further, so this is exact).
+    """
+    dtype = images[0].dtype
+    work = dtype if dtype in VALUE_BITS else np.dtype(np.float64)
+    full = VALUE_BITS[work]
+    state, work_keys = None, None
+    for values in _channel_groups(images, masks):
+        bits = full if state is None else int(state["bits"])
+        if bits == full:
+            found = [_value_bins(row.astype(work, copy=dtype != work)) for row in values]
+        else:
+            if work_keys is None or len(work_keys) < values.shape[1]:
+                work_keys = np.empty(values.shape[1], dtype=np.int64)
+            found = [_coarse_bins(row, bits, work_keys) for row in values]
+        extremes = np.array([ends for _, _, ends in found])
+        rows, bits = fit_resolution([(k, c) for k, c, _ in found], bits)
+        part = _bins_state(rows, bits, dtype, extremes)
+        state = part if state is None else merge_bins(state, part)
+    return state
+
+
+def _bins_state(
+    rows: list[tuple[np.ndarray, np.ndarray]], bits: int, dtype: np.dtype, extremes: np.ndarray
+) -> dict:
+    """A float state from per-channel sorted ``(keys, counts)`` at ``bits`` and ``(min, max)``."""
+    lengths = [len(k) for k, _ in rows]
+    return {
+        "dtype": np.array(np.dtype(dtype).name),
+        "bits": np.array(bits, dtype=np.int64),
+        "extremes": np.asarray(extremes, dtype=np.float64).reshape(len(rows), 2),
+        "keys": np.concatenate([k for k, _ in rows]).astype(np.int64, copy=False),
+        "counts": np.concatenate([c for _, c in rows]).astype(np.int64, copy=False),
+        "offsets": np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
+    }
+
+
+def bin_rows(state: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-channel ``(keys, counts)`` of a float state."""
+    offsets = state["offsets"]
+    return [
+        (state["keys"][offsets[c] : offsets[c + 1]], state["counts"][offsets[c] : offsets[c + 1]])
+        for c in range(len(offsets) - 1)
     ]
-    return np.concatenate(parts).astype(np.float64, copy=False)
+
+
+def as_bins(state: dict) -> dict:
+    """``state`` as a float-bins state (histograms of levels become exact 52-bit bins)."""
+    if "keys" in state:
+        return state
+    values = (
+        np.asarray(state["levels"], dtype=np.float64)
+        if "levels" in state
+        else level_values(np.dtype(str(state["dtype"].item())))
+    )
+    rows, extremes = [], []
+    for hist in state["histograms"]:
+        occupied = np.flatnonzero(hist)
+        rows.append((order_keys(values[occupied].copy()), hist[occupied].astype(np.int64)))
+        extremes.append(values[occupied[[0, -1]]])
+    rows, bits = fit_resolution(rows, 52)
+    return _bins_state(rows, bits, np.dtype(str(state["dtype"].item())), np.array(extremes))
+
+
+def merge_bins(a: dict, b: dict) -> dict:
+    """Merge two float states exactly: counts of equal bins add, at the coarser resolution.
+
+    The result is the state of the pooled values (:func:`fit_resolution`),
+    whatever the order and grouping of the merges.
+    """
+    bits = min(int(a["bits"]), int(b["bits"]))
+    rows = []
+    for (ka, ca), (kb, cb) in zip(bin_rows(a), bin_rows(b)):
+        ka, ca = coarsen(ka, ca, int(a["bits"]) - bits)
+        kb, cb = coarsen(kb, cb, int(b["bits"]) - bits)
+        keys = np.concatenate([ka, kb])
+        order = np.argsort(keys, kind="stable")  # (two sorted runs: a linear merge)
+        keys = keys[order]
+        starts = _runs(keys)
+        rows.append((keys[starts], np.add.reduceat(np.concatenate([ca, cb])[order], starts)))
+    rows, bits = fit_resolution(rows, bits)
+    extremes = np.stack(
+        [
+            np.minimum(a["extremes"][:, 0], b["extremes"][:, 0]),
+            np.maximum(a["extremes"][:, 1], b["extremes"][:, 1]),
+        ],
+        axis=1,
+    )
+    return _bins_state(rows, bits, np.dtype(str(a["dtype"].item())), extremes)
+
+
+def bin_quantile_points(
+    keys: np.ndarray, counts: np.ndarray, bits: int, extremes: np.ndarray
+) -> tuple:
+    """Quantile-function knots ``(p, v)`` of one channel's bins.
+
+    At :data:`POINT_BITS` bits or more a bin is one value (float32 values
+    exactly, float64 ones within ``2**-23`` of their magnitude), placed like a
+    histogram level at its midpoint CDF (:func:`histogram_quantile_points`);
+    between values the quantile function is linear. Coarser bins spread
+    their count evenly over their range: knots at every bin edge, at the
+    counts below it. Either way the quantile function starts and ends at
+    the channel's exact ``extremes`` ``(min, max)``.
+    """
+    if bits >= POINT_BITS:
+        p, v = histogram_quantile_points(counts, point_values(keys, bits))
+        v[0], v[-1] = extremes
+        return p, v
+    lo = key_values(keys, bits)
+    hi = key_values(keys + 1, bits)
+    lo[0], hi[-1] = extremes
+    cum = np.cumsum(counts, dtype=np.float64)
+    total = cum[-1]
+    p = np.stack([(cum - counts) / total, cum / total], axis=1).ravel()
+    v = np.stack([lo, hi], axis=1).ravel()
+    keep = np.ones(len(p), dtype=bool)  # drop the second of two equal knots
+    keep[1:] = (p[1:] != p[:-1]) | (v[1:] != v[:-1])
+    return p[keep], v[keep]
 
 
 def probability_grid(n_quantiles: int) -> np.ndarray:
@@ -229,19 +537,6 @@ def probability_grid(n_quantiles: int) -> np.ndarray:
 def quantiles_of(values: np.ndarray, n_quantiles: int) -> np.ndarray:
     """Midpoint (Hazen) quantiles of ``values`` at :func:`probability_grid`."""
     return np.quantile(values, probability_grid(n_quantiles), method="hazen")
-
-
-def pooled_quantiles(
-    images: list[np.ndarray], masks: list[np.ndarray] | None, n_quantiles: int
-) -> np.ndarray:
-    """Per-channel quantile sketches ``(C, n_quantiles)`` of the pooled pixels."""
-    n_channels = images[0].shape[2]
-    return np.stack(
-        [
-            quantiles_of(pooled_channel_values(images, masks, c), n_quantiles)
-            for c in range(n_channels)
-        ]
-    )
 
 
 def _cdf_limits(values: np.ndarray, probs: np.ndarray, x: np.ndarray) -> tuple:
@@ -346,20 +641,28 @@ def histogram_quantile_points(hist: np.ndarray, values: np.ndarray) -> tuple:
 def quantile_knots(state: dict) -> dict[str, np.ndarray]:
     """The knots of every channel's reference quantile function, computed once per fit.
 
-    For histogram states, ``"probs"`` and ``"values"`` ``(C, K)`` float64: the
-    midpoint CDF and the value of each occupied level
-    (:func:`histogram_quantile_points`), rows padded to the longest by
-    repeating their last knot (which leaves ``np.interp`` unchanged). For
-    sketches, ``"values"`` ``(C, n_quantiles)``: the quantiles, whose
-    probabilities are the evenly spaced :func:`probability_grid`.
+    For histogram and float-bins states, ``"probs"`` and ``"values"``
+    ``(C, K)`` float64: the midpoint CDF and the value of each occupied level
+    (:func:`histogram_quantile_points`) or bin (:func:`bin_quantile_points`),
+    rows padded to the longest by repeating their last knot (which leaves
+    ``np.interp`` unchanged). For quantile sketches (lab's projections, and
+    models saved by earlier versions), ``"values"`` ``(C, n_quantiles)``: the
+    quantiles, whose probabilities are the evenly spaced :func:`probability_grid`.
     """
     if "quantiles" in state:
         return {"values": np.array(state["quantiles"], dtype=np.float64)}
-    if "levels" in state:
-        values = np.asarray(state["levels"], dtype=np.float64)
+    if "keys" in state:
+        bits = int(state["bits"])
+        rows = [
+            bin_quantile_points(keys, counts, bits, ends)
+            for (keys, counts), ends in zip(bin_rows(state), state["extremes"])
+        ]
     else:
-        values = level_values(np.dtype(str(state["dtype"].item())))
-    rows = [histogram_quantile_points(row, values) for row in state["histograms"]]
+        if "levels" in state:
+            values = np.asarray(state["levels"], dtype=np.float64)
+        else:
+            values = level_values(np.dtype(str(state["dtype"].item())))
+        rows = [histogram_quantile_points(row, values) for row in state["histograms"]]
     width = max(len(p) for p, _ in rows)
     probs = np.empty((len(rows), width))
     knots = np.empty((len(rows), width))
@@ -457,14 +760,13 @@ def midpoint_quantiles(
     return quantile_values(knots, channel, midpoint_cdf(counts), out=out)
 
 
-def learn(
-    images: list[np.ndarray], masks: list[np.ndarray] | None, n_quantiles: int
-) -> dict[str, np.ndarray]:
+def learn(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict[str, np.ndarray]:
     """The per-channel reference state of ``images`` (see the module docstring).
 
     Float images that all hold 8-bit levels of one conversion (``k / 255``...,
     :func:`byte_level_table`) keep an exact histogram of their levels, with
-    the levels' values in ``"levels"``.
+    the levels' values in ``"levels"``; other floats and wide integers keep
+    float bins (:func:`learn_bins`).
     """
     dtype = images[0].dtype
     if has_exact_levels(dtype):
@@ -478,10 +780,7 @@ def learn(
             "dtype": np.array(dtype.name),
             "levels": table,
         }
-    return {
-        "quantiles": pooled_quantiles(images, masks, n_quantiles),
-        "dtype": np.array(dtype.name),
-    }
+    return learn_bins(images, masks)
 
 
 def _as_sketch(state: dict, n_quantiles: int) -> np.ndarray:
@@ -495,12 +794,14 @@ def _as_sketch(state: dict, n_quantiles: int) -> np.ndarray:
     )
 
 
-def merge(a: dict, na: int, b: dict, nb: int, n_quantiles: int = 1024) -> dict[str, np.ndarray]:
+def merge(a: dict, na: int, b: dict, nb: int) -> dict[str, np.ndarray]:
     """Merge two per-channel states learned on ``na`` and ``nb`` pixels.
 
-    Histograms over the same levels add up exactly. A histogram of float
-    levels meeting a sketch, or another conversion's levels, becomes a sketch
-    of ``n_quantiles`` (the sketch's own size when there is one) first.
+    Histograms over the same levels add up exactly; any other pair of
+    histograms and float bins merges exactly as float bins
+    (:func:`merge_bins`). Quantile sketches (lab's, and models saved by
+    earlier versions) merge as sketches of their own size
+    (:func:`merge_quantiles`).
     """
     if "histograms" in a and "histograms" in b:
         same = ("levels" in a) == ("levels" in b) and (
@@ -511,7 +812,9 @@ def merge(a: dict, na: int, b: dict, nb: int, n_quantiles: int = 1024) -> dict[s
             if "levels" in a:
                 merged["levels"] = a["levels"]
             return merged
-    size = next((s["quantiles"].shape[1] for s in (a, b) if "quantiles" in s), n_quantiles)
+    if "quantiles" not in a and "quantiles" not in b:
+        return merge_bins(as_bins(a), as_bins(b))
+    size = next(s["quantiles"].shape[1] for s in (a, b) if "quantiles" in s)
     a = {"quantiles": _as_sketch(a, size), "dtype": a["dtype"]}
     qb = _as_sketch(b, size)
     if qb.shape[1] != a["quantiles"].shape[1]:  # resample onto a's grid
@@ -547,23 +850,91 @@ def check_quantile_rows(arr: object, name: str, rows: int | None) -> None:
         raise ValueError(f"{name} must be finite and non-decreasing along each row")
 
 
+def _int_array(arr: object, name: str, ndim: int) -> np.ndarray:
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu" or arr.ndim != ndim:
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{name} must be a {ndim}-d integer array; got {got}")
+    return arr
+
+
+def _check_bins(state: dict, dtype: np.dtype, n_channels: int | None) -> int:
+    """Validate a float-bins state (see :func:`check_state`)."""
+    if dtype.kind not in "fiu" or has_exact_levels(dtype):
+        raise ValueError(f"state holds float bins for dtype {dtype}, which has histograms")
+    bits = int(_int_array(state["bits"], "state['bits']", 0))
+    if not 0 <= bits <= 52:
+        raise ValueError(f"state['bits'] must be in [0, 52]; got {bits}")
+    offsets = _int_array(state["offsets"], "state['offsets']", 1)
+    keys = _int_array(state["keys"], "state['keys']", 1)
+    counts = _int_array(state["counts"], "state['counts']", 1)
+    rows = len(offsets) - 1
+    if rows < 1 or (n_channels is not None and rows != n_channels):
+        expected = "channels" if n_channels is None else n_channels
+        raise ValueError(
+            f"state['offsets'] must hold ({expected} + 1) entries; got {len(offsets)}"
+        )
+    if offsets[0] != 0 or offsets[-1] != len(keys) or len(counts) != len(keys):
+        raise ValueError(
+            "state['offsets'] must run from 0 to the length of state['keys'] and "
+            "state['counts'], which must be equal"
+        )
+    if (np.diff(offsets) < 1).any() or (np.diff(offsets) > MAX_BINS).any():
+        raise ValueError(f"every channel of a float state needs 1 to {MAX_BINS} bins")
+    if (counts < 1).any():
+        raise ValueError("state['counts'] must be positive")
+    limit = 1 << (bits + 11)  # keys hold a sign, 11 exponent bits and `bits` more
+    if bits < 52 and ((keys < -limit).any() or (keys >= limit).any()):
+        raise ValueError(f"state['keys'] must be keys of {bits}-bit bins")
+    extremes = state["extremes"]
+    if (
+        not isinstance(extremes, np.ndarray)
+        or extremes.dtype.kind != "f"
+        or extremes.shape != (rows, 2)
+        or not np.isfinite(extremes).all()
+    ):
+        raise ValueError(f"state['extremes'] must be finite floats of shape ({rows}, 2)")
+    sums = []
+    for c, (k, n) in enumerate(bin_rows(state)):
+        if (k[1:] <= k[:-1]).any():
+            raise ValueError("state['keys'] must increase within each channel")
+        ends = order_keys(extremes[c].astype(np.float64)) >> (52 - bits)
+        if ends[0] != k[0] or ends[1] != k[-1]:
+            raise ValueError(
+                f"state['extremes'][{c}] must lie in the first and last bins of the channel"
+            )
+        sums.append(int(n.sum()))
+    if (np.array(sums) != sums[0]).any():
+        raise ValueError(
+            f"state['counts'] must count the same number of pixels in every channel; got {sums}"
+        )
+    return sums[0]
+
+
 def check_state(state: object, n_channels: int | None) -> int | None:
     """Validate a stored per-channel state; return the pixels it counts (histograms).
 
     Raises ``ValueError`` naming the entry at fault (used when loading models).
     """
     keys = set(state) if isinstance(state, dict) else None
-    kinds = ({"dtype", "histograms"}, {"dtype", "quantiles"}, {"dtype", "histograms", "levels"})
+    kinds = (
+        {"dtype", "histograms"},
+        {"dtype", "quantiles"},
+        {"dtype", "histograms", "levels"},
+        {"dtype", "bits", "extremes", "keys", "counts", "offsets"},
+    )
     if keys not in kinds:
         got = sorted(keys) if keys is not None else type(state).__name__
         raise ValueError(
             "a per-channel state holds 'dtype' and 'histograms' (with 'levels' for float "
-            f"levels) or 'quantiles'; got {got}"
+            "levels), 'bits', 'extremes', 'keys', 'counts' and 'offsets' (float bins), or "
+            f"'quantiles'; got {got}"
         )
     dtype = dtype_from_name(state["dtype"], "state['dtype']")
     if "quantiles" in state:
         check_quantile_rows(state["quantiles"], "state['quantiles']", n_channels)
         return None
+    if "keys" in state:
+        return _check_bins(state, dtype, n_channels)
     arr = state["histograms"]
     if "levels" in state:
         levels = state["levels"]

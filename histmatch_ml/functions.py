@@ -52,7 +52,7 @@ def match_histograms(
         scikit-image's ``img_as_float`` scale, or as raw values (see
         :class:`HistogramMatcher`).
     n_quantiles : int in [2, 65536], default=1024
-        Quantiles kept for a float reference (see :class:`HistogramMatcher`).
+        Quantiles kept per projection axis by ``method="lab"``.
     ordering : {"variational", "local_means"}, default="variational"
         How ``method="exact"`` ranks pixels of equal value.
     n_iter : int in [1, 1000], default=20

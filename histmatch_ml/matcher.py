@@ -176,8 +176,11 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     reference_ : dict of str to ndarray
         The learned reference state, plain arrays only. For ``per_channel``
         and ``exact``: ``"histograms"`` of shape ``(n_channels_, 256 or
-        65536)`` (8/16-bit references) or ``"quantiles"`` of shape
-        ``(n_channels_, n_quantiles)`` (float references), and ``"dtype"``.
+        65536)`` (8/16-bit references), or for float references the
+        distinct values and their counts: ``"keys"`` and ``"counts"`` (all
+        channels one after the other, ``"offsets"`` ``(n_channels_ + 1,)``
+        where each starts), ``"bits"`` (their resolution) and ``"extremes"``
+        ``(n_channels_, 2)``; and ``"dtype"``.
         For ``lab``: ``"rotations"`` of shape ``(n_iter, 3, 3)`` (seeded
         projection axes, fixed at the first fit), ``"projected_quantiles"`` of
         shape ``(3 * n_iter, n_quantiles)`` (the reference's LAB pixels along
@@ -228,10 +231,16 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     sits at probability ``(count below + h / 2) / n``, in the image and in
     the reference, so an image matched to its own histogram is unchanged.
 
-    For float references, ``partial_fit`` merges quantile sketches: the merged
-    quantile at probability ``p`` lies between the pooled data's quantiles at
-    ``p -/+ (1 / (n_quantiles - 1) + 1 / N)``. For 8/16-bit references the
-    merge is exact.
+    ``partial_fit`` is exact: the state after any sequence of ``partial_fit``
+    calls is the state of ``fit`` on all the images, bit for bit. For 8/16-bit
+    references it holds one count per level. For floats it holds every
+    distinct value and its count, so the reference quantile function is
+    exact (each value at its midpoint CDF, linear in between) up to
+    262,144 distinct values per channel; past that, values are counted in
+    bins of a fixed grid of float bit patterns, as fine as that many bins
+    allow (``2**-bits`` of a value's magnitude, ``bits`` being 14 or more
+    for typical data), and the quantile function is within one bin of the
+    pooled data's at every probability. The extremes are kept exactly.
 
     Examples
     --------
@@ -560,7 +569,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         >>> import numpy as np
         >>> from histmatch_ml import HistogramMatcher
         >>> refs = np.random.default_rng(0).random((2, 8, 8))
-        >>> matcher = HistogramMatcher(n_quantiles=32).fit(refs)
+        >>> matcher = HistogramMatcher().fit(refs)
         >>> path = matcher.save(pathlib.Path(tempfile.mkdtemp()) / "m.npz")
         >>> loaded = HistogramMatcher.load(path)
         >>> bool((loaded.transform(refs) == matcher.transform(refs)).all())

@@ -46,24 +46,30 @@ def _run(path: Path) -> tuple[object, object, str]:
     return module, result, out.getvalue()
 
 
-def _table_rows(out: str) -> list[list[str]]:
-    """Cells of the body rows of the markdown tables in ``out``."""
-    lines = [line for line in out.splitlines() if line.startswith("|")]
-    return [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in lines
-        if not line.startswith("|---")
-    ]
+def _tables(out: str) -> list[list[list[str]]]:
+    """Cells of the rows (header included) of each markdown table in ``out``."""
+    tables: list[list[list[str]]] = []
+    inside = False
+    for line in out.splitlines():
+        if not line.startswith("|"):
+            inside = False
+            continue
+        if not inside:
+            tables.append([])
+            inside = True
+        if not line.startswith("|---"):
+            tables[-1].append([cell.strip() for cell in line.strip("|").split("|")])
+    return tables
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_benchmark_script_runs(path):
     _, _, out = _run(path)
     assert "|---" in out, f"{path.name} printed no markdown table"
-    rows = _table_rows(out)
-    assert len(rows) >= 2  # a header and at least one measured row
-    widths = {len(r) for r in rows}
-    assert len(widths) == 1, f"{path.name}: rows of different widths {sorted(widths)}"
+    for rows in _tables(out):
+        assert len(rows) >= 2  # a header and at least one measured row
+        widths = {len(r) for r in rows}
+        assert len(widths) == 1, f"{path.name}: rows of different widths {sorted(widths)}"
 
 
 def test_bench_core_rows_carry_times_and_verdicts():

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from skimage import exposure
 
-from histmatch_ml import HistogramMatcher, match_histograms
+from histmatch_ml import HistogramMatcher, _reference, match_histograms
 from histmatch_ml.metrics import histogram_distance
 
 # --------------------------------------------------------------------------- containers
@@ -216,24 +216,20 @@ def test_partial_fit_equals_fit_for_integers(dtype):
     assert inc.n_images_seen_ == 2 and inc.n_pixels_seen_ == full.n_pixels_seen_
 
 
-def test_partial_fit_float_within_documented_tolerance():
-    from histmatch_ml import _reference
-
+def test_partial_fit_of_floats_equals_fit_exactly():
+    """Float states merge exactly: the pooled values' distinct values and counts."""
     rng = np.random.default_rng(9)
     a = rng.gamma(2.0, 1.0, (60, 50)).astype(np.float64)
     b = rng.normal(8.0, 0.5, (30, 70))
     b[:5] = 3.0  # an atom
-    n_q = 256
-    full = HistogramMatcher(n_quantiles=n_q).fit([a, b])
-    inc = HistogramMatcher(n_quantiles=n_q).partial_fit([a]).partial_fit([b])
-    pooled = np.sort(np.concatenate([a.ravel(), b.ravel()]))
-    probs = _reference.probability_grid(n_q)
-    tol = 1 / (n_q - 1) + 1 / pooled.size
-    lower = np.quantile(pooled, np.clip(probs - tol, 0, 1), method="hazen")
-    upper = np.quantile(pooled, np.clip(probs + tol, 0, 1), method="hazen")
-    merged = inc.reference_["quantiles"][0]
-    assert np.all(merged >= lower - 1e-12) and np.all(merged <= upper + 1e-12)
-    assert np.abs(merged - full.reference_["quantiles"][0]).max() < 0.2
+    full = HistogramMatcher().fit([a, b])
+    inc = HistogramMatcher().partial_fit([a]).partial_fit([b])
+    for key, value in full.reference_.items():
+        np.testing.assert_array_equal(inc.reference_[key], value, err_msg=key)
+    values, counts = np.unique(np.concatenate([a.ravel(), b.ravel()]), return_counts=True)
+    p, v = _reference.quantile_points(inc.tables_, 0)
+    np.testing.assert_array_equal(v, values)
+    np.testing.assert_allclose(p, _reference.midpoint_cdf(counts))
 
 
 def test_partial_fit_rejects_other_dtype_or_channels(astronaut):

@@ -311,8 +311,8 @@ def test_wrong_shapes_with_valid_checksum(tmp_path):
     matcher.reference_["histograms"] = matcher.reference_["histograms"][:2].copy()
     _refused(matcher.save(tmp_path / "b.npz"), r"shape \(3, 256\).*got int64 \(2, 256\)")
     matcher = _fitted("per_channel", "float32")
-    matcher.reference_["quantiles"] = matcher.reference_["quantiles"][:, ::-1].copy()
-    _refused(matcher.save(tmp_path / "c.npz"), "non-decreasing")
+    matcher.reference_["keys"] = matcher.reference_["keys"][::-1].copy()
+    _refused(matcher.save(tmp_path / "c.npz"), "increase")
     matcher = _fitted("per_channel")
     matcher.n_pixels_seen_ += 1
     _refused(matcher.save(tmp_path / "d.npz"), "n_pixels_seen_")
@@ -338,8 +338,8 @@ def test_non_finite_values(tmp_path):
     path = _fitted("per_channel", "float32").save(tmp_path / "f.npz")
 
     def poison(arrays):
-        arrays["reference_/quantiles"] = arrays["reference_/quantiles"].copy()
-        arrays["reference_/quantiles"][1, -1] = np.inf
+        arrays["reference_/extremes"] = arrays["reference_/extremes"].copy()
+        arrays["reference_/extremes"][1, -1] = np.inf
 
     _rewrite(path, arrays=poison)
     _refused(path, "NaN or infinity")

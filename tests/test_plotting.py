@@ -102,17 +102,19 @@ def test_reference_quantiles_uint8_follow_the_pooled_histogram(astronaut, coffee
     assert ax.get_legend() is not None
 
 
-def test_reference_quantiles_float_sketch_and_custom_axes():
+def test_reference_quantiles_float_values_and_custom_axes():
     rng = np.random.default_rng(3)
     refs = rng.normal(0.5, 0.1, size=(4, 16, 16)).astype(np.float32)
-    matcher = HistogramMatcher(n_quantiles=64).fit(refs)
+    matcher = HistogramMatcher().fit(refs)
     fig, ax = plt.subplots()
-    out = plot_reference_quantiles(matcher, ax=ax, title="grey sketch")
+    out = plot_reference_quantiles(matcher, ax=ax, title="grey values")
     assert out is fig and fig.axes == [ax]
     p, v = _curve(ax, "grey")
-    np.testing.assert_allclose(p, np.linspace(0, 1, 64))
-    np.testing.assert_allclose(v, matcher.reference_["quantiles"][0])
-    assert ax.get_title() == "grey sketch"
+    # every distinct reference value, at its midpoint probability
+    values, counts = np.unique(refs, return_counts=True)
+    np.testing.assert_allclose(v, values)
+    np.testing.assert_allclose(p, (np.cumsum(counts) - counts / 2) / refs.size)
+    assert ax.get_title() == "grey values"
     assert ax.get_legend() is None
 
 

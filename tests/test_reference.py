@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -271,28 +273,28 @@ def test_float_references_of_8_bit_levels_keep_exact_level_histograms():
     rng = np.random.default_rng(0)
     u8 = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
     for convert in (lambda a: a / 255, lambda a: a.astype(np.float32) * np.float32(1 / 255)):
-        state = _reference.learn(list(convert(u8)), None, 64)
+        state = _reference.learn(list(convert(u8)), None)
         assert set(state) == {"dtype", "histograms", "levels"}
         np.testing.assert_array_equal(
-            state["histograms"], _reference.learn(list(u8), None, 64)["histograms"]
+            state["histograms"], _reference.learn(list(u8), None)["histograms"]
         )
         assert _reference.check_state(state, 3) == 2 * 20 * 30
-    # not all levels of one conversion: a sketch
+    # not all levels of one conversion: float bins
     noisy = u8 / 255.0
     noisy[0, 0, 0, 0] += 1e-9
-    assert "quantiles" in _reference.learn(list(noisy), None, 64)
+    assert "keys" in _reference.learn(list(noisy), None)
 
 
-def test_a_level_histogram_merges_exactly_with_its_kind_and_as_a_sketch_otherwise():
+def test_a_level_histogram_merges_exactly_with_its_kind_and_with_float_bins():
     rng = np.random.default_rng(1)
     a = list(rng.integers(0, 256, (2, 10, 10, 1)) / 255.0)
     b = list(rng.integers(0, 256, (2, 10, 10, 1)) / 255.0)
-    sa, sb = _reference.learn(a, None, 64), _reference.learn(b, None, 64)
-    merged = _reference.merge(sa, 200, sb, 200, 64)
+    sa, sb = _reference.learn(a, None), _reference.learn(b, None)
+    merged = _reference.merge(sa, 200, sb, 200)
     np.testing.assert_array_equal(merged["histograms"], sa["histograms"] + sb["histograms"])
-    continuous = _reference.learn(list(rng.random((1, 10, 10, 1))), None, 32)
-    mixed = _reference.merge(sa, 200, continuous, 100, 64)
-    assert set(mixed) == {"dtype", "quantiles"} and mixed["quantiles"].shape == (1, 32)
+    continuous = list(rng.random((1, 10, 10, 1)))
+    mixed = _reference.merge(sa, 200, _reference.learn(continuous, None), 100)
+    _assert_same_state(mixed, _reference.learn([np.concatenate(a + continuous)], None))
 
 
 def test_uint8_and_the_same_data_as_floats_match_alike_within_rounding():
@@ -305,3 +307,133 @@ def test_uint8_and_the_same_data_as_floats_match_alike_within_rounding():
     for convert in (lambda a: a / 255, lambda a: (a / 255).astype(np.float32)):
         got = match_histograms(convert(src), convert(ref)).astype(np.float64) * 255
         assert np.abs(got - expected).max() <= 0.5 + 1e-4
+
+
+# ------------------------------------------------------------------------ float bins
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _merged(states: list[dict], order: str) -> dict:
+    if order == "tree":
+        if len(states) == 1:
+            return states[0]
+        half = len(states) // 2
+        return _reference.merge(_merged(states[:half], order), 0, _merged(states[half:], order), 0)
+    merged = states[0]
+    for s in states[1:]:
+        merged = (
+            _reference.merge(merged, 0, s, 0)
+            if order == "left"
+            else _reference.merge(s, 0, merged, 0)
+        )
+    return merged
+
+
+def test_float_bins_hold_every_distinct_value_and_the_exact_hazen_quantiles():
+    rng = np.random.default_rng(4)
+    x = rng.lognormal(size=(40, 50, 2))
+    x[:3, :, 0] = 7.0  # an atom
+    state = _reference.learn([x], None)
+    assert int(state["bits"]) == 52 and _reference.check_state(state, 2) == 2000
+    knots = _reference.quantile_knots(state)
+    for c in range(2):
+        values, counts = np.unique(x[:, :, c], return_counts=True)
+        p, v = _reference.quantile_points(knots, c)
+        np.testing.assert_array_equal(v, values)
+        np.testing.assert_allclose(p, (np.cumsum(counts) - counts / 2) / x[:, :, c].size)
+    f32 = x.astype(np.float32)
+    state32 = _reference.learn([f32], None)
+    assert int(state32["bits"]) == 23
+    p, v = _reference.quantile_points(_reference.quantile_knots(state32), 1)
+    np.testing.assert_array_equal(v, np.unique(f32[:, :, 1]).astype(np.float64))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=hnp.arrays(
+        np.float64,
+        st.integers(2, 400),
+        elements=st.one_of(
+            st.floats(-1e6, 1e6, allow_nan=False, width=32), st.sampled_from([0.0, 1.5, -2.0])
+        ),
+    ),
+    cuts=st.lists(st.integers(1, 399), max_size=6),
+    order=st.sampled_from(["left", "right", "tree"]),
+    max_bins=st.sampled_from([2**18, 16, 3]),
+    width=st.sampled_from([np.float32, np.float64]),
+)
+def test_property_float_states_do_not_depend_on_the_partition(data, cuts, order, max_bins, width):
+    """Any split of the data, merged in any order, gives the pooled data's state, bit for bit."""
+    data = data.astype(width)
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    shards = [data[a:b].reshape(1, -1, 1) for a, b in itertools.pairwise(bounds)]
+    saved = _reference.MAX_BINS
+    _reference.MAX_BINS = max_bins
+    try:
+        pooled = _reference.learn([data.reshape(1, -1, 1)], None)
+        merged = _merged([_reference.learn([s], None) for s in shards], order)
+    finally:
+        _reference.MAX_BINS = saved
+    if "keys" in pooled or "keys" in merged:
+        # (shards of 8-bit levels of different conversions, 0 and 2 say, merge as bins)
+        merged, pooled = _reference.as_bins(merged), _reference.as_bins(pooled)
+    _assert_same_state(merged, pooled)
+    if "keys" in pooled:  # (data of 8-bit levels only keep a level histogram)
+        # (at 0 bits, sign and exponent only, up to 4096 bins remain whatever MAX_BINS)
+        assert len(pooled["keys"]) <= max_bins or int(pooled["bits"]) == 0
+        np.testing.assert_array_equal(pooled["extremes"][0], [data.min(), data.max()])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=hnp.arrays(np.float64, st.integers(50, 2000), elements=st.floats(-1e3, 1e3)),
+    max_bins=st.integers(4, 64),
+)
+def test_property_coarsened_quantiles_lie_within_one_bin(data, max_bins):
+    """The documented bound: within one bin, ``2 ** (1 - bits) * |q|``, of the data's quantile."""
+    saved = _reference.MAX_BINS
+    _reference.MAX_BINS = max_bins
+    try:
+        state = _reference.as_bins(_reference.learn([data.reshape(1, -1, 1)], None))
+    finally:
+        _reference.MAX_BINS = saved
+    bits = int(state["bits"])
+    q = np.sort(data)
+    probs = (np.arange(len(q)) + 0.5) / len(q)  # inside each order statistic's step
+    got = _reference.quantile_values(_reference.quantile_knots(state), 0, probs)
+    if bits >= _reference.POINT_BITS:  # points: each distinct value at its midpoint CDF
+        values, counts = np.unique(data, return_counts=True)
+        expected = np.interp(probs, _reference.midpoint_cdf(counts), values)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-300)
+    else:  # bins: within one bin of the order statistic
+        assert (np.abs(got - q) <= 2.0 ** (1 - bits) * np.abs(q) + 1e-300).all()
+    assert got[0] >= q[0] and got[-1] <= q[-1]
+
+
+def test_learning_in_groups_equals_learning_at_once(monkeypatch):
+    rng = np.random.default_rng(5)
+    images = list(rng.normal(size=(6, 20, 30, 3)).astype(np.float32))
+    masks = list(rng.random((6, 20, 30)) < 0.7)
+    at_once = _reference.learn(images, masks)
+    monkeypatch.setattr(_reference, "LEARN_GROUP", 500)
+    _assert_same_state(_reference.learn(images, masks), at_once)
+
+
+def test_float_bins_state_validation():
+    rng = np.random.default_rng(6)
+    good = _reference.learn([rng.normal(size=(8, 9, 2))], None)
+    assert _reference.check_state(good, 2) == 72
+    cases = [
+        ({"keys": good["keys"][::-1].copy()}, "increase"),
+        ({"counts": -good["counts"]}, "positive"),
+        ({"extremes": good["extremes"] + 1.0}, "first and last bins"),
+        ({"offsets": good["offsets"][:2].copy()}, "entries|offsets"),
+        ({"bits": np.array(60)}, r"\[0, 52\]"),
+        ({"dtype": np.array("uint8")}, "histograms"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            _reference.check_state({**good, **change}, 2)

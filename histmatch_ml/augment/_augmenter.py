@@ -162,8 +162,9 @@ class RandomHistogramMatching(BaseEstimator):
 
     **Memory.** Each reference keeps the matcher's state: for 16-bit images
     exact ``(C, 65536)`` int64 counts (1.5 MB for RGB), for 8-bit ``(C, 256)``,
-    for floats ``(C, n_quantiles)``. To draw among thousands of 16-bit
-    images, pool them into ``groups``.
+    for floats their distinct values and counts (at most 262,144 bins a
+    channel). To draw among thousands of 16-bit or float images, pool them
+    into ``groups``.
 
     Examples
     --------

@@ -92,13 +92,12 @@ class Param:
     type_doc: str
 
 
-#: the size of the quantile sketches of float references (and of lab's projections)
+#: the size of lab's quantile sketches of the references along its projection axes
 N_QUANTILES = Param(
     "n_quantiles",
     1024,
     [Interval(Integral, 2, 2**16, closed="both")],
-    "Quantiles kept per channel for float (and 32/64-bit integer) references; 8/16-bit "
-    "integer references keep exact full-range histograms instead.",
+    "Quantiles kept per projection axis of the references' CIELAB colours.",
     "int in [2, 65536]",
 )
 
@@ -114,7 +113,7 @@ class MatchingMethod(ABC):
     #: what the method is for, in one line (``histmatch --help``, the docstring)
     summary: ClassVar[str] = ""
     #: the parameters this method reads besides ``strength``
-    params: ClassVar[tuple[Param, ...]] = (N_QUANTILES,)
+    params: ClassVar[tuple[Param, ...]] = ()
     #: methods with the same ``state_kind`` can use each other's fitted state
     state_kind: ClassVar[str] = "channels"
     #: True when output values are the references' raw values (so images of
@@ -126,12 +125,12 @@ class MatchingMethod(ABC):
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
 
     def learn(self, batch, params: dict[str, Any], rng: np.random.Generator, like=None) -> dict:
-        """Per-channel exact histograms / quantile sketches of the batch."""
-        return _reference.learn(batch.images, batch.masks, params["n_quantiles"])
+        """Per-channel exact histograms / float bins of the batch (:func:`_reference.learn`)."""
+        return _reference.learn(batch.images, batch.masks)
 
     def merge(self, a: dict, na: int, b: dict, nb: int, params: dict[str, Any]) -> dict:
         """Merge two per-channel states (exact for histograms)."""
-        return _reference.merge(a, na, b, nb, params["n_quantiles"])
+        return _reference.merge(a, na, b, nb)
 
     def prepare(self, state: dict, params: dict[str, Any]) -> dict:
         """The knots of every channel's reference quantile function."""

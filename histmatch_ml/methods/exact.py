@@ -12,7 +12,7 @@ reference's values by rank:
   within one pixel of its quota, exactly ``n`` in total), so an image matched
   to a reference of its own pixel count gets the reference's histogram,
   level for level;
-* float images or float references (quantile sketches): the pixel of rank
+* float images or float references (float bins): the pixel of rank
   ``r`` of ``n`` gets the reference quantile function at ``(r + 0.5) / n``.
 
 Values are handed out in rank order, so a pixel brighter than another in the
@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
 from .. import _ordering, _reference
-from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
+from ._base import MatchingMethod, Param, finish, register
 
 
 def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
@@ -130,7 +130,6 @@ class Exact(MatchingMethod):
     name = "exact"
     summary = "exact histogram specification: the output histogram equals the reference's"
     params = (
-        N_QUANTILES,
         Param(
             "ordering",
             "variational",
