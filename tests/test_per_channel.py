@@ -8,6 +8,7 @@ import pytest
 from conftest import load
 
 from histmatch_ml import HistogramMatcher, match_histograms
+from histmatch_ml.methods import per_channel
 from histmatch_ml.metrics import histogram_distance
 
 
@@ -252,3 +253,58 @@ def test_work_memory_is_one_channels(dtype, bound):
     finally:
         tracemalloc.stop()
     assert peak < bound * out.nbytes
+
+
+# ------------------------------------------------------ float self-match and tails
+def _alone_in_their_cells(image: np.ndarray) -> np.ndarray:
+    """Flat mask of the pixels farther than a grid cell from every other value."""
+    flat = image.ravel().astype(np.float64)
+    cell = (flat.max() - flat.min()) / (per_channel.GRID_CELLS - 2)
+    order = np.argsort(flat)
+    gaps = np.diff(flat[order])
+    apart = np.ones(flat.size, dtype=bool)
+    apart[1:] &= gaps > 2 * cell
+    apart[:-1] &= gaps > 2 * cell
+    alone = np.empty(flat.size, dtype=bool)
+    alone[order] = apart
+    return alone
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_float_image_matched_to_itself_moves_at_most_one_grid_cell_and_its_tails_not(dtype):
+    rng = np.random.default_rng(11)
+    image = rng.normal(size=(1, 256, 256, 1)).astype(dtype)
+    out = HistogramMatcher().fit(image).transform(image)
+    span = float(image.max() - image.min())
+    # the reference is exact; a grid cell's pixels share one output value
+    assert np.abs(out - image).max() <= span / (per_channel.GRID_CELLS - 2)
+    alone = _alone_in_their_cells(image)
+    assert alone.sum() > 50  # (the tails, mostly)
+    np.testing.assert_array_equal(out.ravel()[alone], image.ravel()[alone])
+
+
+def test_tails_follow_the_reference_exactly():
+    rng = np.random.default_rng(12)
+    image = rng.normal(size=(1, 200, 300, 1)).astype(np.float32)
+    reference = rng.lognormal(size=(1, 240, 250, 1)).astype(np.float32)
+    out = HistogramMatcher().fit(reference).transform(image).ravel()
+    order = np.argsort(image, axis=None)
+    assert out[order[-1]] == reference.max() and out[order[0]] == reference.min()
+    # the exact answer for every pixel alone in its grid cell (the tails): the
+    # reference's Hazen quantile function at its midpoint CDF
+    ranks = np.flatnonzero(_alone_in_their_cells(image)[order])
+    assert ranks.min() == 0 and ranks.max() == image.size - 1 and len(ranks) > 50
+    probs = (ranks + 0.5) / image.size
+    exact = np.quantile(reference.astype(np.float64), probs, method="hazen")
+    np.testing.assert_allclose(out[order[ranks]], exact, rtol=2e-7)
+
+
+def test_float_references_fitted_in_parts_match_alike():
+    rng = np.random.default_rng(13)
+    refs = rng.gamma(2.0, size=(6, 40, 50, 3)).astype(np.float32)
+    image = rng.normal(size=(2, 30, 30, 3)).astype(np.float32)
+    whole = HistogramMatcher().fit(refs)
+    parts = HistogramMatcher()
+    for chunk in (refs[:1], refs[1:4], refs[4:]):
+        parts.partial_fit(chunk)
+    np.testing.assert_array_equal(parts.transform(image), whole.transform(image))
