@@ -151,13 +151,16 @@ def _calc_hist(image: np.ndarray, channel: int, mask: np.ndarray | None, n_level
 def level_counts(
     plane: np.ndarray, mask: np.ndarray | None, n_levels: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Histogram ``(n_levels,)`` of one 2-D uint8/uint16 plane of level indices.
+    """Histogram ``(n_levels,)`` of one 2-D uint8/uint16/uint32 plane of level indices.
 
     ``cv2.calcHist`` (which releases the GIL): float32 counts, exact, for
     planes of at most :data:`EXACT_COUNTS` pixels (into ``out``, an optional
     float32 ``(n_levels, 1)`` buffer); larger planes are counted by bands of
-    rows and summed in int64.
+    rows and summed in int64. uint32 planes (beyond OpenCV's 16 bits) are
+    counted by ``np.bincount``, in int64.
     """
+    if plane.dtype == np.uint32:
+        return np.bincount((plane if mask is None else plane[mask]).ravel(), minlength=n_levels)
     bands = _bands(plane)
     if len(bands) == 1:
         return _calc_hist(plane, 0, mask, n_levels, out)

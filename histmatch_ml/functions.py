@@ -21,6 +21,7 @@ def match_histograms(
     reference_mask: Any = None,
     strength: float = 1.0,
     scale: str = "dtype",
+    grid_cells: int = 65536,
     n_quantiles: int = 1024,
     ordering: str = "variational",
     n_iter: int = 20,
@@ -51,6 +52,9 @@ def match_histograms(
         How an image and a reference of different dtypes meet: on
         scikit-image's ``img_as_float`` scale, or as raw values (see
         :class:`HistogramMatcher`).
+    grid_cells : int in [1024, 4194304], default=65536
+        Cells of the grid a float image's channel is placed on by
+        ``method="per_channel"`` (see :class:`HistogramMatcher`).
     n_quantiles : int in [2, 65536], default=1024
         Quantiles kept per projection axis by ``method="lab"``.
     ordering : {"variational", "local_means"}, default="variational"
@@ -105,6 +109,7 @@ def match_histograms(
         method,
         strength=strength,
         scale=scale,
+        grid_cells=grid_cells,
         n_quantiles=n_quantiles,
         ordering=ordering,
         n_iter=n_iter,

@@ -269,6 +269,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         *,
         strength: float = 1.0,
         scale: str = "dtype",
+        grid_cells: int = 65536,
         n_quantiles: int = 1024,
         ordering: str = "variational",
         n_iter: int = 20,
@@ -282,6 +283,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.method = method
         self.strength = strength
         self.scale = scale
+        self.grid_cells = grid_cells
         self.n_quantiles = n_quantiles
         self.ordering = ordering
         self.n_iter = n_iter

@@ -283,6 +283,19 @@ def test_a_float_image_matched_to_itself_moves_at_most_one_grid_cell_and_its_tai
     np.testing.assert_array_equal(out.ravel()[alone], image.ravel()[alone])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fine_grid_brings_a_float_self_match_within_1e_6_of_the_range(dtype):
+    rng = np.random.default_rng(14)
+    image = rng.normal(size=(1, 256, 256, 2)).astype(dtype)
+    matcher = HistogramMatcher(grid_cells=2**20).fit(image)
+    out = matcher.transform(image)
+    span = image.max(axis=(0, 1, 2)) - image.min(axis=(0, 1, 2))
+    assert (np.abs(out - image).max(axis=(0, 1, 2)) / span).max() <= 1e-6
+    # the default grid: one cell of 1 / 65,534 of the range
+    coarse = HistogramMatcher().fit(image).transform(image)
+    assert (np.abs(coarse - image).max(axis=(0, 1, 2)) / span).max() > 1e-6
+
+
 def test_tails_follow_the_reference_exactly():
     rng = np.random.default_rng(12)
     image = rng.normal(size=(1, 200, 300, 1)).astype(np.float32)

@@ -28,17 +28,21 @@ sparse 16-bit histograms (:func:`occupied_lut`; row "uint16 RGB 512x512
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import cv2
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from .. import _images, _reference
 from .._images import channel_from, channel_into, interleave_into, split_into
-from ._base import MatchingMethod, blend, keep_unmasked, register
+from ._base import MatchingMethod, Param, blend, keep_unmasked, register
 
-#: cells of the float path's grid (the resolution of the source CDF)
+#: cells of the float path's grid by default (the resolution of the source CDF)
 GRID_CELLS = 65536
+#: the most cells a grid may have
+MAX_GRID_CELLS = 2**22
 
 
 def cdf_lut(
@@ -138,14 +142,18 @@ def _min_max(values: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]
 
 
 def grid_cells(
-    plane: np.ndarray, grid: tuple[float, float], masked: bool, cells: np.ndarray
+    plane: np.ndarray,
+    grid: tuple[float, float],
+    masked: bool,
+    cells: np.ndarray,
+    n_cells: int = GRID_CELLS,
 ) -> None:
     """Write the float-grid cell of every pixel of a 2-D float plane into ``cells``.
 
     The cell of ``x`` is ``floor((x - lo) * scale + 1 - _END)`` over the
     channel's (masked) range ``grid = (lo, hi)`` (:func:`_channel_range`), with
-    ``scale`` putting ``hi`` at ``GRID_CELLS - 1 + _END``: the interior cells
-    are ``(hi - lo) / (GRID_CELLS - 2)`` wide, and the two end cells hold only
+    ``scale`` putting ``hi`` at ``n_cells - 1 + _END``: the interior cells
+    are ``(hi - lo) / (n_cells - 2)`` wide, and the two end cells hold only
     the values within ``_END`` of a cell of the extremes. Pixels piled up at a
     channel's minimum or maximum (black borders, clipped highlights, zero
     padding) thus keep their own cell, apart from the tail of nearly equal
@@ -155,7 +163,7 @@ def grid_cells(
     resolution, and with ``masked`` the unmasked pixels outside the range go
     to the end cells. ``plane`` (a band of rows of a channel, contiguous,
     float32/float64) is used as scratch space and overwritten; ``cells`` is a
-    uint16 array of its shape.
+    uint16 (up to 65,536 cells) or uint32 array of its shape.
     """
     lo, hi = grid
     t = plane
@@ -165,7 +173,7 @@ def grid_cells(
         t *= 0.5
         lo, hi = lo * 0.5, hi * 0.5
     real = t.dtype.type
-    span = GRID_CELLS - 2 + 2 * _END  # lo -> 1 - _END, hi -> GRID_CELLS - 1 + _END
+    span = n_cells - 2 + 2 * _END  # lo -> 1 - _END, hi -> n_cells - 1 + _END
     scale = span / (hi - lo)
     t -= real(lo)
     if scale <= float(np.finfo(t.dtype).max):
@@ -175,7 +183,7 @@ def grid_cells(
         t *= real(span)
     t += real(1 - _END)
     if masked:
-        np.clip(t, 0.0, GRID_CELLS - 0.5, out=t)
+        np.clip(t, 0.0, n_cells - 0.5, out=t)
     np.copyto(cells, t, casting="unsafe")  # truncation
 
 
@@ -233,6 +241,17 @@ class PerChannel(MatchingMethod):
 
     name = "per_channel"
     summary = "CDF matching of each channel: monotone, equal values stay equal, the fastest"
+    params = (
+        Param(
+            "grid_cells",
+            GRID_CELLS,
+            [Interval(Integral, 1024, MAX_GRID_CELLS, closed="both")],
+            "Cells of the grid a float image's channel is placed on (values closer than "
+            "1 / (grid_cells - 2) of its range share one output value); more cells cost "
+            "more time.",
+            f"int in [1024, {MAX_GRID_CELLS}]",
+        ),
+    )
 
     def apply(self, image, mask, state, tables, params, out) -> None:
         strength, n_channels = params["strength"], image.shape[2]
@@ -243,7 +262,7 @@ class PerChannel(MatchingMethod):
         if found is not None:
             match_byte_levels(*found, image, mask, tables, strength, out)
         else:
-            match_planes(image, mask, tables, strength, out)
+            match_planes(image, mask, tables, strength, out, params["grid_cells"])
 
 
 def match_uint8(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
@@ -289,7 +308,9 @@ def _channel_range(
     return (lo, hi) if hi > lo else None
 
 
-def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
+def match_planes(
+    image, mask, knots: dict, strength: float, out: np.ndarray, n_cells: int = GRID_CELLS
+) -> None:
     """16-bit levels, or floats (and wide integers) on the grid, one channel at a time.
 
     A channel's pixels become cells (their levels, or grid cells for floats
@@ -308,7 +329,8 @@ def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> 
         cell_dtype, plane_dtype = (np.uint8 if n_cells == 256 else np.uint16), dtype
         levels = _reference.level_values(dtype)
     else:
-        n_cells, cell_dtype, levels = GRID_CELLS, np.uint16, None
+        cell_dtype = np.uint16 if n_cells <= 65536 else np.uint32
+        levels = None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
     bands = _row_bands(shape)
     whole = len(bands) == 1
@@ -324,7 +346,7 @@ def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> 
         return channel_into(image[rows], c, band_plane[: image[rows].shape[0]])
 
     cells = np.empty(shape, dtype=cell_dtype)
-    hist = np.empty((n_cells, 1), dtype=np.float32)
+    hist = np.empty((n_cells, 1), dtype=np.float32) if cell_dtype != np.uint32 else None
     table = np.empty(n_cells, dtype=plane_dtype)
     for c in range(n_channels):
         grid = None if exact else _channel_range(read, c, mask, bands)
@@ -333,7 +355,7 @@ def match_planes(image, mask, knots: dict, strength: float, out: np.ndarray) -> 
                 if exact:
                     _reference.level_index(read(c, rows), out=cells[rows])
                 else:
-                    grid_cells(read(c, rows), grid, mask is not None, cells[rows])
+                    grid_cells(read(c, rows), grid, mask is not None, cells[rows], n_cells)
             counts = _reference.level_counts(cells, mask, n_cells, out=hist)
             lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, out=table)
         else:  # one value: it sits at the median of the reference
