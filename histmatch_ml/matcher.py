@@ -64,6 +64,15 @@ def _own_params() -> tuple[Param, ...]:
             '{"dtype", "raw"}',
         ),
         Param(
+            "spatial_dims",
+            2,
+            [Interval(Integral, 2, 3, closed="both")],
+            "2 for images, 3 for volumes: (N, D, H, W) grey and (N, D, H, W, C) arrays, "
+            "lists of (D, H, W[, C]) volumes, channels-first (C, D, H, W) tensors, masks of "
+            "the volumes' shape.",
+            "{2, 3}",
+        ),
+        Param(
             "verbose",
             False,
             ["boolean"],
@@ -105,11 +114,14 @@ def estimator_params() -> dict[str, tuple[Param, list[str] | None]]:
     >>> params["ordering"][1], params["strength"][1]
     (['exact'], None)
     """
-    method, strength, scale, verbose, n_jobs, random_state = ((p, None) for p in _own_params())
+    own = {p.name: (p, None) for p in _own_params()}
+    method, strength, scale = own["method"], own["strength"], own["scale"]
+    verbose, n_jobs, random_state = own["verbose"], own["n_jobs"], own["random_state"]
     return {
         "method": method,
         "strength": strength,
         "scale": scale,
+        "spatial_dims": own["spatial_dims"],
         **declared_params(),
         "verbose": verbose,
         "n_jobs": n_jobs,
@@ -214,7 +226,10 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     of any sizes (a list comes back); a single ``PIL.Image`` (the same mode
     comes back; an alpha channel is kept as is); a channels-first torch
     tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
-    device comes back). ``fit`` and ``partial_fit`` also take file paths and
+    device comes back). With ``spatial_dims=3``: ``(N, D, H, W)`` and
+    ``(N, D, H, W, C)`` arrays of volumes, lists of ``(D, H, W[, C])`` volumes,
+    channels-first ``(C, D, H, W)`` / ``(N, C, D, H, W)`` tensors, masks of the
+    volumes' ``(D, H, W)`` shape. ``fit`` and ``partial_fit`` also take file paths and
     iterables (generators) of images, read chunk by chunk. Supported dtypes
     are uint8, uint16, int16, float32 and float64 (also int8, 32/64-bit
     integers within +-2**53 and float16); the output has the input's dtype,
@@ -260,6 +275,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         *,
         strength: float = 1.0,
         scale: str = "dtype",
+        spatial_dims: int = 2,
         n_quantiles: int = 1024,
         ordering: str = "variational",
         n_iter: int = 20,
@@ -273,6 +289,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.method = method
         self.strength = strength
         self.scale = scale
+        self.spatial_dims = spatial_dims
         self.n_quantiles = n_quantiles
         self.ordering = ordering
         self.n_iter = n_iter
@@ -367,7 +384,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         from tqdm.auto import tqdm
 
         with tqdm(desc="fit", unit="img", disable=not self.verbose) as bar:
-            for images, masks in _images.stream_chunks(X, mask, name):
+            chunks = _images.stream_chunks(X, mask, name, spatial_dims=self.spatial_dims)
+            for images, masks in chunks:
                 self._learn(images, masks, name)
                 bar.update(len(images))
         return self
@@ -376,7 +394,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """Learn from (more) references; errors name the caller's argument ``name``."""
         method, params = get_method(self.method), self._params()
         first = not hasattr(self, "reference_")
-        batch = _images.to_batch(X, mask, name=name, estimator=self, reset=first)
+        batch = _images.to_batch(
+            X, mask, name=name, estimator=self, reset=first, spatial_dims=self.spatial_dims
+        )
         method.check_channels(batch.n_channels, name)
         if first:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
@@ -448,7 +468,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """:meth:`transform`; errors name the caller's argument ``name``."""
         check_is_fitted(self, ("reference_", "tables_"))
         method, params = self._fitted_method(), self._params()
-        batch = _images.to_batch(X, mask, name=name, estimator=self, reset=False)
+        batch = _images.to_batch(
+            X, mask, name=name, estimator=self, reset=False, spatial_dims=self.spatial_dims
+        )
         self._check_channels(batch, name)
         method.check_channels(batch.n_channels, name)
         tables = matching_tables(method, batch, self.dtype_, self.scale, self.tables_, name)
@@ -456,7 +478,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         masks = batch.masks or [None] * len(batch.images)
 
         def match(i: int) -> None:
-            method.apply(batch.images[i], masks[i], self.reference_, tables, params, outputs[i])
+            image, image_mask, out = batch.images[i], masks[i], outputs[i]
+            if method.spatial:  # (neighbourhoods: volumes as volumes)
+                image, image_mask, out = (batch.volume(i, a) for a in (image, image_mask, out))
+            method.apply(image, image_mask, self.reference_, tables, params, out)
 
         n_threads = 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
         n_threads = min(n_threads, len(batch.images))

@@ -121,6 +121,10 @@ class MatchingMethod(ABC):
     #: another dtype scale, e.g. float [0, 1] against uint8, come out on the
     #: references' scale); False for methods that normalise by the dtype's scale
     raw_values: ClassVar[bool] = True
+    #: True when ``apply`` reads pixel neighbourhoods: volumes (``spatial_dims=3``) then
+    #: reach it as ``(D, H, W, C)`` arrays with ``(D, H, W)`` masks; otherwise every
+    #: volume comes as a ``(D * H, W, C)`` image (the same voxels, a reshape)
+    spatial: ClassVar[bool] = False
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
@@ -322,9 +326,12 @@ def _difference_may_overflow(original: np.ndarray, matched: np.ndarray) -> bool:
 
 
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Copy the pixels of ``image`` outside ``mask`` back into ``out`` (in place)."""
+    """Copy the pixels of ``image`` outside ``mask`` back into ``out`` (in place).
+
+    ``image`` and ``out`` are ``(..., C)`` and ``mask`` their spatial shape.
+    """
     if mask is not None:
-        np.copyto(out, image, where=~mask[:, :, None])
+        np.copyto(out, image, where=~mask[..., None])
     return out
 
 
