@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _images
+from . import _barycenter, _images
 from .methods import Param, available_methods, declared_params, get_method, on_register
 from .methods._base import warn_scale_mismatch
 
@@ -62,6 +62,17 @@ def _own_params() -> tuple[Param, ...]:
             '[0, 1] image its look. "raw": raw values, for arbitrary units (CT, MR, remote '
             "sensing), with a warning when the dtypes differ. Same dtypes: the two agree.",
             '{"dtype", "raw"}',
+        ),
+        Param(
+            "reference",
+            "pooled",
+            [StrOptions({"pooled", "barycenter"})],
+            'What the references make. "pooled": one distribution of all their pixels (larger '
+            'images weigh more). "barycenter": the 1-D Wasserstein barycentre of the '
+            "references, the average of their quantile functions (per channel; per projection "
+            'axis for "lab"; the average of their landmarks for "landmarks"), every reference '
+            "image weighing the same.",
+            '{"pooled", "barycenter"}',
         ),
         Param(
             "spatial_dims",
@@ -121,6 +132,7 @@ def estimator_params() -> dict[str, tuple[Param, list[str] | None]]:
         "method": method,
         "strength": strength,
         "scale": scale,
+        "reference": own["reference"],
         "spatial_dims": own["spatial_dims"],
         **declared_params(),
         "verbose": verbose,
@@ -185,6 +197,10 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     ----------
     method_ : str
         The method the reference state was learned with.
+    reference_mode_ : str
+        The ``reference`` the state was learned with: ``"pooled"`` or
+        ``"barycenter"`` (whose per-channel state is ``"barycenter"`` of shape
+        ``(n_channels_, n_quantiles)``, the averaged quantile functions).
     reference_ : dict of str to ndarray
         The learned reference state, plain arrays only. For ``per_channel``
         and ``exact``: ``"histograms"`` of shape ``(n_channels_, 256 or
@@ -275,12 +291,27 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         *,
         strength: float = 1.0,
         scale: str = "dtype",
+        reference: str = "pooled",
         spatial_dims: int = 2,
         n_quantiles: int = 1024,
         ordering: str = "variational",
         n_iter: int = 20,
         lab_mode: str = "joint",
         regrain: bool = False,
+        landmarks: tuple[float, ...] = (
+            1.0,
+            10.0,
+            20.0,
+            30.0,
+            40.0,
+            50.0,
+            60.0,
+            70.0,
+            80.0,
+            90.0,
+            99.0,
+        ),
+        standard_range: tuple[float, float] | None = None,
         verbose: bool = False,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
@@ -289,12 +320,15 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.method = method
         self.strength = strength
         self.scale = scale
+        self.reference = reference
         self.spatial_dims = spatial_dims
         self.n_quantiles = n_quantiles
         self.ordering = ordering
         self.n_iter = n_iter
         self.lab_mode = lab_mode
         self.regrain = regrain
+        self.landmarks = landmarks
+        self.standard_range = standard_range
         self.verbose = verbose
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -398,10 +432,16 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             X, mask, name=name, estimator=self, reset=first, spatial_dims=self.spatial_dims
         )
         method.check_channels(batch.n_channels, name)
+        barycentric = self.reference == "barycenter"
         if first:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            state = method.learn(batch, params, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            if barycentric:
+                state = _barycenter.learn(method, batch, params, rng)
+            else:
+                state = method.learn(batch, params, rng)
             self.method_ = method.name
+            self.reference_mode_ = self.reference
             self.dtype_ = batch.dtype.name
             self.n_channels_ = batch.n_channels
             self.n_images_seen_ = len(batch.images)
@@ -418,13 +458,27 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                     f"({self.dtype_}); got {batch.dtype.name}"
                 )
             self._check_channels(batch, name)
-            state = method.merge(
-                self.reference_,
-                self.n_pixels_seen_,
-                method.learn(batch, params, None, like=self.reference_),
-                batch.n_pixels,
-                params,
-            )
+            if self.reference != self.reference_mode_:
+                raise ValueError(
+                    f"reference is {self.reference!r} but the matcher was fitted with "
+                    f"reference={self.reference_mode_!r}; call fit to start again"
+                )
+            if barycentric:  # (weighted by images)
+                state = _barycenter.merge(
+                    method,
+                    self.reference_,
+                    self.n_images_seen_,
+                    _barycenter.learn(method, batch, params, None, like=self.reference_),
+                    len(batch.images),
+                )
+            else:
+                state = method.merge(
+                    self.reference_,
+                    self.n_pixels_seen_,
+                    method.learn(batch, params, None, like=self.reference_),
+                    batch.n_pixels,
+                    params,
+                )
             self.n_images_seen_ += len(batch.images)
             self.n_pixels_seen_ += batch.n_pixels
         self.reference_ = state
@@ -607,12 +661,16 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             self, ("method_", "reference_", "dtype_", "n_channels_", "n_images_seen_")
         )
         method = get_method(self.method_)
+        mode = getattr(self, "reference_mode_", "pooled")  # (files written before it was kept)
+        if mode not in ("pooled", "barycenter"):
+            raise ValueError(f"reference_mode_ must be 'pooled' or 'barycenter'; got {mode!r}")
+        self.reference_mode_ = mode
         try:
             counted = method.check_state(self.reference_, self.n_channels_)
         except ValueError as exc:
             raise ValueError(f"reference_: {exc}") from None
         seen = getattr(self, "n_pixels_seen_", None)
-        if counted is not None and seen is not None and counted != seen:
+        if counted is not None and seen is not None and counted != seen and mode == "pooled":
             raise ValueError(
                 f"reference_ histograms count {counted} pixels; n_pixels_seen_ says {seen}"
             )

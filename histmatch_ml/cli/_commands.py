@@ -249,7 +249,8 @@ def _matcher(args: argparse.Namespace) -> HistogramMatcher:
     """
     from ..matcher import HistogramMatcher, estimator_params
 
-    params = {name: getattr(args, name) for name in estimator_params() if hasattr(args, name)}
+    names = getattr(args, "matcher_params", estimator_params())
+    params = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return HistogramMatcher(**params)
 
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from .. import _reference
+from .. import _barycenter, _reference
 
 __all__ = [
     "N_QUANTILES",
@@ -125,6 +125,9 @@ class MatchingMethod(ABC):
     #: reach it as ``(D, H, W, C)`` arrays with ``(D, H, W)`` masks; otherwise every
     #: volume comes as a ``(D * H, W, C)`` image (the same voxels, a reshape)
     spatial: ClassVar[bool] = False
+    #: the state entries ``reference="barycenter"`` averages over the reference images
+    #: (the others, a dtype or shared projection axes, are the same for all of them)
+    barycenter_keys: ClassVar[tuple[str, ...]] = ("barycenter",)
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
@@ -137,8 +140,23 @@ class MatchingMethod(ABC):
         """Merge two per-channel states (exact for histograms)."""
         return _reference.merge(a, na, b, nb, params["n_quantiles"])
 
+    def image_summary(self, batch, params: dict[str, Any], rng, like=None) -> dict:
+        """One image's part of a ``reference="barycenter"`` state (``batch`` holds one image).
+
+        Its ``barycenter_keys`` entries are averaged over the references (see
+        :mod:`histmatch_ml._barycenter`). The default: each channel's quantile
+        function on ``n_quantiles`` evenly spaced probabilities, for methods
+        that average ``"barycenter"``; the method's own one-image state for
+        those that name other entries.
+        """
+        if self.barycenter_keys == ("barycenter",):
+            return _barycenter.image_quantiles(batch, params["n_quantiles"])
+        return self.learn(batch, params, rng, like=like)
+
     def prepare(self, state: dict, params: dict[str, Any]) -> dict:
         """The knots of every channel's reference quantile function."""
+        if "barycenter" in state:
+            return _barycenter.knots(state)
         return _reference.quantile_knots(state)
 
     def rescale(self, tables: dict, factor: float, limit: float) -> dict:
@@ -155,6 +173,8 @@ class MatchingMethod(ABC):
 
         Raises ``ValueError`` for anything malformed.
         """
+        if isinstance(state, dict) and "barycenter" in state:
+            return _barycenter.check_state(state, n_channels)
         return _reference.check_state(state, n_channels)
 
     @abstractmethod
