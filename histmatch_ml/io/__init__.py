@@ -52,7 +52,7 @@ from ._model import (
     model_summary,
     save_model,
 )
-from ._volume_files import VolumeData, read_volume, read_volume_mask, write_volume
+from ._volume_files import VolumeData, is_volume_file, read_volume, read_volume_mask, write_volume
 
 __all__ = [
     "FORMAT_VERSION",
@@ -65,6 +65,7 @@ __all__ = [
     "fingerprint",
     "format_for_path",
     "image_extensions",
+    "is_volume_file",
     "load_model",
     "model_summary",
     "read_image",
