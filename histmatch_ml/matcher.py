@@ -677,6 +677,63 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         expected = method.prepare(self.reference_, self._params())
         self.tables_ = loaded_tables(getattr(self, "tables_", None), expected, "reference_")
 
+    def as_torchio(self, masking_method: Any = None, **kwargs: Any) -> Any:
+        """This fitted matcher as a TorchIO intensity transform (for ``tio.Compose``).
+
+        It matches the intensity images of a ``tio.Subject`` (label maps are
+        left alone) as volumes; ``masking_method`` (a label map's key, a
+        function or an anatomical label, as in TorchIO) selects the voxels
+        that are counted and changed; ``kwargs`` are TorchIO's (``include``,
+        ``exclude``, ``p``, ...). Needs ``histmatch_ml[torchio]``. See
+        :func:`histmatch_ml.augment._torchio.torchio_class`.
+
+        Examples
+        --------
+        >>> import pytest
+        >>> tio = pytest.importorskip("torchio")
+        >>> import numpy as np, torch
+        >>> from histmatch_ml import HistogramMatcher
+        >>> refs = np.random.default_rng(0).normal(100, 20, (2, 8, 8, 8)).astype(np.float32)
+        >>> matcher = HistogramMatcher("landmarks", spatial_dims=3).fit(refs)
+        >>> subject = tio.Subject(t1=tio.ScalarImage(tensor=torch.rand(1, 8, 8, 8)))
+        >>> out = tio.Compose([matcher.as_torchio()])(subject)
+        >>> 50 < float(out["t1"].data.median()) < 150
+        True
+        """
+        from .augment._torchio import torchio_class
+
+        return torchio_class()(self, masking_method=masking_method, **kwargs)
+
+    def as_monai(self, keys: Any = None, *, mask_key: str | None = None) -> Any:
+        """This fitted matcher as a MONAI transform on channel-first tensors.
+
+        ``keys=None``: the array transform, ``t(img, mask=None)`` for a
+        ``(C, H, W)`` image or ``(C, H, W, D)`` volume (tensor, ``MetaTensor``
+        or array; the same type, dtype and metadata come back). With ``keys``:
+        the dictionary transform matching ``data[key]`` for each key, masked by
+        ``data[mask_key]`` (non-zero voxels) if given. Needs
+        ``histmatch_ml[monai]``. See :func:`histmatch_ml.augment._monai.monai_classes`.
+
+        Examples
+        --------
+        >>> import pytest
+        >>> monai = pytest.importorskip("monai")
+        >>> import numpy as np, torch
+        >>> from histmatch_ml import HistogramMatcher
+        >>> refs = np.random.default_rng(0).normal(100, 20, (2, 8, 8, 8)).astype(np.float32)
+        >>> matcher = HistogramMatcher("landmarks", spatial_dims=3).fit(refs)
+        >>> t = monai.transforms.Compose([matcher.as_monai(keys="image")])
+        >>> out = t({"image": torch.rand(1, 8, 8, 8)})["image"]
+        >>> tuple(out.shape), 50 < float(out.median()) < 150
+        ((1, 8, 8, 8), True)
+        """
+        from .augment._monai import monai_classes
+
+        array, dictionary = monai_classes()
+        if keys is None:
+            return array(self)
+        return dictionary(self, keys, mask_key=mask_key)
+
     def set_output(self, *, transform: str | None = None) -> HistogramMatcher:
         """Accept scikit-learn's output configuration; image outputs stay arrays.
 

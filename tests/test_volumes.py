@@ -132,6 +132,25 @@ def test_volume_tensors_are_channels_first():
     assert one.shape == tensor[0].shape and one.dtype == tensor.dtype
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_inputs_are_never_modified(method):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    c = _channels(method)
+    refs = _volumes(rng, 2, (4, 5, 6), np.float32, c)
+    vols = _volumes(rng, 2, (4, 5, 6), np.float32, c)
+    kept = vols.copy()
+    matcher = HistogramMatcher(method, spatial_dims=3, n_iter=2).fit(refs)
+    matcher.transform(vols)
+    matcher.transform(list(vols))
+    layout = vols if c is None else np.moveaxis(vols, -1, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(layout if c else vols[:, None]))
+    before = tensor.clone()
+    matcher.transform(tensor)
+    np.testing.assert_array_equal(vols, kept)
+    assert torch.equal(tensor, before)
+
+
 def test_a_grey_batch_that_looks_like_volumes_warns_with_spatial_dims_2():
     X = np.zeros((2, 32, 64, 64), dtype=np.float32)
     with pytest.warns(UserWarning, match="spatial_dims=3"):

@@ -268,7 +268,7 @@ class Landmarks(MatchingMethod):
                 np.take(table.astype(work), index[:, :, c], out=matched[:, :, c])
         else:
             for c in range(image.shape[2]):
-                plane = np.ascontiguousarray(image[:, :, c], dtype=work)
+                plane = np.array(image[:, :, c], dtype=work)  # (a copy: mapped in place)
                 piecewise_map(plane, source[c], tables["standard"][c], plane)
                 matched[:, :, c] = plane
         finish(image, matched, mask, params["strength"], out)
