@@ -26,6 +26,21 @@ def match_histograms(
     n_iter: int = 20,
     lab_mode: str = "joint",
     regrain: bool = False,
+    landmarks: tuple[float, ...] = (
+        1.0,
+        10.0,
+        20.0,
+        30.0,
+        40.0,
+        50.0,
+        60.0,
+        70.0,
+        80.0,
+        90.0,
+        99.0,
+    ),
+    standard_range: tuple[float, float] | None = None,
+    spatial_dims: int = 2,
     random_state: int | np.random.RandomState | None = None,
 ) -> Any:
     """Match the histogram of one image to that of one reference image.
@@ -39,7 +54,7 @@ def match_histograms(
         The image to match.
     reference : ndarray of shape (h, w) or (h, w, C), or PIL.Image
         The reference image; same number of channels as ``image``.
-    method : {"per_channel", "exact", "lab"}, default="per_channel"
+    method : {"per_channel", "exact", "lab", "landmarks"}, default="per_channel"
         See :class:`HistogramMatcher`.
     mask : ndarray of bool of shape (H, W), optional
         Only these pixels of ``image`` are counted and changed.
@@ -61,6 +76,13 @@ def match_histograms(
         ``method="lab"``: the joint colour distribution or each CIELAB channel.
     regrain : bool, default=False
         ``method="lab"``: restore the source's fine structure afterwards.
+    landmarks : sequence of float, default=(1, 10, 20, ..., 90, 99)
+        ``method="landmarks"``: the percentiles aligned.
+    standard_range : (float, float) or None, default=None
+        ``method="landmarks"``: where the first and last landmark land.
+    spatial_dims : {2, 3}, default=2
+        3: ``image`` and ``reference`` are volumes ``(D, H, W)`` / ``(D, H, W, C)``
+        (``exact`` then orders voxels with 3-D neighbourhoods), masks of their shape.
     random_state : int, RandomState instance or None, default=None
         Seeds ``method="lab"``'s projections.
 
@@ -99,10 +121,19 @@ def match_histograms(
     >>> match_histograms(src, ref).mode
     'RGB'
     """
-    source, unwrap = _images.wrap_single(image, "image")
-    ref, _ = _images.wrap_single(reference, "reference")
+    if spatial_dims == 3:  # one volume: a list of one (each checked by the volume reader)
+        source, unwrap = [image], (lambda out: out[0])
+        ref = [reference]
+        mask = None if mask is None else [mask]
+        reference_mask = None if reference_mask is None else [reference_mask]
+    else:
+        source, unwrap = _images.wrap_single(image, "image")
+        ref, _ = _images.wrap_single(reference, "reference")
     matcher = HistogramMatcher(
         method,
+        landmarks=landmarks,
+        standard_range=standard_range,
+        spatial_dims=spatial_dims,
         strength=strength,
         scale=scale,
         n_quantiles=n_quantiles,

@@ -236,3 +236,32 @@ def test_3d_shell_sums_equal_a_correlation_with_mirrored_borders():
         kernel = (dist2 == d2).astype(np.float64)
         expected = ndimage.correlate(vol.astype(np.float64), kernel, mode="reflect")
         np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact", "landmarks"])
+def test_match_histograms_takes_volumes(method):
+    from histmatch_ml import match_histograms
+
+    rng = np.random.default_rng(11)
+    vol, ref = _volumes(rng, 1, (4, 5, 6), np.uint16)[0], _volumes(rng, 1, (3, 6, 5), np.uint16)[0]
+    mask = np.ones(vol.shape, dtype=bool)
+    mask[0] = False
+    out = match_histograms(vol, ref, method=method, spatial_dims=3, mask=mask)
+    expected = HistogramMatcher(method, spatial_dims=3).fit([ref]).transform([vol], mask=[mask])
+    np.testing.assert_array_equal(out, expected[0])
+    np.testing.assert_array_equal(out[0], vol[0])
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact"])
+def test_random_histogram_matching_augments_volumes(method):
+    from histmatch_ml import RandomHistogramMatching
+
+    rng = np.random.default_rng(12)
+    refs = [_volumes(rng, 1, (3 + i, 4, 5), np.uint8)[0] for i in range(3)]
+    template = HistogramMatcher(method, spatial_dims=3)
+    aug = RandomHistogramMatching(template, p=1.0, random_state=0).fit(refs)
+    vol = _volumes(rng, 1, (4, 4, 4), np.uint8)[0]
+    out = aug.apply(vol, {"apply": True, "reference": 2, "strength": 1.0})
+    expected = HistogramMatcher(method, spatial_dims=3).fit([refs[2]]).transform([vol])[0]
+    np.testing.assert_array_equal(out, expected)
+    assert aug(vol).shape == vol.shape
