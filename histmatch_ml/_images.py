@@ -687,6 +687,8 @@ def stream_chunks(
     chunk is held at a time. With ``spatial_dims=3`` items are volumes (and
     ``(N, D, H, W, C)`` arrays of them), and volume files are read as volumes.
     """
+    from .io._volume_files import is_volume_file as item_is_volume
+
     batched = 5 if spatial_dims == 3 else 4
     items = iter([X] if isinstance(X, (str, os.PathLike)) else X)
     masks = None if mask is None else iter(mask)
@@ -696,6 +698,10 @@ def stream_chunks(
     count = 0
     for item in items:
         if isinstance(item, (str, os.PathLike)):
+            if spatial_dims != 3 and item_is_volume(item):
+                raise ValueError(
+                    f"{name}[{count}]: {os.fspath(item)!r} is a volume file; pass spatial_dims=3"
+                )
             parts = [read_file(item, f"{name}[{count}]")]
         elif isinstance(item, np.ndarray) and item.ndim == batched:
             parts = list(item)

@@ -96,6 +96,8 @@ def test_fit_takes_paths_of_volumes(tmp_path):
     )
     np.testing.assert_array_equal(from_paths.tables_["standard"], from_arrays.tables_["standard"])
     assert from_paths.n_images_seen_ == 3
+    with pytest.raises(ValueError, match="spatial_dims=3"):
+        HistogramMatcher().fit(paths)  # a volume is never read as an image of Z channels
 
 
 def test_cli_fit_and_transform_volumes_with_masks_by_name(tmp_path):
