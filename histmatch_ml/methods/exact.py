@@ -16,7 +16,8 @@ reference's values by rank:
   ``r`` of ``n`` gets the reference quantile function at ``(r + 0.5) / n``.
 
 Values are handed out in rank order, so a pixel brighter than another in the
-source is never darker in the output.
+source is never darker in the output. Volumes (``spatial_dims=3``) are ordered
+with 3-D neighbourhoods (see :mod:`histmatch_ml._ordering`).
 
 The default ``ordering="variational"`` leaves no pixel tied on any of
 scikit-image's textured samples, where ``"local_means"`` leaves up to a
