@@ -47,6 +47,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +65,9 @@ CV_TARGET = 0.9  # best of ours: WM CV at most this times TorchIO's (median over
 JSD_TARGET = 0.3  # and the foreground JSD at most this times TorchIO's
 FIT_SPEED_TARGET = 2.0  # landmarks' fit from the same files at least this much faster
 N_TRAIN = 10
-#: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of seconds
-SMOKE_ARGS = ("--quick", "--zoom", "0.3", "--subjects", "6")
+if importlib.util.find_spec("nilearn") is not None:  # (the cohort's source: no smoke test without)
+    #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of seconds
+    SMOKE_ARGS = ("--quick", "--zoom", "0.25", "--subjects", "6", "--repeat", "1")
 
 DTYPES = (np.int16, np.uint16, np.float32)
 
@@ -255,10 +257,13 @@ def main(argv: Sequence[str] | None = None) -> Report:
     parser.add_argument(
         "--seeds", type=int, default=None, help="cohort seeds (default 5; --quick 1)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="timed runs (default 5; --quick 3)"
+    )
     args = parser.parse_args(argv)
     zoom = args.zoom if args.zoom is not None else (0.5 if args.quick else 1.0)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 5)
-    repeat = 3 if args.quick else 5
+    repeat = args.repeat or (3 if args.quick else 5)
     n_train = min(N_TRAIN, args.subjects // 2)
     templates = _templates(zoom)
 
@@ -281,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> Report:
                 fitted = {name: fit() for name, (fit, _) in methods.items()}
                 s, p, mp = subjects[test][0], paths[test][0], mask_paths[test][0]
                 fits = interleaved_medians(
-                    {n: f for n, (f, _) in methods.items() if n != "none"}, repeat=repeat, warmup=1
+                    {n: f for n, (f, _) in methods.items() if n != "none"},
+                    repeat=repeat,
+                    warmup=min(1, repeat - 1),
                 )
                 applies = interleaved_medians(
                     {
@@ -294,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
                         if n != "none"
                     },
                     repeat=repeat,
-                    warmup=1,
+                    warmup=min(1, repeat - 1),
                 )
                 for n, (f, _) in methods.items():
                     if n != "none":
