@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _images
 from .matcher import HistogramMatcher
+from .methods.landmarks import DEFAULT_LANDMARKS
 
 __all__ = ["match_histograms"]
 
@@ -26,19 +27,7 @@ def match_histograms(
     n_iter: int = 20,
     lab_mode: str = "joint",
     regrain: bool = False,
-    landmarks: tuple[float, ...] = (
-        1.0,
-        10.0,
-        20.0,
-        30.0,
-        40.0,
-        50.0,
-        60.0,
-        70.0,
-        80.0,
-        90.0,
-        99.0,
-    ),
+    landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
     standard_range: tuple[float, float] | None = None,
     spatial_dims: int = 2,
     random_state: int | np.random.RandomState | None = None,

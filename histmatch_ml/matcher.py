@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _barycenter, _images
 from .methods import Param, available_methods, declared_params, get_method, on_register
 from .methods._base import warn_scale_mismatch
+from .methods.landmarks import DEFAULT_LANDMARKS
 
 __all__ = ["HistogramMatcher", "estimator_params"]
 
@@ -298,19 +299,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         n_iter: int = 20,
         lab_mode: str = "joint",
         regrain: bool = False,
-        landmarks: tuple[float, ...] = (
-            1.0,
-            10.0,
-            20.0,
-            30.0,
-            40.0,
-            50.0,
-            60.0,
-            70.0,
-            80.0,
-            90.0,
-            99.0,
-        ),
+        landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
         standard_range: tuple[float, float] | None = None,
         verbose: bool = False,
         n_jobs: int | None = None,
