@@ -88,6 +88,23 @@ class Batch:
         return self.images[0].shape[2]
 
     @property
+    def spatial_shapes(self) -> list[tuple[int, ...]] | None:
+        """The ``(D, H, W)`` shape of every volume (``spatial_dims=3``), else None.
+
+        Volumes are held as ``(D * H, W, C)`` arrays (a reshape, no copy), so
+        kernels that treat pixels one by one see images; :meth:`volume` gives
+        the ``(D, H, W, C)`` view for kernels that read neighbourhoods.
+        """
+        return self.meta.get("spatial")
+
+    def volume(self, i: int, arr: np.ndarray | None) -> np.ndarray | None:
+        """``arr`` (image ``i``'s ``(D * H, W[, C])`` array or mask) in its volume's shape."""
+        shapes = self.spatial_shapes
+        if arr is None or shapes is None:
+            return arr
+        return arr.reshape(shapes[i] + arr.shape[2:])
+
+    @property
     def n_pixels(self) -> int:
         """Number of counted pixels (masked pixels only, when masks are given)."""
         if self.masks is None:
@@ -342,6 +359,7 @@ def to_batch(
     name: str = "X",
     estimator: Any = None,
     reset: bool = False,
+    spatial_dims: int = 2,
 ) -> Batch:
     """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
 
@@ -355,7 +373,11 @@ def to_batch(
     With ``estimator``, tabular input goes through scikit-learn's
     ``validate_data`` first (``n_features_in_``, ``feature_names_in_``,
     DataFrames, sparse refusal), with ``reset`` as in scikit-learn.
+
+    ``spatial_dims=3`` reads volumes instead (:func:`volume_batch`).
     """
+    if spatial_dims == 3:
+        return volume_batch(X, mask, name)
     if estimator is not None and is_tabular(X):
         from sklearn.utils.validation import validate_data
 
@@ -424,6 +446,14 @@ def to_batch(
                     UserWarning,
                     stacklevel=3,
                 )
+            elif arr.shape[3] > 4:
+                warnings.warn(
+                    f"{name} of shape {arr.shape} is read as (N, H, W, C): {arr.shape[0]} "
+                    f"images with {arr.shape[3]} channels; if it holds grey volumes "
+                    f"(N, D, H, W), pass spatial_dims=3",
+                    UserWarning,
+                    stacklevel=3,
+                )
             kind, batch_images = "array4", list(arr)
         elif arr.ndim == 3:
             if arr.shape[-1] in (3, 4) and arr.shape[1] > 4 * arr.shape[-1]:
@@ -441,7 +471,7 @@ def to_batch(
                 f"{name} must be an array of shape (N, H, W, C), (N, H, W) or (N, P), "
                 f"a list of images or a PIL image; got an array of shape {arr.shape}. "
                 f"Reshape your data: one image is X[None] or [image]; one feature "
-                f"row is X.reshape(1, -1)"
+                f"row is X.reshape(1, -1); volumes (N, D, H, W[, C]) need spatial_dims=3"
             )
     else:
         raise TypeError(
@@ -466,6 +496,144 @@ def to_batch(
     return Batch(images, masks, kind, meta)
 
 
+# ------------------------------------------------------------------------ volumes
+#: the containers of volumes (``spatial_dims=3``) that :func:`restore` rebuilds
+_VOLUME_ARRAYS = ("volumes4", "volumes5")
+
+
+def _volume_of(item: Any, name: str) -> tuple[np.ndarray, Any]:
+    """One volume as a ``(D, H, W, C)`` array, and the dtype (or tensor) to give back.
+
+    Arrays are ``(D, H, W)`` or ``(D, H, W, C)``; tensors are channels-first
+    ``(C, D, H, W)``.
+    """
+    if is_tensor(item):
+        if item.ndim != 4:
+            raise ValueError(
+                f"{name} must be a channels-first volume tensor of shape (C, D, H, W); "
+                f"got shape {tuple(item.shape)}"
+            )
+        t = item.detach().cpu()
+        if t.dtype in (sys.modules["torch"].float16, sys.modules["torch"].bfloat16):
+            t = t.float()
+        try:
+            arr = t.numpy()
+        except TypeError as exc:
+            raise TypeError(f"{name} must be a tensor of a supported dtype; got {exc}") from None
+        return np.moveaxis(arr, 0, -1), item
+    if _is_pil(item):
+        raise TypeError(f"{name} must be a volume (an array); got a PIL image")
+    raw = as_array(item, name)
+    arr = check_dtype(raw, name)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    elif arr.ndim != 4:
+        raise ValueError(
+            f"{name} must be a volume of shape (D, H, W) or (D, H, W, C); got shape {arr.shape}"
+        )
+    return arr, raw.dtype
+
+
+def volume_batch(X: Any, mask: Any, name: str = "X") -> Batch:
+    """Normalise volumes (``spatial_dims=3``) and their masks into a :class:`Batch`.
+
+    Accepted: an ndarray ``(N, D, H, W)`` (grey) or ``(N, D, H, W, C)``; a
+    list or tuple of ``(D, H, W)`` / ``(D, H, W, C)`` volumes of any sizes
+    (channels-first ``(C, D, H, W)`` tensors among them); a channels-first
+    tensor ``(C, D, H, W)`` or ``(N, C, D, H, W)``. Masks are boolean, of each
+    volume's ``(D, H, W)`` shape. Every volume is held as a ``(D * H, W, C)``
+    array and its mask as ``(D * H, W)`` (:attr:`Batch.spatial_shapes`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml._images import volume_batch
+    >>> batch = volume_batch(np.zeros((2, 4, 5, 6), dtype=np.uint8), None)
+    >>> batch.images[0].shape, batch.spatial_shapes
+    ((20, 6, 1), [(4, 5, 6), (4, 5, 6)])
+    """
+    meta: dict[str, Any] = {}
+    if is_tensor(X):
+        if X.ndim not in (4, 5):
+            raise ValueError(
+                f"{name} must be a channels-first volume tensor of shape (C, D, H, W) or "
+                f"(N, C, D, H, W); got shape {tuple(X.shape)}"
+            )
+        items = list(X) if X.ndim == 5 else [X]
+        kind, meta["like"] = "volume_tensor", X
+    elif isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            raise ValueError(
+                f"{name} must hold at least one volume; got an empty {type(X).__name__}"
+            )
+        items, kind, meta["container"] = list(X), "volume_list", type(X)
+    elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+        arr = as_array(X, name)
+        if arr.ndim not in (4, 5):
+            hint = " (one volume: pass volume[None] or [volume])" if arr.ndim == 3 else ""
+            raise ValueError(
+                f"{name} must be an array of volumes of shape (N, D, H, W) or "
+                f"(N, D, H, W, C) with spatial_dims=3; got shape {arr.shape}{hint}"
+            )
+        items, kind = list(arr), f"volumes{arr.ndim}"
+    else:
+        raise TypeError(
+            f"{name} must be a numpy array, a list of volumes or a tensor; got {type(X).__name__}"
+        )
+    images, spatial, give_back, ndims = [], [], [], []
+    for i, item in enumerate(items):
+        where = name if kind in _VOLUME_ARRAYS or len(items) == 1 else f"{name}[{i}]"
+        vol, back = _volume_of(item, where)
+        if vol.size == 0:
+            raise ValueError(f"{where} must not be empty; got shape {vol.shape}")
+        check_values(vol, where)
+        vol = np.ascontiguousarray(vol)
+        d, h, w, c = vol.shape
+        images.append(vol.reshape(d * h, w, c))
+        spatial.append((d, h, w))
+        give_back.append(back)
+        ndims.append(None if is_tensor(item) else np.ndim(item))
+    if len({im.dtype for im in images}) > 1:
+        dtypes = sorted({str(im.dtype) for im in images})
+        raise TypeError(f"{name} must hold volumes of one dtype; got {dtypes}")
+    if len({im.shape[2] for im in images}) > 1:
+        counts = sorted({im.shape[2] for im in images})
+        raise ValueError(f"{name} must hold volumes with one channel count; got {counts}")
+    if isinstance(mask, np.ndarray) and mask.ndim == 4:
+        mask = list(mask)
+    masks = _mask_list(mask, spatial, "mask")
+    if masks is not None:
+        masks = [m.reshape(im.shape[:2]) for m, im in zip(masks, images)]
+    meta["spatial"], meta["back"], meta["ndims"] = spatial, give_back, ndims
+    meta["float16"] = [not is_tensor(b) and b == np.float16 for b in give_back]
+    return Batch(images, masks, kind, meta)
+
+
+def _restore_volumes(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
+    """:func:`restore` for the containers of :func:`volume_batch`."""
+    kind, meta = batch.kind, batch.meta
+    if kind in _VOLUME_ARRAYS:
+        full = outputs if isinstance(outputs, np.ndarray) else np.stack(outputs)
+        full = full.reshape(len(full), *meta["spatial"][0], full.shape[-1])
+        if meta["float16"][0]:
+            full = full.astype(np.float16)
+        return full[..., 0] if kind == "volumes4" else full
+    result = []
+    for i, (out, back) in enumerate(zip(outputs, meta["back"])):
+        vol = batch.volume(i, out)
+        if is_tensor(back):
+            like = meta.get("like", back)
+            tensor = sys.modules["torch"].from_numpy(np.ascontiguousarray(np.moveaxis(vol, -1, 0)))
+            result.append(tensor.to(device=like.device, dtype=like.dtype))
+        else:
+            vol = vol.astype(np.float16) if meta["float16"][i] else vol
+            result.append(vol[..., 0] if meta["ndims"][i] == 3 else vol)
+    if kind == "volume_tensor":
+        torch = sys.modules["torch"]
+        return torch.stack(result) if meta["like"].ndim == 5 else result[0]
+    return meta["container"](result)
+
+
 #: pixels gathered per chunk when a stream of images is learned from (memory: one chunk)
 STREAM_CHUNK_PIXELS = 2**24
 
@@ -488,10 +656,17 @@ def read_file(path: str | os.PathLike, name: str) -> Any:
     """An image file read as the command line reads it (modes, bit depths), for matching.
 
     Returns a PIL image, or an ``(H, W, 3)`` uint16 array for 16-bit colour
-    files (their alpha, if any, left out). Errors name the file.
+    files (their alpha, if any, left out); NIfTI volumes come as arrays
+    (:func:`histmatch_ml.io.read_volume`). Errors name the file.
     """
     from .io import read_image
+    from .io._volume_files import is_volume_file, read_volume
 
+    if is_volume_file(path):
+        try:
+            return read_volume(path).data
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{name}: cannot read {os.fspath(path)!r}: {exc}") from None
     try:
         pixels = read_image(path).pixels
     except (OSError, ValueError) as exc:
@@ -501,14 +676,20 @@ def read_file(path: str | os.PathLike, name: str) -> Any:
     return pixels
 
 
-def stream_chunks(X: Any, mask: Any, name: str, max_pixels: int = STREAM_CHUNK_PIXELS) -> Any:
+def stream_chunks(
+    X: Any, mask: Any, name: str, max_pixels: int = STREAM_CHUNK_PIXELS, spatial_dims: int = 2
+) -> Any:
     """Yield ``(images, masks)`` lists of at most about ``max_pixels`` pixels from a stream.
 
     Items are images (arrays, PIL images, tensors), ``(N, H, W[, C])`` arrays
     (their images), or file paths (read by :func:`read_file`). ``mask`` is
     None or an iterable of one mask per image, in the same order. Only one
-    chunk is held at a time.
+    chunk is held at a time. With ``spatial_dims=3`` items are volumes (and
+    ``(N, D, H, W, C)`` arrays of them), and volume files are read as volumes.
     """
+    from .io._volume_files import is_volume_file as item_is_volume
+
+    batched = 5 if spatial_dims == 3 else 4
     items = iter([X] if isinstance(X, (str, os.PathLike)) else X)
     masks = None if mask is None else iter(mask)
     images: list = []
@@ -517,8 +698,12 @@ def stream_chunks(X: Any, mask: Any, name: str, max_pixels: int = STREAM_CHUNK_P
     count = 0
     for item in items:
         if isinstance(item, (str, os.PathLike)):
+            if spatial_dims != 3 and item_is_volume(item):
+                raise ValueError(
+                    f"{name}[{count}]: {os.fspath(item)!r} is a volume file; pass spatial_dims=3"
+                )
             parts = [read_file(item, f"{name}[{count}]")]
-        elif isinstance(item, np.ndarray) and item.ndim == 4:
+        elif isinstance(item, np.ndarray) and item.ndim == batched:
             parts = list(item)
         else:
             parts = [item]
@@ -528,8 +713,12 @@ def stream_chunks(X: Any, mask: Any, name: str, max_pixels: int = STREAM_CHUNK_P
                 if m is None:
                     raise ValueError(f"mask must hold one mask per image; it ran out at {count}")
                 chunk_masks.append(m)
-            size = image.size if _is_pil(image) else np.shape(image)[:2]
-            pixels += int(np.prod(size[-2:] if is_tensor(image) else size))
+            size = image.size if _is_pil(image) else np.shape(image)
+            if spatial_dims == 3:
+                size = size[-3:] if is_tensor(image) else size[:3]
+            else:
+                size = size[-2:] if is_tensor(image) else size[:2]
+            pixels += int(np.prod(size))
             images.append(image)
             count += 1
             if pixels >= max_pixels:
@@ -550,7 +739,7 @@ def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray]]:
     full-size copy; lists and PIL images give ``full=None`` and one array per
     image.
     """
-    if batch.kind not in ("array4", "array3", "tabular"):
+    if batch.kind not in ("array4", "array3", "tabular", *_VOLUME_ARRAYS):
         return None, [np.empty_like(im) for im in batch.images]
     full = np.empty((len(batch.images), *batch.images[0].shape), dtype=batch.dtype)
     return full, list(full)
@@ -563,6 +752,8 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
     of :func:`allocate_output`.
     """
     kind, meta = batch.kind, batch.meta
+    if "spatial" in meta:
+        return _restore_volumes(batch, outputs)
     if kind in ("array4", "array3", "tabular"):
         full = outputs if isinstance(outputs, np.ndarray) else np.stack(outputs)
         if meta["float16"][0]:

@@ -61,6 +61,14 @@ tie pass.
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or
 have fewer neighbours (``variational``).
+
+Volumes (3-D channels ``(D, H, W)``) are ordered with 3-D neighbourhoods:
+``"variational"`` iterates over the 6-neighbourhood (the face neighbours, the
+paper's scheme with one more axis), and ``"local_means"`` nests the voxel, the
+6-voxel cross, the 3x3x3 cube's 12 edge and 8 corner neighbours and the 6
+voxels two steps along an axis: four rings, the shells of squared distance 1,
+2, 3 and 4 (in 2-D the five rings are the shells 1, 2, 4, 5 and 8 of the 5x5
+square). Position is the raster index of the volume.
 """
 
 from __future__ import annotations
@@ -93,9 +101,9 @@ def check_ordering(ordering: object) -> str:
 
 def _check_channel(channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
     """Validate a 2-D channel and its mask; return the flat masked indices or None."""
-    if not isinstance(channel, np.ndarray) or channel.ndim != 2:
+    if not isinstance(channel, np.ndarray) or channel.ndim not in (2, 3):
         shape = getattr(channel, "shape", type(channel).__name__)
-        raise ValueError(f"channel must be a 2-D (H, W) array; got {shape}")
+        raise ValueError(f"channel must be a 2-D (H, W) or 3-D (D, H, W) array; got {shape}")
     if channel.size == 0:
         raise ValueError(f"channel must not be empty; got shape {channel.shape}")
     if mask is None:
@@ -129,6 +137,33 @@ _RINGS = _ring_kernels()
 _RING_SIZES = [int(r.sum()) for r in _RINGS]
 
 
+def _shell_offsets() -> list[np.ndarray]:
+    """The four rings of 3-D ``local_means``: offsets at squared distance 1, 2, 3 and 4."""
+    offsets = np.stack(np.mgrid[-2:3, -2:3, -2:3], axis=-1).reshape(-1, 3)
+    dist2 = (offsets**2).sum(axis=1)
+    return [offsets[dist2 == d] for d in (1, 2, 3, 4)]
+
+
+_SHELLS = _shell_offsets()
+_SHELL_SIZES = [len(s) for s in _SHELLS]
+
+
+def _shell_sums(plane: np.ndarray) -> list[np.ndarray]:
+    """The four shell sums of every voxel of a 3-D plane, borders mirrored as in 2-D.
+
+    (``np.pad(mode="symmetric")`` repeats the edge voxel, as OpenCV's ``BORDER_REFLECT``.)
+    """
+    padded = np.pad(plane, 2, mode="symmetric")
+    d, h, w = plane.shape
+    sums = []
+    for shell in _SHELLS:
+        total = np.zeros(plane.shape, dtype=plane.dtype)
+        for dz, dy, dx in shell.tolist():
+            total += padded[2 + dz : 2 + dz + d, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+        sums.append(total)
+    return sums
+
+
 def _level_plane(channel: np.ndarray) -> tuple[np.ndarray, int | None]:
     """Values as non-negative level indices and their bit width (None: not integral).
 
@@ -143,12 +178,17 @@ def _level_plane(channel: np.ndarray) -> tuple[np.ndarray, int | None]:
 
 
 def ring_sums(channel: np.ndarray) -> list[np.ndarray]:
-    """The five ring sums of ``local_means`` for every pixel of a 2-D channel.
+    """The ring sums of ``local_means`` for every pixel of a channel.
 
+    Five rings for a 2-D channel, four shells for a 3-D one (see the module
+    docstring).
     Sums are over level indices for 8/16-bit integers (exact, float32) and over
     the values (float64) otherwise; borders are mirrored (``BORDER_REFLECT``).
     """
     plane, _ = _level_plane(channel)
+    if plane.ndim == 3:  # a volume: the four 3-D shells
+        work = np.float64 if plane.dtype == np.float64 else np.float32
+        return _shell_sums(plane.astype(work))
     depth = cv2.CV_64F if plane.dtype == np.float64 else cv2.CV_32F
     return [cv2.filter2D(plane, depth, kernel, borderType=cv2.BORDER_REFLECT) for kernel in _RINGS]
 
@@ -181,11 +221,12 @@ def _packed_key_uint8(channel: np.ndarray) -> np.ndarray:
 
 
 def _local_means_keys(channel: np.ndarray, index: np.ndarray | None) -> list:
-    if channel.dtype == np.uint8:
+    if channel.dtype == np.uint8 and channel.ndim == 2:
         return [(_take(_packed_key_uint8(channel), index), 59)]
     plane, bits = _level_plane(channel)
     keys = [(_take(plane, index), bits)]
-    for size, ring in zip(_RING_SIZES, ring_sums(channel)):
+    sizes = _RING_SIZES if channel.ndim == 2 else _SHELL_SIZES
+    for size, ring in zip(sizes, ring_sums(channel)):
         if bits is None:
             keys.append((_take(ring, index), None))
         else:
@@ -228,40 +269,51 @@ def variational_correction(
     beta: float = VARIATIONAL_BETA,
     alpha: float = VARIATIONAL_ALPHA,
 ) -> np.ndarray:
-    """The ``variational`` key ``u - f`` of every pixel of a 2-D channel (float64).
+    """The ``variational`` key ``u - f`` of every pixel of a channel (float64).
 
     ``u`` is the Nikolova-Steidl fixed point after ``n_iter`` iterations from
-    ``u = f``; pixels on the border have fewer neighbours. The correction is
+    ``u = f``, over the 4-neighbourhood of a 2-D channel or the
+    6-neighbourhood of a 3-D one; pixels on the border have fewer neighbours. The correction is
     kept apart from ``f`` and in float64: neighbours ``k`` steps away move it
     by about ``5e-4 ** k``, so float32 (or ``u`` itself) would drop the
     information that separates look-alike pixels (measured: ~0.1-0.8% of the
     pixels of the skimage samples stay tied in float32, none in float64).
     """
     f = _unit_plane(channel)
-    h, w = f.shape
-    n = h * w
+    shape = f.shape
+    n = f.size
     f = f.ravel()
-    # 4-neighbour differences on the flat array: horizontal ones at i -> i + 1
-    # (invalid across row ends, where they are zeroed: theta'(0) = 0 means "no
-    # neighbour"), vertical ones at i -> i + w
+    # neighbour differences on the flat array along every axis: at i -> i + step,
+    # step the axis's stride; pairs that wrap across the end of the axis (a row's
+    # end, a slice's last row) are zeroed: theta'(0) = 0 means "no neighbour"
     diffs = []
-    for step, horizontal, present in ((1, True, w > 1), (w, False, h > 1)):
-        if not present:  # a single column (row) has no horizontal (vertical) pairs
+    for axis in reversed(range(len(shape))):  # (innermost first: rows, then columns, slices)
+        extent = shape[axis]
+        if extent < 2:  # a single column (row, slice) has no pairs along that axis
             continue
+        step = int(np.prod(shape[axis + 1 :]))
+        wraps: slice | np.ndarray | None = None
+        if step == 1:  # along rows: every row's last pixel
+            wraps = slice(extent - 1, None, extent)
+        elif axis > 0:  # along columns of a volume: every slice's last row (the outermost
+            # axis never wraps)
+            ends = np.zeros((n // (extent * step), extent, step), dtype=bool)
+            ends[:, -1, :] = True
+            wraps = ends.ravel()[: n - step]
         df = f[step:] - f[:-step]
-        if horizontal:
-            df[w - 1 :: w] = 0.0
-        diffs.append((step, horizontal, df, np.empty_like(df), np.empty_like(df)))
+        if wraps is not None:
+            df[wraps] = 0.0
+        diffs.append((step, wraps, df, np.empty_like(df), np.empty_like(df)))
     d = np.zeros(n)
     t = np.empty(n)
     for _ in range(n_iter):
         t.fill(0.0)
-        for step, horizontal, df, g, a in diffs:
+        for step, wraps, df, g, a in diffs:
             # theta'(u_j - u_i) = g / (alpha + |g|) for u = f + d
             np.subtract(d[step:], d[:-step], out=g)
             g += df
-            if horizontal:  # no pairs across row ends
-                g[w - 1 :: w] = 0.0
+            if wraps is not None:  # no pairs across the ends of the axis
+                g[wraps] = 0.0
             np.abs(g, out=a)
             a += alpha
             g /= a
@@ -274,7 +326,7 @@ def variational_correction(
         np.divide(t, d, out=d)
         d *= alpha
     d += 0.0  # -0.0 -> +0.0, so equal corrections get equal keys
-    return d.reshape(h, w)
+    return d.reshape(shape)
 
 
 def _float_sort_bits(x: np.ndarray) -> np.ndarray:
@@ -382,11 +434,12 @@ def _index_dtype(n: int) -> type:
 def _strip_key(channel: np.ndarray, halo: int, block_key) -> np.ndarray:
     """``block_key`` of the whole channel as one flat uint64 array, strip by strip.
 
-    Each strip of rows is computed with ``halo`` more rows on either side
-    (where the image has them) and cropped, so a key that depends on
-    neighbours at most ``halo`` rows away comes out as on the whole channel.
+    Strips are rows of a 2-D channel, slices of a 3-D one. Each strip is
+    computed with ``halo`` more rows (slices) on either side (where the image
+    has them) and cropped, so a key that depends on neighbours at most
+    ``halo`` rows away comes out as on the whole channel.
     """
-    h, w = channel.shape
+    h, w = channel.shape[0], channel.size // channel.shape[0]  # (a volume: by slices)
     key = np.empty(h * w, dtype=np.uint64)
     rows = key.reshape(h, w)
     step = max(64, _STRIP // w)
@@ -434,7 +487,7 @@ def _level_words(channel: np.ndarray, ordering: str) -> list[np.ndarray]:
     """The sort key of every pixel of an 8/16-bit channel as flat uint64 words."""
     if ordering == "variational":
         return [_strip_key(channel, VARIATIONAL_ITERATIONS + 1, _variational_word)]
-    if channel.dtype == np.uint8:
+    if channel.dtype == np.uint8 and channel.ndim == 2:
         return [_strip_key(channel, 2, _packed_key_uint8)]
     return _words(_local_means_keys(channel, None))
 
@@ -524,7 +577,7 @@ def _strict(
 def strict_order(
     channel: np.ndarray, mask: np.ndarray | None = None, ordering: str = "variational"
 ) -> np.ndarray:
-    """Flat indices of the (masked) pixels of a 2-D channel in strict ascending order.
+    """Flat indices of the (masked) pixels of a channel in strict ascending order.
 
     Pixels are sorted by value, then by the ``ordering`` key, then by position
     (row-major), so ``channel.ravel()[strict_order(channel)]`` is sorted and the
@@ -532,9 +585,10 @@ def strict_order(
 
     Parameters
     ----------
-    channel : ndarray of shape (H, W)
-        One channel, of any supported dtype.
-    mask : ndarray of bool of shape (H, W), optional
+    channel : ndarray of shape (H, W) or (D, H, W)
+        One channel of an image or a volume (3-D neighbourhoods), of any
+        supported dtype.
+    mask : ndarray of bool of the channel's shape, optional
         Order only these pixels.
     ordering : {"variational", "local_means"}, default="variational"
         The key that orders pixels of equal value (see the module docstring).

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _images
 from .matcher import HistogramMatcher
+from .methods.landmarks import DEFAULT_LANDMARKS
 
 __all__ = ["match_histograms"]
 
@@ -27,6 +28,9 @@ def match_histograms(
     n_iter: int = 20,
     lab_mode: str = "joint",
     regrain: bool = False,
+    landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
+    standard_range: tuple[float, float] | None = None,
+    spatial_dims: int = 2,
     random_state: int | np.random.RandomState | None = None,
 ) -> Any:
     """Match the histogram of one image to that of one reference image.
@@ -40,7 +44,7 @@ def match_histograms(
         The image to match.
     reference : ndarray of shape (h, w) or (h, w, C), or PIL.Image
         The reference image; same number of channels as ``image``.
-    method : {"per_channel", "exact", "lab"}, default="per_channel"
+    method : {"per_channel", "exact", "lab", "landmarks"}, default="per_channel"
         See :class:`HistogramMatcher`.
     mask : ndarray of bool of shape (H, W), optional
         Only these pixels of ``image`` are counted and changed.
@@ -56,7 +60,8 @@ def match_histograms(
         Cells of the grid a float image's channel is placed on by
         ``method="per_channel"`` (see :class:`HistogramMatcher`).
     n_quantiles : int in [2, 65536], default=1024
-        Quantiles kept per projection axis by ``method="lab"``.
+        Quantiles kept per projection axis by ``method="lab"`` (and per
+        channel by ``reference="barycenter"``, see :class:`HistogramMatcher`).
     ordering : {"variational", "local_means"}, default="variational"
         How ``method="exact"`` ranks pixels of equal value.
     n_iter : int in [1, 1000], default=20
@@ -65,6 +70,13 @@ def match_histograms(
         ``method="lab"``: the joint colour distribution or each CIELAB channel.
     regrain : bool, default=False
         ``method="lab"``: restore the source's fine structure afterwards.
+    landmarks : sequence of float, default=(1, 10, 20, ..., 90, 99)
+        ``method="landmarks"``: the percentiles aligned.
+    standard_range : (float, float) or None, default=None
+        ``method="landmarks"``: where the first and last landmark land.
+    spatial_dims : {2, 3}, default=2
+        3: ``image`` and ``reference`` are volumes ``(D, H, W)`` / ``(D, H, W, C)``
+        (``exact`` then orders voxels with 3-D neighbourhoods), masks of their shape.
     random_state : int, RandomState instance or None, default=None
         Seeds ``method="lab"``'s projections.
 
@@ -103,10 +115,19 @@ def match_histograms(
     >>> match_histograms(src, ref).mode
     'RGB'
     """
-    source, unwrap = _images.wrap_single(image, "image")
-    ref, _ = _images.wrap_single(reference, "reference")
+    if spatial_dims == 3:  # one volume: a list of one (each checked by the volume reader)
+        source, unwrap = [image], (lambda out: out[0])
+        ref = [reference]
+        mask = None if mask is None else [mask]
+        reference_mask = None if reference_mask is None else [reference_mask]
+    else:
+        source, unwrap = _images.wrap_single(image, "image")
+        ref, _ = _images.wrap_single(reference, "reference")
     matcher = HistogramMatcher(
         method,
+        landmarks=landmarks,
+        standard_range=standard_range,
+        spatial_dims=spatial_dims,
         strength=strength,
         scale=scale,
         grid_cells=grid_cells,

@@ -26,9 +26,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _images
+from . import _barycenter, _images
 from .methods import Param, available_methods, declared_params, get_method, on_register
 from .methods._base import warn_scale_mismatch
+from .methods.landmarks import DEFAULT_LANDMARKS
 
 __all__ = ["HistogramMatcher", "estimator_params"]
 
@@ -62,6 +63,26 @@ def _own_params() -> tuple[Param, ...]:
             '[0, 1] image its look. "raw": raw values, for arbitrary units (CT, MR, remote '
             "sensing), with a warning when the dtypes differ. Same dtypes: the two agree.",
             '{"dtype", "raw"}',
+        ),
+        Param(
+            "reference",
+            "pooled",
+            [StrOptions({"pooled", "barycenter"})],
+            'What the references make. "pooled": one distribution of all their pixels (larger '
+            'images weigh more). "barycenter": the 1-D Wasserstein barycentre of the '
+            "references, the average of their quantile functions (per channel; per projection "
+            'axis for "lab"; the average of their landmarks for "landmarks"), every reference '
+            "image weighing the same.",
+            '{"pooled", "barycenter"}',
+        ),
+        Param(
+            "spatial_dims",
+            2,
+            [Interval(Integral, 2, 3, closed="both")],
+            "2 for images, 3 for volumes: (N, D, H, W) grey and (N, D, H, W, C) arrays, "
+            "lists of (D, H, W[, C]) volumes, channels-first (C, D, H, W) tensors, masks of "
+            "the volumes' shape.",
+            "{2, 3}",
         ),
         Param(
             "verbose",
@@ -105,11 +126,15 @@ def estimator_params() -> dict[str, tuple[Param, list[str] | None]]:
     >>> params["ordering"][1], params["strength"][1]
     (['exact'], None)
     """
-    method, strength, scale, verbose, n_jobs, random_state = ((p, None) for p in _own_params())
+    own = {p.name: (p, None) for p in _own_params()}
+    method, strength, scale = own["method"], own["strength"], own["scale"]
+    verbose, n_jobs, random_state = own["verbose"], own["n_jobs"], own["random_state"]
     return {
         "method": method,
         "strength": strength,
         "scale": scale,
+        "reference": own["reference"],
+        "spatial_dims": own["spatial_dims"],
         **declared_params(),
         "verbose": verbose,
         "n_jobs": n_jobs,
@@ -173,6 +198,10 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     ----------
     method_ : str
         The method the reference state was learned with.
+    reference_mode_ : str
+        The ``reference`` the state was learned with: ``"pooled"`` or
+        ``"barycenter"`` (whose per-channel state is ``"barycenter"`` of shape
+        ``(n_channels_, n_quantiles)``, the averaged quantile functions).
     reference_ : dict of str to ndarray
         The learned reference state, plain arrays only. For ``per_channel``
         and ``exact``: ``"histograms"`` of shape ``(n_channels_, 256 or
@@ -217,7 +246,10 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     of any sizes (a list comes back); a single ``PIL.Image`` (the same mode
     comes back; an alpha channel is kept as is); a channels-first torch
     tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
-    device comes back). ``fit`` and ``partial_fit`` also take file paths and
+    device comes back). With ``spatial_dims=3``: ``(N, D, H, W)`` and
+    ``(N, D, H, W, C)`` arrays of volumes, lists of ``(D, H, W[, C])`` volumes,
+    channels-first ``(C, D, H, W)`` / ``(N, C, D, H, W)`` tensors, masks of the
+    volumes' ``(D, H, W)`` shape. ``fit`` and ``partial_fit`` also take file paths and
     iterables (generators) of images, read chunk by chunk. Supported dtypes
     are uint8, uint16, int16, float32 and float64 (also int8, 32/64-bit
     integers within +-2**53 and float16); the output has the input's dtype,
@@ -269,12 +301,16 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         *,
         strength: float = 1.0,
         scale: str = "dtype",
+        reference: str = "pooled",
+        spatial_dims: int = 2,
         grid_cells: int = 65536,
         n_quantiles: int = 1024,
         ordering: str = "variational",
         n_iter: int = 20,
         lab_mode: str = "joint",
         regrain: bool = False,
+        landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
+        standard_range: tuple[float, float] | None = None,
         verbose: bool = False,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
@@ -283,12 +319,16 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.method = method
         self.strength = strength
         self.scale = scale
+        self.reference = reference
+        self.spatial_dims = spatial_dims
         self.grid_cells = grid_cells
         self.n_quantiles = n_quantiles
         self.ordering = ordering
         self.n_iter = n_iter
         self.lab_mode = lab_mode
         self.regrain = regrain
+        self.landmarks = landmarks
+        self.standard_range = standard_range
         self.verbose = verbose
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -378,7 +418,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         from tqdm.auto import tqdm
 
         with tqdm(desc="fit", unit="img", disable=not self.verbose) as bar:
-            for images, masks in _images.stream_chunks(X, mask, name):
+            chunks = _images.stream_chunks(X, mask, name, spatial_dims=self.spatial_dims)
+            for images, masks in chunks:
                 self._learn(images, masks, name)
                 bar.update(len(images))
         return self
@@ -387,12 +428,20 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """Learn from (more) references; errors name the caller's argument ``name``."""
         method, params = get_method(self.method), self._params()
         first = not hasattr(self, "reference_")
-        batch = _images.to_batch(X, mask, name=name, estimator=self, reset=first)
+        batch = _images.to_batch(
+            X, mask, name=name, estimator=self, reset=first, spatial_dims=self.spatial_dims
+        )
         method.check_channels(batch.n_channels, name)
+        barycentric = self.reference == "barycenter"
         if first:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            state = method.learn(batch, params, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            if barycentric:
+                state = _barycenter.learn(method, batch, params, rng)
+            else:
+                state = method.learn(batch, params, rng)
             self.method_ = method.name
+            self.reference_mode_ = self.reference
             self.dtype_ = batch.dtype.name
             self.n_channels_ = batch.n_channels
             self.n_images_seen_ = len(batch.images)
@@ -409,13 +458,27 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                     f"({self.dtype_}); got {batch.dtype.name}"
                 )
             self._check_channels(batch, name)
-            state = method.merge(
-                self.reference_,
-                self.n_pixels_seen_,
-                method.learn(batch, params, None, like=self.reference_),
-                batch.n_pixels,
-                params,
-            )
+            if self.reference != self.reference_mode_:
+                raise ValueError(
+                    f"reference is {self.reference!r} but the matcher was fitted with "
+                    f"reference={self.reference_mode_!r}; call fit to start again"
+                )
+            if barycentric:  # (weighted by images)
+                state = _barycenter.merge(
+                    method,
+                    self.reference_,
+                    self.n_images_seen_,
+                    _barycenter.learn(method, batch, params, None, like=self.reference_),
+                    len(batch.images),
+                )
+            else:
+                state = method.merge(
+                    self.reference_,
+                    self.n_pixels_seen_,
+                    method.learn(batch, params, None, like=self.reference_),
+                    batch.n_pixels,
+                    params,
+                )
             self.n_images_seen_ += len(batch.images)
             self.n_pixels_seen_ += batch.n_pixels
         self.reference_ = state
@@ -459,7 +522,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """:meth:`transform`; errors name the caller's argument ``name``."""
         check_is_fitted(self, ("reference_", "tables_"))
         method, params = self._fitted_method(), self._params()
-        batch = _images.to_batch(X, mask, name=name, estimator=self, reset=False)
+        batch = _images.to_batch(
+            X, mask, name=name, estimator=self, reset=False, spatial_dims=self.spatial_dims
+        )
         self._check_channels(batch, name)
         method.check_channels(batch.n_channels, name)
         tables = matching_tables(method, batch, self.dtype_, self.scale, self.tables_, name)
@@ -467,7 +532,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         masks = batch.masks or [None] * len(batch.images)
 
         def match(i: int) -> None:
-            method.apply(batch.images[i], masks[i], self.reference_, tables, params, outputs[i])
+            image, image_mask, out = batch.images[i], masks[i], outputs[i]
+            if method.spatial:  # (neighbourhoods: volumes as volumes)
+                image, image_mask, out = (batch.volume(i, a) for a in (image, image_mask, out))
+            method.apply(image, image_mask, self.reference_, tables, params, out)
 
         n_threads = 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
         n_threads = min(n_threads, len(batch.images))
@@ -593,17 +661,78 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             self, ("method_", "reference_", "dtype_", "n_channels_", "n_images_seen_")
         )
         method = get_method(self.method_)
+        mode = getattr(self, "reference_mode_", "pooled")  # (files written before it was kept)
+        if mode not in ("pooled", "barycenter"):
+            raise ValueError(f"reference_mode_ must be 'pooled' or 'barycenter'; got {mode!r}")
+        self.reference_mode_ = mode
         try:
             counted = method.check_state(self.reference_, self.n_channels_)
         except ValueError as exc:
             raise ValueError(f"reference_: {exc}") from None
         seen = getattr(self, "n_pixels_seen_", None)
-        if counted is not None and seen is not None and counted != seen:
+        if counted is not None and seen is not None and counted != seen and mode == "pooled":
             raise ValueError(
                 f"reference_ histograms count {counted} pixels; n_pixels_seen_ says {seen}"
             )
         expected = method.prepare(self.reference_, self._params())
         self.tables_ = loaded_tables(getattr(self, "tables_", None), expected, "reference_")
+
+    def as_torchio(self, masking_method: Any = None, **kwargs: Any) -> Any:
+        """This fitted matcher as a TorchIO intensity transform (for ``tio.Compose``).
+
+        It matches the intensity images of a ``tio.Subject`` (label maps are
+        left alone) as volumes; ``masking_method`` (a label map's key, a
+        function or an anatomical label, as in TorchIO) selects the voxels
+        that are counted and changed; ``kwargs`` are TorchIO's (``include``,
+        ``exclude``, ``p``, ...). Needs ``histmatch_ml[torchio]``. See
+        :func:`histmatch_ml.augment._torchio.torchio_class`.
+
+        Examples
+        --------
+        >>> import pytest
+        >>> tio = pytest.importorskip("torchio")
+        >>> import numpy as np, torch
+        >>> from histmatch_ml import HistogramMatcher
+        >>> refs = np.random.default_rng(0).normal(100, 20, (2, 8, 8, 8)).astype(np.float32)
+        >>> matcher = HistogramMatcher("landmarks", spatial_dims=3).fit(refs)
+        >>> subject = tio.Subject(t1=tio.ScalarImage(tensor=torch.rand(1, 8, 8, 8)))
+        >>> out = tio.Compose([matcher.as_torchio()])(subject)
+        >>> 50 < float(out["t1"].data.median()) < 150
+        True
+        """
+        from .augment._torchio import torchio_class
+
+        return torchio_class()(self, masking_method=masking_method, **kwargs)
+
+    def as_monai(self, keys: Any = None, *, mask_key: str | None = None) -> Any:
+        """This fitted matcher as a MONAI transform on channel-first tensors.
+
+        ``keys=None``: the array transform, ``t(img, mask=None)`` for a
+        ``(C, H, W)`` image or ``(C, H, W, D)`` volume (tensor, ``MetaTensor``
+        or array; the same type, dtype and metadata come back). With ``keys``:
+        the dictionary transform matching ``data[key]`` for each key, masked by
+        ``data[mask_key]`` (non-zero voxels) if given. Needs
+        ``histmatch_ml[monai]``. See :func:`histmatch_ml.augment._monai.monai_classes`.
+
+        Examples
+        --------
+        >>> import pytest
+        >>> monai = pytest.importorskip("monai")
+        >>> import numpy as np, torch
+        >>> from histmatch_ml import HistogramMatcher
+        >>> refs = np.random.default_rng(0).normal(100, 20, (2, 8, 8, 8)).astype(np.float32)
+        >>> matcher = HistogramMatcher("landmarks", spatial_dims=3).fit(refs)
+        >>> t = monai.transforms.Compose([matcher.as_monai(keys="image")])
+        >>> out = t({"image": torch.rand(1, 8, 8, 8)})["image"]
+        >>> tuple(out.shape), 50 < float(out.median()) < 150
+        ((1, 8, 8, 8), True)
+        """
+        from .augment._monai import monai_classes
+
+        array, dictionary = monai_classes()
+        if keys is None:
+            return array(self)
+        return dictionary(self, keys, mask_key=mask_key)
 
     def set_output(self, *, transform: str | None = None) -> HistogramMatcher:
         """Accept scikit-learn's output configuration; image outputs stay arrays.

@@ -254,7 +254,8 @@ class RandomHistogramMatching(BaseEstimator):
         template = self._matcher()
         if template.random_state is None:
             template.set_params(random_state=self._fit_seed())
-        batch = _images.to_batch(references, mask, name="references")
+        dims = template.spatial_dims
+        batch = _images.to_batch(references, mask, name="references", spatial_dims=dims)
         n_images = len(batch.images)
         if groups is None:
             labels, inverse = np.arange(n_images), np.arange(n_images)
@@ -273,8 +274,10 @@ class RandomHistogramMatching(BaseEstimator):
         states, tables = [], []
         for g in range(len(labels)):
             members = np.flatnonzero(inverse == g)
-            images = [batch.images[i] for i in members]
-            masks = None if batch.masks is None else [batch.masks[i] for i in members]
+            images = [batch.volume(i, batch.images[i]) for i in members]  # (volumes as such)
+            masks = (
+                None if batch.masks is None else [batch.volume(i, batch.masks[i]) for i in members]
+            )
             fitted = clone(template).fit(images, mask=masks)
             states.append(fitted.reference_)
             tables.append(fitted.tables_)
@@ -389,11 +392,16 @@ class RandomHistogramMatching(BaseEstimator):
         image = batch.images[k]
         out = np.empty_like(image)
         method_params = {**matcher._params(), "strength": float(params["strength"])}
-        method.apply(image, None, self.references_[i], tables, method_params, out)
+        # (methods that read neighbourhoods get volumes as volumes; out is a view of them)
+        view = batch.volume if method.spatial else (lambda k, arr: arr)
+        method.apply(
+            view(k, image), None, self.references_[i], tables, method_params, view(k, out)
+        )
         return out
 
     def _batch(self, images: Any, name: str) -> _images.Batch:
-        batch = _images.to_batch(images, name=name)
+        dims = self.matcher.spatial_dims if self.matcher is not None else 2
+        batch = _images.to_batch(images, name=name, spatial_dims=dims)
         if batch.n_channels != self.n_channels_:
             raise _images.channel_mismatch(name, batch.n_channels, self.n_channels_)
         get_method(self.method_).check_channels(batch.n_channels, name)
@@ -431,10 +439,14 @@ class RandomHistogramMatching(BaseEstimator):
         """
         check_is_fitted(self, "references_")
         matcher = self._matcher()
-        if _images.is_tensor(image) and image.ndim == 4:
+        volumes = matcher.spatial_dims == 3
+        if _images.is_tensor(image) and image.ndim == (5 if volumes else 4):
             return self._apply_tensor(image, params, matcher)
         params = self._checked(params)
-        wrapped, unwrap = _images.wrap_single(image, "image")
+        if volumes:  # one volume (D, H, W[, C]) or tensor (C, D, H, W)
+            wrapped, unwrap = [image], (lambda out: out[0])
+        else:
+            wrapped, unwrap = _images.wrap_single(image, "image")
         batch = self._batch(wrapped, "image")  # (checked also when nothing is applied)
         if not params["apply"]:
             return image

@@ -39,6 +39,7 @@ from ._runner import (
     _run_tasks,
     _warn,
     _write_options,
+    transform_volume_file,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - the estimator loads scikit-learn
@@ -249,7 +250,8 @@ def _matcher(args: argparse.Namespace) -> HistogramMatcher:
     """
     from ..matcher import HistogramMatcher, estimator_params
 
-    params = {name: getattr(args, name) for name in estimator_params() if hasattr(args, name)}
+    names = getattr(args, "matcher_params", estimator_params())
+    params = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return HistogramMatcher(**params)
 
 
@@ -260,7 +262,8 @@ def _kind_text(kind: tuple[str, int], count: int) -> str:
 
 def _fit(args: argparse.Namespace) -> int:
     from .. import _images
-    from ..io import fingerprint, read_image, read_mask, save_model
+    from ..io import fingerprint, read_image, read_mask, read_volume, read_volume_mask, save_model
+    from ..io._volume_files import is_volume_file
     from ..methods import get_method
 
     items, _, skips = collect_inputs(args.references, follow_links=args.follow_links)
@@ -281,7 +284,20 @@ def _fit(args: argparse.Namespace) -> int:
         )
     start = time.perf_counter()
 
+    volumes = [is_volume_file(item.path) for item in items]
+    if any(volumes):  # NIfTI references: a model of volumes (images and volumes do not mix)
+        if not all(volumes):
+            raise UsageError("the references mix volume (.nii, .nii.gz) and image files")
+        matcher.set_params(spatial_dims=3)
+
     def load(item: Any) -> tuple[Any, np.ndarray | None, Any]:
+        if is_volume_file(item.path):
+            data = read_volume(item.path).data
+            mask = None
+            if mask_dir is not None:
+                mask = read_volume_mask(find_mask(mask_dir, item.rel), data.shape[:3])
+            batch = _images.to_batch([data], None if mask is None else [mask], spatial_dims=3)
+            return data, mask, batch
         data = read_image(item.path, max_pixels=args.max_pixels, mode=mode)
         mask = None
         if mask_dir is not None:
@@ -383,12 +399,15 @@ def _fit(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> int:
     from ..io import format_for_path, read_image, write_image
     from ..io._image_files import carried_options
+    from ..io._volume_files import is_volume_file
 
     source, reference, out = Path(args.source), Path(args.reference), Path(args.output)
     for path, what in ((source, "source"), (reference, "reference")):
         if not path.is_file():
             raise UsageError(f"{what} image not found: {path}")
     _check_new_file(out, (source, reference), args.overwrite, "output")
+    if any(map(is_volume_file, (source, reference, out))):
+        return _match_volumes(args, source, reference, out)
     try:
         fmt = format_for_path(out)
     except ValueError as exc:
@@ -426,6 +445,34 @@ def _match(args: argparse.Namespace) -> int:
         _warn(None, source, caught)
     width, height = data["source"].size
     print(f"histmatch match: wrote {out} ({width}x{height}, method={args.method})")
+    return 0
+
+
+def _match_volumes(args: argparse.Namespace, source: Path, reference: Path, out: Path) -> int:
+    """``histmatch match`` for NIfTI volumes: OUT keeps SOURCE's affine, header and dtype."""
+    from ..io import read_volume
+    from ..io._volume_files import is_volume_file
+
+    for path in (source, reference, out):
+        if not is_volume_file(path):
+            raise UsageError(
+                f"{path} is not a volume file (.nii, .nii.gz): match volumes to volumes"
+            )
+    matcher = _matcher(args).set_params(spatial_dims=3)
+    if out.parent.is_dir():
+        _remove_stale(out.parent, "match", recursive=False)
+    step = reference
+    try:
+        with _recording() as caught:
+            matcher.fit([read_volume(reference).data])
+            step = source
+            transform_volume_file(matcher, source, out, None, args.overwrite)
+    except Exception as exc:
+        print(f"error: {step}: {_describe(exc, step)}", file=sys.stderr)
+        return 1
+    finally:
+        _warn(None, source, caught)
+    print(f"histmatch match: wrote {out} (method={args.method})")
     return 0
 
 

@@ -62,6 +62,13 @@ def _inside(real: str, top_real: str) -> bool:
         return False
 
 
+def _readable_name(name: str, extensions: frozenset[str]) -> bool:
+    """True for a file name with an image suffix in ``extensions``, or a volume's (``.nii.gz``)."""
+    from ..io._volume_files import is_volume_file
+
+    return Path(name).suffix.lower() in extensions or is_volume_file(name)
+
+
 def _walk(
     top: Path,
     extensions: frozenset[str],
@@ -117,7 +124,7 @@ def _walk(
                         continue
                 visit(path, ancestors | {key}, depth + 1)
                 continue
-            if Path(entry.name).suffix.lower() not in extensions:
+            if not _readable_name(entry.name, extensions):
                 continue
             if not entry.is_file() and not (link and not os.path.exists(path)):
                 continue  # a FIFO, socket or device: reading it could block
@@ -321,7 +328,7 @@ def find_mask(mask_dir: Path, rel: Path) -> Path:
         sorted(
             p
             for p in folder.iterdir()
-            if p.is_file() and p.stem == rel.stem and p.suffix.lower() in exts
+            if p.is_file() and p.stem == rel.stem and _readable_name(p.name, exts)
         )
         if folder.is_dir()
         else []

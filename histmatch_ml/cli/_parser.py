@@ -96,6 +96,19 @@ def _float_in(lo: float | None, hi: float | None, closed: str = "both") -> Calla
     return parse
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    """An argparse type: numbers separated by commas, as a tuple (for array-like parameters)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be numbers separated by commas; got {text!r}"
+        ) from None
+
+
+_numbers.__name__ = "numbers"
+
+
 def _one_of(options: Collection[str]) -> Callable[[str], str]:
     """An argparse type: one of ``options`` (for a string option within a union)."""
 
@@ -160,6 +173,8 @@ def _value_type(constraint: Any) -> _Value | None:
         return _Value(_float_in(None, None), "a number")
     if constraint is str:
         return _Value(str, "a string")
+    if constraint == "array-like":
+        return _Value(_numbers, "numbers separated by commas", "X,Y,...")
     return None
 
 
@@ -252,13 +267,18 @@ def add_matcher_options(parser: argparse.ArgumentParser, *, exclude: Collection[
     group = parser.add_argument_group(
         "matcher options", "the parameters of HistogramMatcher, as in the Python API"
     )
+    added = []
     for name, (param, methods) in estimator_params().items():
         if name in _NOT_OPTIONS or name in exclude:
             continue
+        added.append(name)
         flag, kwargs = _option(param, methods)
         action = group.add_argument(flag, **kwargs)
         # (some Pythons' BooleanOptionalAction appends the default to the help itself)
         action.help = kwargs["help"]
+    # which attributes of the parsed arguments are matcher parameters (a command's own
+    # arguments may share a name with one, as match's REFERENCE does)
+    parser.set_defaults(matcher_params=tuple(added))
 
 
 # ------------------------------------------------------------------------ parser
@@ -385,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     png_compression(match)
     max_pixels(match)
-    add_matcher_options(match)
+    # (one reference: pooled and barycentre are the same, and REFERENCE names the file)
+    add_matcher_options(match, exclude={"reference"})
 
     fit = command(
         "fit",

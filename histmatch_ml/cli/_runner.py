@@ -277,6 +277,7 @@ def _transform_one(task: tuple[str, str, str | None]) -> _Result:
 def _transform_file(task: tuple[str, str, str | None], options: dict[str, Any], stop: Any):
     """The work of :func:`_transform_one`, its errors turned into a :class:`_Result`."""
     from ..io import read_image, read_mask, write_image
+    from ..io._volume_files import is_volume_file
 
     src, dst, mask_path = (Path(task[0]), Path(task[1]), task[2])
     try:
@@ -289,6 +290,9 @@ def _transform_file(task: tuple[str, str, str | None], options: dict[str, Any], 
                 f"output directory {options['out_dir']}"
             )
             return _Result(str(src), message)
+        if is_volume_file(src):
+            transform_volume_file(_WORKER["matcher"], src, dst, mask_path, options["overwrite"])
+            return _Result(str(src))
         data = read_image(src, max_pixels=options["max_pixels"], mode=options.get("mode"))
         mask = None
         if mask_path is not None:
@@ -310,6 +314,27 @@ def _transform_file(task: tuple[str, str, str | None], options: dict[str, Any], 
             stop.set()  # the other workers need not try to write more
         return _Result(str(src), f"cannot write {dst}: {_describe(exc, dst)}", full)
     return _Result(str(src))
+
+
+def transform_volume_file(
+    matcher: Any, src: Path, dst: Path, mask_path: str | None, overwrite: bool
+) -> None:
+    """Match one NIfTI volume file into ``dst``, with its affine, header and dtype.
+
+    The volume is matched as a volume whatever ``spatial_dims`` the model was
+    fitted with (a copy of the matcher reads it so); its mask, if any, is a
+    volume file of its shape (non-zero voxels).
+    """
+    import copy
+
+    from ..io import read_volume, read_volume_mask, write_volume
+
+    volume = read_volume(src)
+    mask = None if mask_path is None else [read_volume_mask(mask_path, volume.data.shape[:3])]
+    as_volumes = copy.copy(matcher).set_params(spatial_dims=3)
+    out = as_volumes.transform([volume.data], mask=mask)[0]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_volume(dst, out, volume, overwrite=overwrite)
 
 
 def _write_options(fmt: str, save_options: dict[str, Any], png_level: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Model files (one ``.npz``, no pickle) and image files for the command line.
 
-Three parts, one submodule each; everything public is importable from here.
+Four parts, one submodule each; everything public is importable from here.
 
 Model files (``_model``)
     :func:`save_model` writes any fitted estimator of this package to one
@@ -19,6 +19,13 @@ Image files (``_image_files``)
     :func:`write_image` writes a result the way its input was stored;
     :func:`read_mask` reads a boolean mask; :func:`image_extensions` and
     :func:`format_for_path` map file suffixes to formats.
+
+Volume files (``_volume_files``)
+    :func:`read_volume` reads a NIfTI file (``.nii``, ``.nii.gz``, through
+    nibabel: the ``[medical]`` extra) into :class:`VolumeData` (voxels in the
+    file's dtype, affine, header); :func:`write_volume` writes a result with
+    the affine, header and dtype of its input; :func:`read_volume_mask` reads
+    a mask volume.
 
 Atomic writes (``_atomic``)
     :func:`atomic_write` writes to a temporary file in the destination
@@ -45,6 +52,7 @@ from ._model import (
     model_summary,
     save_model,
 )
+from ._volume_files import VolumeData, is_volume_file, read_volume, read_volume_mask, write_volume
 
 __all__ = [
     "FORMAT_VERSION",
@@ -52,14 +60,19 @@ __all__ = [
     "MODEL_FORMAT",
     "ImageData",
     "PathLike",
+    "VolumeData",
     "atomic_write",
     "fingerprint",
     "format_for_path",
     "image_extensions",
+    "is_volume_file",
     "load_model",
     "model_summary",
     "read_image",
     "read_mask",
+    "read_volume",
+    "read_volume_mask",
     "save_model",
     "write_image",
+    "write_volume",
 ]

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from .. import _reference
+from .. import _barycenter, _reference
 
 __all__ = [
     "N_QUANTILES",
@@ -92,12 +92,14 @@ class Param:
     type_doc: str
 
 
-#: the size of lab's quantile sketches of the references along its projection axes
+#: the size of the quantile functions that barycentre references average (and of lab's
+#: quantile sketches along its projection axes)
 N_QUANTILES = Param(
     "n_quantiles",
     1024,
     [Interval(Integral, 2, 2**16, closed="both")],
-    "Quantiles kept per projection axis of the references' CIELAB colours.",
+    "Quantiles kept per channel by reference='barycenter' (each reference's quantile "
+    "function on that many probabilities), and per projection axis by method='lab'.",
     "int in [2, 65536]",
 )
 
@@ -113,13 +115,20 @@ class MatchingMethod(ABC):
     #: what the method is for, in one line (``histmatch --help``, the docstring)
     summary: ClassVar[str] = ""
     #: the parameters this method reads besides ``strength``
-    params: ClassVar[tuple[Param, ...]] = ()
+    params: ClassVar[tuple[Param, ...]] = (N_QUANTILES,)
     #: methods with the same ``state_kind`` can use each other's fitted state
     state_kind: ClassVar[str] = "channels"
     #: True when output values are the references' raw values (so images of
     #: another dtype scale, e.g. float [0, 1] against uint8, come out on the
     #: references' scale); False for methods that normalise by the dtype's scale
     raw_values: ClassVar[bool] = True
+    #: True when ``apply`` reads pixel neighbourhoods: volumes (``spatial_dims=3``) then
+    #: reach it as ``(D, H, W, C)`` arrays with ``(D, H, W)`` masks; otherwise every
+    #: volume comes as a ``(D * H, W, C)`` image (the same voxels, a reshape)
+    spatial: ClassVar[bool] = False
+    #: the state entries ``reference="barycenter"`` averages over the reference images
+    #: (the others, a dtype or shared projection axes, are the same for all of them)
+    barycenter_keys: ClassVar[tuple[str, ...]] = ("barycenter",)
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
@@ -132,8 +141,23 @@ class MatchingMethod(ABC):
         """Merge two per-channel states (exact for histograms)."""
         return _reference.merge(a, na, b, nb)
 
+    def image_summary(self, batch, params: dict[str, Any], rng, like=None) -> dict:
+        """One image's part of a ``reference="barycenter"`` state (``batch`` holds one image).
+
+        Its ``barycenter_keys`` entries are averaged over the references (see
+        :mod:`histmatch_ml._barycenter`). The default: each channel's quantile
+        function on ``n_quantiles`` evenly spaced probabilities, for methods
+        that average ``"barycenter"``; the method's own one-image state for
+        those that name other entries.
+        """
+        if self.barycenter_keys == ("barycenter",):
+            return _barycenter.image_quantiles(batch, params["n_quantiles"])
+        return self.learn(batch, params, rng, like=like)
+
     def prepare(self, state: dict, params: dict[str, Any]) -> dict:
         """The knots of every channel's reference quantile function."""
+        if "barycenter" in state:
+            return _barycenter.knots(state)
         return _reference.quantile_knots(state)
 
     def rescale(self, tables: dict, factor: float, limit: float) -> dict:
@@ -150,6 +174,8 @@ class MatchingMethod(ABC):
 
         Raises ``ValueError`` for anything malformed.
         """
+        if isinstance(state, dict) and "barycenter" in state:
+            return _barycenter.check_state(state, n_channels)
         return _reference.check_state(state, n_channels)
 
     @abstractmethod
@@ -321,9 +347,12 @@ def _difference_may_overflow(original: np.ndarray, matched: np.ndarray) -> bool:
 
 
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Copy the pixels of ``image`` outside ``mask`` back into ``out`` (in place)."""
+    """Copy the pixels of ``image`` outside ``mask`` back into ``out`` (in place).
+
+    ``image`` and ``out`` are ``(..., C)`` and ``mask`` their spatial shape.
+    """
     if mask is not None:
-        np.copyto(out, image, where=~mask[:, :, None])
+        np.copyto(out, image, where=~mask[..., None])
     return out
 
 

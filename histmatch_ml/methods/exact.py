@@ -16,7 +16,8 @@ reference's values by rank:
   ``r`` of ``n`` gets the reference quantile function at ``(r + 0.5) / n``.
 
 Values are handed out in rank order, so a pixel brighter than another in the
-source is never darker in the output.
+source is never darker in the output. Volumes (``spatial_dims=3``) are ordered
+with 3-D neighbourhoods (see :mod:`histmatch_ml._ordering`).
 
 The default ``ordering="variational"`` leaves no pixel tied on any of
 scikit-image's textured samples, where ``"local_means"`` leaves up to a
@@ -33,7 +34,7 @@ import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
 from .. import _ordering, _reference
-from ._base import MatchingMethod, Param, finish, register
+from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 
 
 def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
@@ -130,6 +131,7 @@ class Exact(MatchingMethod):
     name = "exact"
     summary = "exact histogram specification: the output histogram equals the reference's"
     params = (
+        N_QUANTILES,
         Param(
             "ordering",
             "variational",
@@ -140,9 +142,14 @@ class Exact(MatchingMethod):
         ),
     )
 
+    #: volumes are ordered with 3-D neighbourhoods (see :mod:`histmatch_ml._ordering`)
+    spatial = True
+
     def apply(self, image, mask, state, tables, params, out) -> None:
-        height, width, n_channels = image.shape
-        n = height * width if mask is None else int(np.count_nonzero(mask))
+        # image: (H, W, C), or a volume (D, H, W, C) ordered in 3-D
+        spatial_shape, n_channels = image.shape[:-1], image.shape[-1]
+        size = int(np.prod(spatial_shape))
+        n = size if mask is None else int(np.count_nonzero(mask))
         work = np.result_type(image.dtype, np.float32)
         integer_image = image.dtype.kind in "ui"
         # at full strength finishing is elementwise (round, clip, cast), so each
@@ -150,20 +157,18 @@ class Exact(MatchingMethod):
         per_channel = params["strength"] == 1.0
         matched = None if per_channel else np.empty(image.shape, dtype=work)
         for c in range(n_channels):
-            channel = image[:, :, c]
+            channel = image[..., c]
             # (the work plane is made after the ordering, whose own work is the peak)
             order = _ordering.strict_order(channel, mask, params["ordering"])
-            if mask is None:
-                plane = np.empty(height * width, dtype=work)
-            else:  # unmasked pixels keep their value (finish restores them exactly)
-                plane = channel.astype(work).ravel()
+            # (masked: unmasked pixels keep their value; finish restores them exactly)
+            plane = np.empty(size, dtype=work) if mask is None else channel.astype(work).ravel()
             plane[order] = ranked_values(state, tables, c, n, integer_image, work)
             del order
             if per_channel:
-                part = np.s_[:, :, c : c + 1]
-                finish(image[part], plane.reshape(height, width, 1), mask, 1.0, out[part])
+                part = np.s_[..., c : c + 1]
+                finish(image[part], plane.reshape(*spatial_shape, 1), mask, 1.0, out[part])
             else:
-                matched[:, :, c] = plane.reshape(height, width)
+                matched[..., c] = plane.reshape(spatial_shape)
             del plane  # (not alive during the next channel's ordering)
         if not per_channel:
             finish(image, matched, mask, params["strength"], out)

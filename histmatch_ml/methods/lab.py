@@ -415,6 +415,8 @@ class Lab(MatchingMethod):
     )
     raw_values = False  # colours are read on each dtype's full scale
     state_kind = "lab"
+    #: reference="barycenter": the quantiles along every (shared) projection axis, averaged
+    barycenter_keys = ("projected_quantiles",)
 
     def check_channels(self, n_channels: int, name: str) -> None:
         if n_channels != 3:

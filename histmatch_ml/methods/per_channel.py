@@ -37,7 +37,7 @@ from sklearn.utils._param_validation import Interval
 
 from .. import _images, _reference
 from .._images import channel_from, channel_into, interleave_into, split_into
-from ._base import MatchingMethod, Param, blend, keep_unmasked, register
+from ._base import N_QUANTILES, MatchingMethod, Param, blend, keep_unmasked, register
 
 #: cells of the float path's grid by default (the resolution of the source CDF)
 GRID_CELLS = 65536
@@ -242,6 +242,7 @@ class PerChannel(MatchingMethod):
     name = "per_channel"
     summary = "CDF matching of each channel: monotone, equal values stay equal, the fastest"
     params = (
+        N_QUANTILES,
         Param(
             "grid_cells",
             GRID_CELLS,

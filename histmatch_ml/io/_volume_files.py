@@ -1,0 +1,182 @@
+"""Volume files: NIfTI (``.nii``, ``.nii.gz``) through nibabel (the ``[medical]`` extra).
+
+:func:`read_volume` reads a file into a :class:`VolumeData` (the voxel array in
+the file's own dtype, its affine and header); :func:`write_volume` writes a
+result with the affine, header and dtype of the volume it came from, through
+:func:`~histmatch_ml.io.atomic_write`; :func:`read_volume_mask` reads a mask
+volume (non-zero voxels). The array's axes are the file's (``(X, Y, Z)``, or
+``(X, Y, Z, C)`` for a 4-D file, whose last axis is read as channels); they
+are the ``(D, H, W)`` of ``spatial_dims=3``. nibabel is imported on use.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._atomic import PathLike, atomic_write
+
+#: the file name endings read as volumes
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_volume_file(path: Any) -> bool:
+    """True for a path whose name ends in a :data:`VOLUME_SUFFIXES` ending (any case).
+
+    Examples
+    --------
+    >>> from histmatch_ml.io._volume_files import is_volume_file
+    >>> is_volume_file("sub-01_T1w.nii.gz"), is_volume_file("photo.png")
+    (True, False)
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    name = os.fspath(path).lower()
+    return name.endswith(VOLUME_SUFFIXES)
+
+
+def _nibabel() -> Any:
+    try:
+        import nibabel
+    except ImportError:
+        raise ImportError(
+            "reading and writing NIfTI volumes needs nibabel: pip install 'histmatch_ml[medical]'"
+        ) from None
+    return nibabel
+
+
+@dataclass
+class VolumeData:
+    """A volume read from a file, and what writing a result like it needs.
+
+    Attributes
+    ----------
+    data : ndarray
+        The voxels, ``(X, Y, Z)`` or ``(X, Y, Z, C)``, in the file's dtype
+        (floats when the header scales the stored values).
+    affine : ndarray of shape (4, 4)
+        The voxel-to-world affine.
+    header : nibabel.nifti1.Nifti1Header
+        The file's header (its data type, units, description, ...).
+    path : pathlib.Path
+        The file read.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: Any
+    path: Path
+
+
+def read_volume(path: PathLike) -> VolumeData:
+    """Read a NIfTI file (``.nii`` / ``.nii.gz``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    VolumeData
+        The voxels in the file's dtype (scaled to floats only when the header
+        has a scale factor), the affine and the header.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a 3-D or 4-D NIfTI volume.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from histmatch_ml.io import read_volume, write_volume
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t1.nii.gz"
+    >>> _ = write_volume(path, np.arange(24, dtype=np.int16).reshape(2, 3, 4))
+    >>> vol = read_volume(path)
+    >>> vol.data.shape, vol.data.dtype
+    ((2, 3, 4), dtype('int16'))
+    """
+    nib = _nibabel()
+    path = Path(path)
+    try:
+        image = nib.load(os.fspath(path))
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError) as exc:
+        raise ValueError(f"not a readable NIfTI volume ({exc})") from None
+    data = np.asanyarray(image.dataobj)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"a volume must have 3 or 4 dimensions; got shape {data.shape}")
+    # in native byte order (files may be big-endian), so the dtype is a plain one
+    data = np.asarray(data, dtype=data.dtype.newbyteorder("="))
+    return VolumeData(data, np.asarray(image.affine), image.header, path)
+
+
+def read_volume_mask(path: PathLike, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A boolean mask volume: the non-zero voxels of a NIfTI file.
+
+    ``shape``, if given, is the ``(X, Y, Z)`` the mask must have (its volume's).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from histmatch_ml.io import read_volume_mask, write_volume
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "brain.nii"
+    >>> _ = write_volume(path, np.eye(3, dtype=np.uint8)[None])
+    >>> int(read_volume_mask(path, (1, 3, 3)).sum())
+    3
+    """
+    data = read_volume(path).data
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if shape is not None and data.shape != tuple(shape):
+        raise ValueError(f"the mask must have its volume's shape {tuple(shape)}; got {data.shape}")
+    return data != 0
+
+
+def write_volume(
+    path: PathLike, data: np.ndarray, like: VolumeData | None = None, *, overwrite: bool = True
+) -> Path:
+    """Write ``data`` as a NIfTI file with the affine, header and dtype of ``like``.
+
+    ``.nii.gz`` is gzip-compressed (without a timestamp, so the same volume
+    gives the same bytes). The write is atomic.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write; ``.nii`` or ``.nii.gz``.
+    data : ndarray
+        The voxels, ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
+    like : VolumeData, optional
+        The volume ``data`` came from; its affine and header (data type,
+        scaling, units, description, ...) are kept. None: an identity affine
+        and a header for ``data``'s dtype.
+    overwrite : bool, default=True
+        Replace an existing file (else ``FileExistsError``).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    nib = _nibabel()
+    path = Path(path)
+    if like is None:
+        image = nib.Nifti1Image(np.asarray(data), np.eye(4))
+    else:
+        header = like.header.copy()
+        image = nib.Nifti1Image(np.asarray(data), like.affine, header)
+        image.set_data_dtype(like.header.get_data_dtype())
+    payload = image.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        payload = gzip.compress(payload, mtime=0)
+    with atomic_write(path, overwrite=overwrite) as f:
+        f.write(payload)
+    return path
