@@ -121,6 +121,9 @@ class MatchingMethod(ABC):
     #: another dtype scale, e.g. float [0, 1] against uint8, come out on the
     #: references' scale); False for methods that normalise by the dtype's scale
     raw_values: ClassVar[bool] = True
+    #: True when images need not have the references' channel count (``check_channels``
+    #: alone decides which images are matched)
+    any_channels: ClassVar[bool] = False
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""
