@@ -295,7 +295,7 @@ def with_lightness(pixels: np.ndarray, light: np.ndarray, name: str = "X") -> np
     f = _lab_f(linear @ _XYZ.T)
     chroma = f - f[..., 1:2]  # (a* / 500, 0, -b* / 200): kept as it is, or scaled down
     out = _lab_f_inverse(new_f[..., None] + chroma) @ _RGB.T
-    tol = 1e-9
+    tol = 1e-6  # (the float32 rounding of L* alone must not move a colour on the gamut's surface)
     outside = np.flatnonzero(((out < -tol) | (out > 1 + tol)).any(axis=-1).ravel())
     if outside.size:
         flat_out, flat_chroma = out.reshape(-1, 3), chroma.reshape(-1, 3)[outside]
