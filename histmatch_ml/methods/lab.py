@@ -72,6 +72,8 @@ from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 SOURCE_GRID_NODES = 4096
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
+#: pixels per band of rows of a transform (its work memory, whatever the image's size)
+_BAND_PIXELS = 2**20
 #: the upper bound of ``n_iter`` (its declaration, and the transfer's own check)
 MAX_ITERATIONS = 1000
 #: a box holding every CIELAB colour of the sRGB gamut (L, a, b lower and upper)
@@ -424,16 +426,29 @@ def colour_summary(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     >>> cells.tolist(), counts.tolist(), means.tolist()
     ([0, 262143], [2, 1], [[0.25, 0.0, 0.0], [63.75, 63.75, 63.75]])
     """
+    return _summary(_cell_sums(positions))
+
+
+def _cell_sums(positions: np.ndarray) -> np.ndarray:
+    """Pixel counts and position sums ``(4, SUMMARY_CELLS**3)`` float64 of every cell."""
     n = SUMMARY_CELLS
-    cells = positions.astype(np.intp)  # (truncation: positions are not negative)
-    key = (cells[:, 0] * n + cells[:, 1]) * n + cells[:, 2]
-    counts = np.bincount(key, minlength=n**3)
-    occupied = np.flatnonzero(counts)
-    counts = counts[occupied]
-    means = np.empty((len(occupied), 3), dtype=np.float32)
+    cells = positions.astype(np.int32)  # (truncation: positions are not negative)
+    key = cells[:, 0] * np.int32(n * n)
+    key += cells[:, 1] * np.int32(n)
+    key += cells[:, 2]
+    sums = np.empty((4, n**3))
+    sums[0] = np.bincount(key, minlength=n**3)
     for c in range(3):
-        means[:, c] = np.bincount(key, weights=positions[:, c], minlength=n**3)[occupied] / counts
-    return occupied, counts, means
+        sums[c + 1] = np.bincount(key, weights=positions[:, c], minlength=n**3)
+    return sums
+
+
+def _summary(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`colour_summary` from :func:`_cell_sums` (summed over bands of an image)."""
+    occupied = np.flatnonzero(sums[0])
+    counts = sums[0, occupied]
+    means = (sums[1:, occupied] / counts).T.astype(np.float32)
+    return occupied, counts.astype(np.int64), means
 
 
 def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np.ndarray:
@@ -716,21 +731,39 @@ class Lab(MatchingMethod):
         return {}
 
     def apply(self, image, mask, state, tables, params, out) -> None:
-        positions = cell_positions(image, "X")
-        _, counts, means = colour_summary(
-            positions.reshape(-1, 3) if mask is None else positions[mask]
-        )
+        # by bands of rows: the work memory is a band's, whatever the image's size
+        step = max(1, _BAND_PIXELS // image.shape[1])
+        bands = [slice(r, r + step) for r in range(0, image.shape[0], step)]
+        sums = 0.0
+        for rows in bands:
+            positions = cell_positions(image[rows], "X")
+            counted = positions.reshape(-1, 3) if mask is None else positions[mask[rows]]
+            sums = sums + _cell_sums(counted)
+        _, counts, means = _summary(sums)
+        if counts.size == 0:  # (nothing masked: nothing changes)
+            out[...] = image
+            return
         lab = _color.rgb_to_lab(means * np.float32(1 / _CELL_SCALE), "X")
         moved = transfer(lab, counts, state, params["n_iter"], params["lab_mode"] == "joint")
         # the moves in RGB, as differences of one conversion: cancels its round-trip error
-        moves = _color.lab_to_rgb(moved) - _color.lab_to_rgb(lab)
-        matched = look_up(colour_table(means, counts, moves), positions)
-        positions *= np.float32(1 / _CELL_SCALE)  # now the source in [0, 1]
-        matched += positions
-        np.clip(matched, 0.0, 1.0, out=matched)
-        if params["regrain"]:
-            matched = regrain(positions, matched)
-        scale = _color.full_scale(image.dtype)
-        if scale != 1.0:
-            matched *= np.float32(scale)
-        finish(image, matched, mask, params["strength"], out)
+        table = colour_table(means, counts, _color.lab_to_rgb(moved) - _color.lab_to_rgb(lab))
+        scale = np.float32(_color.full_scale(image.dtype))
+        colours = np.empty(image.shape, np.float32) if params["regrain"] else None
+        for rows in bands:
+            positions = cell_positions(image[rows], "X")
+            matched = look_up(table, positions)
+            positions *= np.float32(1 / _CELL_SCALE)  # now the source in [0, 1]
+            matched += positions
+            np.clip(matched, 0.0, 1.0, out=matched)
+            if colours is not None:
+                colours[rows] = matched
+                continue
+            if scale != 1:
+                matched *= scale
+            band_mask = None if mask is None else mask[rows]
+            finish(image[rows], matched, band_mask, params["strength"], out[rows])
+        if colours is not None:
+            matched = regrain(_color.to_unit(image, "X"), colours)
+            if scale != 1:
+                matched *= scale
+            finish(image, matched, mask, params["strength"], out)
