@@ -286,6 +286,14 @@ def read_grid(grid: np.ndarray, t: np.ndarray) -> np.ndarray:
     stacked as one image, blended along the first axis. ``remap`` resolves
     positions to 1/32 of a cell. Coordinates must lie below the last node
     along every axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import read_grid
+    >>> grid = np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3)
+    >>> read_grid(grid, np.array([[0.5], [0.5], [0.5]], dtype=np.float32))  # the cell's centre
+    array([[10.5, 11.5, 12.5]], dtype=float32)
     """
     a, rows_per_slab, c, _ = grid.shape
     image = grid.reshape(a * rows_per_slab, c, 3)
@@ -323,6 +331,20 @@ def smooth_displacements(x: np.ndarray, moves: np.ndarray, weights: np.ndarray) 
     each on its own. Only the part of the grid the colours occupy (and the
     kernel's reach around it) is built, which gives the same result as the
     whole grid. float32 throughout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import smooth_displacements
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform([40, -10, -10], [60, 10, 10], size=(200, 3)).T.astype(np.float32)
+    >>> w = np.ones(200, dtype=np.float32)
+    >>> rigid = np.broadcast_to(np.float32([[1.0], [2.0], [0.0]]), x.shape)
+    >>> bool(np.allclose(smooth_displacements(x, rigid, w), rigid, atol=1e-3))  # kept
+    True
+    >>> jitter = rng.choice(np.float32([-1, 1]), size=x.shape)  # neighbours pulled apart
+    >>> bool(np.abs(smooth_displacements(x, jitter, w)).mean() < 0.3)  # averaged out
+    True
     """
     n, reach = FIELD_NODES, _FIELD_RADIUS
     lo, hi = _FIELD_BOX
@@ -396,6 +418,15 @@ def cell_positions(image: np.ndarray, name: str = "X") -> np.ndarray:
     per axis) holds codes ``4 i .. 4 i + 3``; other dtypes sit where their
     fraction of full scale does (floats must be in ``[0, 1]``, as
     :func:`_color.to_unit` checks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import cell_positions
+    >>> cell_positions(np.array([[0, 4, 255]], dtype=np.uint8))
+    array([[ 0.  ,  1.  , 63.75]], dtype=float32)
+    >>> cell_positions(np.array([[0, 4 * 257, 65535]], dtype=np.uint16)).round(4)
+    array([[ 0.  ,  1.  , 63.75]], dtype=float32)
     """
     scale = np.float32(_CELL_SCALE)
     if image.dtype == np.uint8:
@@ -459,6 +490,15 @@ def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np
     trilinear weights; a node's value is the weighted mean of what it
     received (0 where it received nothing, never read for a counted colour).
     The axes are R, B, G (the layout :func:`read_grid` takes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import colour_table
+    >>> means = np.array([[0.5, 0.5, 0.5]], dtype=np.float32)  # the middle of cell (0, 0, 0)
+    >>> table = colour_table(means, np.array([10]), np.array([[0.1, 0.0, -0.1]], np.float32))
+    >>> table.shape, table[1, 1, 1].tolist(), table[2, 2, 2].tolist()
+    ((65, 65, 65, 3), [0.10000000149011612, 0.0, -0.10000000149011612], [0.0, 0.0, 0.0])
     """
     n = SUMMARY_CELLS + 1
     idx, wts = _corner_weights(np.ascontiguousarray(means[:, [0, 2, 1]].T), np.array([n, n, n]))
@@ -476,6 +516,16 @@ def look_up(table: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
     Trilinear interpolation (:func:`read_grid`): 8-bit colours sit on nodes,
     halves or quarters of cells and are read exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import cell_positions, look_up
+    >>> table = np.zeros((65, 65, 65, 3), dtype=np.float32)
+    >>> table[1, 0, 0] = [0.4, 0.0, 0.0]  # a move at red code 4 (axes: R, B, G)
+    >>> look_up(table, cell_positions(np.array([[[2, 0, 0], [4, 0, 0]]], np.uint8)))[0]
+    array([[0.2, 0. , 0. ],
+           [0.4, 0. , 0. ]], dtype=float32)
     """
     t = positions.reshape(-1, 3).T[[0, 2, 1]]
     return read_grid(table, t).reshape(positions.shape)
