@@ -1,4 +1,4 @@
-"""Distances between value distributions, used to measure matching quality."""
+"""Distances between value distributions and a speckle measure, for matching quality."""
 
 from __future__ import annotations
 
