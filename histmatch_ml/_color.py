@@ -180,3 +180,132 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
            [0.466, 0.466, 0.466]], dtype=float32)
     """
     return _convert(np.asarray(lab, dtype=np.float32), cv2.COLOR_Lab2RGB)
+
+
+# ------------------------------------------------------------------ lightness
+#: linear sRGB -> CIE XYZ (D65), each row divided by the white point's value, so that
+#: linear white (1, 1, 1) is X/Xn = Y/Yn = Z/Zn = 1 exactly
+_XYZ = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+_XYZ /= _XYZ.sum(axis=1, keepdims=True)
+_RGB = np.linalg.inv(_XYZ)
+_EPS = (6 / 29) ** 3  # where the CIELAB curve turns from a cube root to a line
+
+
+def _lab_f(t: np.ndarray) -> np.ndarray:
+    """The CIELAB compression curve ``f`` (cube root with a linear toe), float64."""
+    return np.where(t > _EPS, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+
+
+def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
+    return np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29))
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    """The exact sRGB encoding curve of linear values in ``[0, 1]``, float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml._color import linear_to_srgb, srgb_to_linear
+    >>> x = np.array([0.0, 0.002, 0.5, 1.0])
+    >>> bool(np.allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-6))
+    True
+    """
+    x = np.asarray(linear, dtype=np.float64)
+    return np.where(x > 0.0031308, 1.055 * np.maximum(x, 0) ** (1 / 2.4) - 0.055, 12.92 * x)
+
+
+def _linear(pixels: np.ndarray, name: str) -> np.ndarray:
+    """Linear intensities (float32) of RGB or grey values of any supported dtype."""
+    dtype = check_rgb_dtype(pixels.dtype, name)
+    if dtype in _FULL_SCALE:
+        return _linear_table(dtype)[pixels]
+    return srgb_to_linear(to_unit(pixels, name))
+
+
+def lightness(pixels: np.ndarray, name: str = "X") -> np.ndarray:
+    """CIELAB L* (D65) of RGB ``(..., 3)`` or grey ``(..., 1)`` values, float32 ``(...)``.
+
+    A grey value ``v`` has the lightness of the RGB grey ``(v, v, v)``; the
+    formulas are the CIE's (exact, not OpenCV's table), so RGB greys and grey
+    values agree to the last bits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml._color import lightness
+    >>> lightness(np.array([[255, 255, 255], [255, 0, 0], [0, 0, 0]], np.uint8)).round(2)
+    array([100.  ,  53.24,   0.  ], dtype=float32)
+    >>> lightness(np.array([[128]], np.uint8)), lightness(np.array([[128, 128, 128]], np.uint8))
+    (array([53.585], dtype=float32), array([53.585], dtype=float32))
+    """
+    pixels = np.asarray(pixels)
+    if pixels.shape[-1:] not in ((1,), (3,)):
+        raise ValueError(
+            f"{name} must hold grey or RGB values (last axis of 1 or 3); got {pixels.shape}"
+        )
+    linear = _linear(pixels, name).astype(np.float64)
+    y = linear[..., 0] if pixels.shape[-1] == 1 else linear @ _XYZ[1]
+    return (116 * _lab_f(y) - 16).astype(np.float32)
+
+
+def with_lightness(pixels: np.ndarray, light: np.ndarray, name: str = "X") -> np.ndarray:
+    """RGB (or grey) colours given the CIELAB lightness ``light``, keeping a* and b*.
+
+    ``pixels`` is ``(..., 3)`` RGB or ``(..., 1)`` grey of any supported
+    dtype, ``light`` ``(...)`` the new L* (clipped to ``[0, 100]``). Returns
+    float32 values in ``[0, 1]`` of the shape of ``pixels``. A colour whose
+    new lightness leaves the sRGB gamut is brought back at that lightness
+    and hue by scaling its chroma (a* and b* together) down to the largest
+    factor that fits (bisection, to 1e-6 of the chroma), never by clipping R,
+    G and B on their own, which shifts hue.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml._color import lightness, rgb_to_lab, with_lightness
+    >>> tan = np.array([[150, 120, 100]], dtype=np.uint8)
+    >>> darker = with_lightness(tan, np.array([40.0]))
+    >>> lightness(darker).round(3)
+    array([40.], dtype=float32)
+    >>> (rgb_to_lab(darker)[0, 1:] - rgb_to_lab(tan)[0, 1:]).round(1)  # a*, b* kept
+    array([0., 0.], dtype=float32)
+
+    A saturated red made very light leaves the gamut: it keeps L* and hue.
+
+    >>> red = np.array([[200, 30, 30]], dtype=np.uint8)
+    >>> lab, lab_red = rgb_to_lab(with_lightness(red, np.array([90.0])))[0], rgb_to_lab(red)[0]
+    >>> float(lab[0].round(1)), bool(np.hypot(*lab[1:]) < np.hypot(*lab_red[1:]))
+    (90.0, True)
+    >>> bool(abs(np.arctan2(lab[2], lab[1]) - np.arctan2(lab_red[2], lab_red[1])) < 0.01)
+    True
+    """
+    pixels = np.asarray(pixels)
+    new_f = (np.clip(np.asarray(light, dtype=np.float64), 0.0, 100.0) + 16) / 116
+    linear = _linear(pixels, name).astype(np.float64)
+    if pixels.shape[-1] == 1:
+        out = _lab_f_inverse(new_f)[..., None]
+        return np.clip(linear_to_srgb(out), 0.0, 1.0).astype(np.float32)
+    f = _lab_f(linear @ _XYZ.T)
+    chroma = f - f[..., 1:2]  # (a* / 500, 0, -b* / 200): kept as it is, or scaled down
+    out = _lab_f_inverse(new_f[..., None] + chroma) @ _RGB.T
+    tol = 1e-6  # (the float32 rounding of L* alone must not move a colour on the gamut's surface)
+    outside = np.flatnonzero(((out < -tol) | (out > 1 + tol)).any(axis=-1).ravel())
+    if outside.size:
+        flat_out, flat_chroma = out.reshape(-1, 3), chroma.reshape(-1, 3)[outside]
+        base = new_f.reshape(-1)[outside, None]
+        lo, hi = np.zeros(outside.size), np.ones(outside.size)
+        for _ in range(20):  # bisection on the chroma factor; 0 (grey) always fits
+            mid = (lo + hi) / 2
+            rgb = _lab_f_inverse(base + mid[:, None] * flat_chroma) @ _RGB.T
+            fits = ((rgb >= -tol) & (rgb <= 1 + tol)).all(axis=1)
+            lo = np.where(fits, mid, lo)
+            hi = np.where(fits, hi, mid)
+        flat_out[outside] = _lab_f_inverse(base + lo[:, None] * flat_chroma) @ _RGB.T
+    return np.clip(linear_to_srgb(np.clip(out, 0.0, 1.0)), 0.0, 1.0).astype(np.float32)

@@ -192,10 +192,14 @@ def channel_mismatch(name: str, got: int, expected: int) -> ValueError:
     if got == 1 and expected in (3, 4):
         fix = (
             "convert grey images to colour (np.repeat(image[..., None], 3, axis=-1), or "
-            "PIL's .convert('RGB')), or fit on grey references"
+            "PIL's .convert('RGB')), or fit on grey references; method='luminance' matches "
+            "grey images to the lightness of colour references"
         )
     elif expected == 1 and got in (3, 4):
-        fix = "convert colour images to grey (PIL's .convert('L')), or fit on colour references"
+        fix = (
+            "convert colour images to grey (PIL's .convert('L')), or fit on colour references; "
+            "method='luminance' matches the lightness of colour images to grey references"
+        )
     elif got == 4 and expected == 3:
         fix = "drop the alpha channel (image[..., :3]), or pass a PIL RGBA image (alpha is kept)"
     else:

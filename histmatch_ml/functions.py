@@ -43,8 +43,9 @@ def match_histograms(
     image : ndarray of shape (H, W) or (H, W, C), or PIL.Image
         The image to match.
     reference : ndarray of shape (h, w) or (h, w, C), or PIL.Image
-        The reference image; same number of channels as ``image``.
-    method : {"per_channel", "exact", "lab", "landmarks"}, default="per_channel"
+        The reference image; same number of channels as ``image`` (grey and RGB may
+        mix for ``method="luminance"``).
+    method : {"per_channel", "exact", "lab", "landmarks", "luminance"}, default="per_channel"
         See :class:`HistogramMatcher`.
     mask : ndarray of bool of shape (H, W), optional
         Only these pixels of ``image`` are counted and changed.

@@ -213,7 +213,9 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
         For ``lab``: ``"rotations"`` of shape ``(n_iter, 3, 3)`` (seeded
         projection axes, fixed at the first fit), ``"projected_quantiles"`` of
         shape ``(3 * n_iter, n_quantiles)`` (the reference's LAB pixels along
-        each axis) and ``"dtype"``; no reference image is kept.
+        each axis) and ``"dtype"``; no reference image is kept. For
+        ``luminance``: the per-channel state of the references' CIELAB L*
+        (one channel, whatever ``n_channels_``).
     dtype_ : str
         dtype of the reference images.
     n_channels_ : int
@@ -226,7 +228,8 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
         What ``transform`` derives from ``reference_``, computed at fit (plain
         arrays). For ``per_channel`` and ``exact``: ``"values"`` (and for
         histogram states ``"probs"``) of shape ``(n_channels_, K)``, the knots
-        of each channel's reference quantile function. Empty for ``lab``.
+        of each channel's reference quantile function (of L* for
+        ``luminance``). Empty for ``lab``.
     n_features_in_ : int
         Pixels per row; set only when fitted on a 2-D ``(N, P)`` array.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -525,7 +528,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         batch = _images.to_batch(
             X, mask, name=name, estimator=self, reset=False, spatial_dims=self.spatial_dims
         )
-        self._check_channels(batch, name)
+        if not method.any_channels:
+            self._check_channels(batch, name)
         method.check_channels(batch.n_channels, name)
         tables = matching_tables(method, batch, self.dtype_, self.scale, self.tables_, name)
         full, outputs = _images.allocate_output(batch)

@@ -132,3 +132,65 @@ def test_equal_colours_convert_to_equal_values_wherever_they_sit(n):
     lab = _color.rgb_to_lab(np.tile(colour, (n, 1)))
     assert np.ptp(lab, axis=0).max() == 0
     assert np.ptp(_color.lab_to_rgb(lab), axis=0).max() == 0
+
+
+# ------------------------------------------------------------------ lightness
+def test_lightness_agrees_with_cie_formulas_and_greys_with_rgb_greys():
+    rgb = _grid(5)
+    expected = color.rgb2lab(rgb[None].astype(np.float64) / 255)[0, :, 0]
+    np.testing.assert_allclose(_color.lightness(rgb), expected, atol=2e-3)
+    levels = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(
+        _color.lightness(levels[:, None]), _color.lightness(np.repeat(levels[:, None], 3, axis=1))
+    )
+    np.testing.assert_allclose(
+        _color.lightness(levels[:, None].astype(np.uint16) * 257),
+        _color.lightness(levels[:, None]),
+        atol=1e-4,
+    )
+    with pytest.raises(ValueError, match="last axis of 1 or 3"):
+        _color.lightness(np.zeros((4, 2), np.uint8))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 40), st.just(3)), elements=st.floats(0, 1)),
+    st.floats(0, 100),
+)
+def test_with_lightness_sets_lightness_and_keeps_hue(rgb, light):
+    out = _color.with_lightness(rgb, np.full(len(rgb), light))
+    assert out.dtype == np.float32 and out.shape == rgb.shape
+    assert out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose(_color.lightness(out.astype(np.float64)), light, atol=0.02)
+    lab_in = color.rgb2lab(rgb[None])[0]
+    lab_out = color.rgb2lab(out[None].astype(np.float64))[0]
+    chroma_in, chroma_out = np.hypot(*lab_in[:, 1:].T), np.hypot(*lab_out[:, 1:].T)
+    assert np.all(chroma_out <= chroma_in + 0.05)  # chroma kept or reduced, never raised
+    coloured = (chroma_out > 1) & (chroma_in > 1)
+    turn = np.angle(
+        np.exp(
+            1j * (np.arctan2(*lab_out[coloured, :0:-1].T) - np.arctan2(*lab_in[coloured, :0:-1].T))
+        )
+    )
+    assert np.abs(turn).max(initial=0) < 0.05  # radians
+
+
+def test_with_lightness_keeps_a_and_b_in_gamut_and_is_the_identity_at_the_same_lightness():
+    rgb = _grid(17).astype(np.float64) / 255
+    same = _color.with_lightness(rgb, _color.lightness(rgb))
+    np.testing.assert_allclose(same, rgb, atol=1e-5)
+    # half-saturated mid tones, a little lighter: still in gamut, a* and b* untouched
+    mid = 0.3 + 0.4 * rgb
+    out = _color.with_lightness(mid, _color.lightness(mid) + 5)
+    lab_in, lab_out = color.rgb2lab(mid[None])[0], color.rgb2lab(out[None].astype(np.float64))[0]
+    inside = ((out > 1e-3) & (out < 1 - 1e-3)).all(axis=1)
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(lab_out[inside, 1:], lab_in[inside, 1:], atol=5e-3)
+    # grey values stay grey values
+    grey = _color.with_lightness(np.array([[0.2], [0.7]]), np.array([50.0, 10.0]))
+    np.testing.assert_allclose(_color.lightness(grey.astype(np.float64)), [50.0, 10.0], atol=1e-3)
+
+
+def test_srgb_curves_are_inverse():
+    x = np.linspace(0, 1, 1001)
+    np.testing.assert_allclose(_color.linear_to_srgb(_color.srgb_to_linear(x)), x, atol=1e-6)

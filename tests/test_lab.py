@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 from histmatch_ml import HistogramMatcher, _color, match_histograms
 from histmatch_ml.methods import lab
-from histmatch_ml.metrics import sliced_wasserstein, wasserstein_1d
+from histmatch_ml.metrics import sliced_wasserstein, speckle, wasserstein_1d
 
 #: the natural image pairs of the quality test (half size, to keep the tests fast)
 QUALITY_PAIRS = [*RGB_PAIRS, ("rocket", "chelsea"), ("immunohistochemistry", "coffee")]
@@ -53,6 +53,66 @@ def test_joint_beats_per_channel_and_marginal(source, reference):
     assert d_joint <= 0.6 * d_per_channel
     assert d_joint <= 0.5 * d_marginal
     assert d_joint <= 0.15 * sliced_wasserstein(s, r)
+
+
+@pytest.mark.parametrize(("source", "reference"), QUALITY_PAIRS)
+def test_smooth_regions_stay_smooth_and_colours_follow_the_reference(source, reference):
+    # the yardstick is per-channel matching, a smooth monotone map with the same contrast
+    s, r = half(source), half(reference)
+    per_channel = match_histograms(s, r, method="per_channel")
+    matcher = HistogramMatcher("lab", random_state=0, n_iter=40).fit(r[None])
+    default = matcher.set_params(n_iter=20).transform(s[None])[0]
+    more = matcher.set_params(n_iter=40).transform(s[None])[0]
+    for out in (default, more):
+        assert speckle(out, s) <= 1.25 * speckle(per_channel, s)
+    d_per_channel = sliced_wasserstein(per_channel, r)
+    assert sliced_wasserstein(more, r) <= 0.4 * d_per_channel
+    assert sliced_wasserstein(default, r) <= 0.5 * d_per_channel
+
+
+def test_the_lookup_reads_the_table_exactly_at_its_nodes():
+    rng = np.random.default_rng(0)
+    n = lab.SUMMARY_CELLS + 1
+    table = rng.normal(size=(n, n, n, 3)).astype(np.float32)
+    codes = rng.integers(0, 64, size=(50, 3)) * 4  # node k sits at code 4 k
+    positions = lab.cell_positions(codes.astype(np.uint8)[None])
+    nodes = codes // 4
+    expected = table[nodes[:, 0], nodes[:, 2], nodes[:, 1]]  # (the table's axes are R, B, G)
+    np.testing.assert_allclose(lab.look_up(table, positions)[0], expected, atol=1e-6)
+    # halfway between two nodes along each axis: the mean of the two
+    half_way = lab.cell_positions(np.array([[[2, 0, 0], [0, 2, 0], [0, 0, 2]]], np.uint8))
+    got = lab.look_up(table, half_way)[0]
+    np.testing.assert_allclose(got[0], table[[0, 1], 0, 0].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(got[1], table[0, 0, [0, 1]].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(got[2], table[0, [0, 1], 0].mean(axis=0), atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 300))
+def test_colour_summary_keeps_counts_and_means(seed, n):
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 256, size=(n, 3)).astype(np.uint8)
+    px[: n // 2] = px[0]  # repeated colours
+    positions = lab.cell_positions(px)
+    cells, counts, means = lab.colour_summary(positions)
+    assert counts.sum() == n and np.all(np.diff(cells) > 0)
+    # every mean lies in its own cell, and weighted means give back the overall mean
+    k = lab.SUMMARY_CELLS
+    np.testing.assert_array_equal(
+        np.floor(means).astype(int), np.stack(np.unravel_index(cells, (k, k, k)), axis=1)
+    )
+    np.testing.assert_allclose((means * counts[:, None]).sum(0) / n, positions.mean(0), rtol=1e-5)
+
+
+def test_smoothed_field_moves_a_rigid_shift_unchanged_and_averages_nearby_moves(rng):
+    x = rng.uniform([30, -20, -20], [70, 20, 20], size=(500, 3)).T.astype(np.float32)
+    w = rng.uniform(1, 5, 500).astype(np.float32)
+    shift = np.broadcast_to(np.array([[2.0], [-1.0], [0.5]], np.float32), x.shape)
+    np.testing.assert_allclose(lab.smooth_displacements(x, shift, w), shift, atol=1e-3)
+    # alternating moves between neighbours average out
+    noisy = rng.choice([-3.0, 3.0], size=x.shape).astype(np.float32)
+    smooth = lab.smooth_displacements(x, noisy, w)
+    assert np.abs(smooth).mean() < 0.3 * np.abs(noisy).mean()
 
 
 def test_marginal_mode_matches_each_lab_channel(src, ref, fitted):

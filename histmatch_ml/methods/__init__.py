@@ -6,7 +6,7 @@ that subclasses :class:`MatchingMethod`, declares the parameters it reads
 estimators, their docstrings and the command line pick it up from there.
 """
 
-from . import per_channel, exact, lab, landmarks  # noqa: F401, I001  (importing registers them, in this order)
+from . import per_channel, exact, lab, landmarks, luminance  # noqa: F401, I001  (importing registers them, in this order)
 from ._base import (
     N_QUANTILES,
     MatchingMethod,

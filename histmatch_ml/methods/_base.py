@@ -129,6 +129,9 @@ class MatchingMethod(ABC):
     #: the state entries ``reference="barycenter"`` averages over the reference images
     #: (the others, a dtype or shared projection axes, are the same for all of them)
     barycenter_keys: ClassVar[tuple[str, ...]] = ("barycenter",)
+    #: True when images need not have the references' channel count (``check_channels``
+    #: alone decides which images are matched)
+    any_channels: ClassVar[bool] = False
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""

@@ -26,19 +26,34 @@ Learned state (plain arrays, no reference pixels kept):
 ``lab_mode="marginal"`` uses only the first rotation once: classic per-channel
 quantile matching of L, a and b, cheap and structure-preserving.
 
-Speed and colour consistency come from the same trick: the image's *unique*
-colours are transferred (weighted by their pixel counts), and every pixel takes
-the result of its colour, so equal colours give equal outputs. Each 1-D match
-counts the weighted projections on a uniform grid (``bincount``, no sorting)
-and maps them through the midpoint CDF and the reference quantile function,
-interpolating linearly between grid nodes.
+A transform works on a weighted summary of the image's colours and ends in a
+smooth colour lookup, so that similar colours move alike and a smooth region
+stays smooth:
 
-Back in RGB, the displacement ``lab_to_rgb(out) - lab_to_rgb(in)`` is added to
-the input colour, which cancels the conversion's round-trip error (a colour
-that does not move comes back bit-exact); out-of-gamut results are clipped
-channel-wise to ``[0, 1]``. ``regrain=True`` then applies Pitie's regrain post-process, which keeps
-the transferred colours but restores the source's gradients (the output is then
-no longer a pure function of the colour).
+1. *Summary* (:func:`colour_summary`): the RGB cube is cut into
+   ``SUMMARY_CELLS`` cells per axis (four 8-bit codes wide); every occupied
+   cell is one colour, the mean of its pixels' colours, weighted by its
+   pixel count (a few thousand colours for a photo, whatever its size).
+2. *Transport* (:func:`transfer`): each iteration quantile-matches the
+   weighted colours' projections on three rotated axes (``bincount`` on a
+   uniform grid, no sorting, then the midpoint CDF and the reference
+   quantile function), and the resulting moves are made a smooth field
+   before they are applied (:func:`smooth_displacements`: a normalised
+   Gaussian convolution on a coarse CIELAB grid, read back by trilinear
+   interpolation). Neighbouring colours cannot be sent far apart, which the
+   per-colour moves of plain sliced transport do (colour speckle).
+3. *Lookup* (:func:`colour_table`, :func:`look_up`): the summary colours'
+   moves, taken back to RGB as ``lab_to_rgb(out) - lab_to_rgb(in)`` (which
+   cancels the conversion's round-trip error), fill a
+   ``(SUMMARY_CELLS + 1)``-cubed table over RGB, and every pixel adds the
+   table's trilinear interpolation at its colour. The output is thus a
+   continuous function of the colour (equal colours give equal outputs), and
+   the cost per pixel is fixed. Results are clipped channel-wise to
+   ``[0, 1]``.
+
+``regrain=True`` then applies Pitie's regrain post-process, which keeps the
+transferred colours but restores the source's gradients (the output is then no
+longer a pure function of the colour).
 """
 
 from __future__ import annotations
@@ -51,16 +66,29 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import _color, _reference
-from ._base import N_QUANTILES, MatchingMethod, Param, blend, finish, register
+from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 
 #: grid nodes of the per-image source CDF along each projection
 SOURCE_GRID_NODES = 4096
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
+#: pixels per band of rows of a transform (its work memory, whatever the image's size)
+_BAND_PIXELS = 2**20
 #: the upper bound of ``n_iter`` (its declaration, and the transfer's own check)
 MAX_ITERATIONS = 1000
 #: a box holding every CIELAB colour of the sRGB gamut (L, a, b lower and upper)
 _LAB_BOX = np.array([[0.0, -128.0, -128.0], [100.0, 128.0, 128.0]])
+#: cells per RGB axis of the colour summary and of the colour lookup table (4 8-bit codes wide)
+SUMMARY_CELLS = 64
+#: a colour's position on the summary grid is its ``[0, 1]`` value times this (8-bit code / 4)
+_CELL_SCALE = 255.0 / 4.0
+#: nodes per axis of the CIELAB grid on which every iteration's displacement is smoothed
+FIELD_NODES = 33
+#: the box of that grid: the sRGB gamut's extent in CIELAB, rounded out
+_FIELD_BOX = np.array([[0.0, -90.0, -110.0], [100.0, 100.0, 100.0]], dtype=np.float32)
+#: standard deviation of the smoothing, in cells of the field grid, and the kernel's reach
+FIELD_SIGMA = 1.0
+_FIELD_RADIUS = 3
 
 
 # --------------------------------------------------------------------------- colours
@@ -149,7 +177,11 @@ def _rotate(r: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _displacements(
-    x: np.ndarray, r: np.ndarray, flat_weights: np.ndarray, ref_quantiles: np.ndarray, n_nodes: int
+    x: np.ndarray,
+    r: np.ndarray,
+    flat_weights: np.ndarray,
+    ref_quantiles: np.ndarray,
+    n_nodes: int,
 ) -> np.ndarray:
     """Moves ``(3, U)`` along the rows of ``r`` that quantile-match the projections ``r @ x``.
 
@@ -201,8 +233,148 @@ def _displacements(
     return out.reshape(n_axes, -1)
 
 
+# ------------------------------------------------------------------ smooth fields
+#: the eight corners of a grid cell, as offsets along (axis 0, axis 1, axis 2)
+_CORNERS = np.array([[i >> 2, (i >> 1) & 1, i & 1] for i in range(8)])
+
+
+def _corner_weights(t: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat node indices ``(8, M)`` and trilinear weights ``(8, M)`` of points on a grid.
+
+    ``t`` ``(3, M)`` holds float32 grid coordinates, at least 0 and below
+    ``dims - 1`` along each axis (``dims`` nodes; the last axis varies fastest).
+    """
+    cell = t.astype(np.intp)  # (truncation: coordinates are not negative)
+    frac = t - cell
+    both = np.stack([1 - frac, frac])  # (2, 3, M): weights of the lower and upper node
+    wts = both[:, None, None, 0] * both[None, :, None, 1] * both[None, None, :, 2]
+    base = (cell[0] * dims[1] + cell[1]) * dims[2] + cell[2]
+    steps = (_CORNERS[:, 0] * dims[1] + _CORNERS[:, 1]) * dims[2] + _CORNERS[:, 2]
+    return base + steps[:, None], wts.reshape(8, -1)
+
+
+#: the 1-D Gaussian of the field smoothing
+_TAPS = np.exp(-0.5 * (np.arange(-_FIELD_RADIUS, _FIELD_RADIUS + 1) / FIELD_SIGMA) ** 2)
+_TAPS = (_TAPS / _TAPS.sum()).astype(np.float32)
+
+
+def _blur(acc: np.ndarray) -> np.ndarray:
+    """Gaussian blur of a ``(Z, Y + R, X, C)`` float32 grid along its three axes, zero outside.
+
+    The ``R = _FIELD_RADIUS`` spare rows after each slab of the first axis
+    keep one 2-D pass along the second axis from mixing slabs (they receive
+    what spills over and are never read).
+    """
+    taps, one = _TAPS, np.ones(1, dtype=np.float32)
+    zero = cv2.BORDER_CONSTANT
+    z, yp, x, c = acc.shape
+    out = cv2.sepFilter2D(acc.reshape(z * yp, x, c), -1, taps, one, borderType=zero)
+    out = cv2.sepFilter2D(out.reshape(z * yp, x * c), -1, one, taps, borderType=zero)
+    out = cv2.sepFilter2D(out.reshape(z, yp * x * c), -1, one, taps, borderType=zero)
+    return out.reshape(acc.shape)
+
+
+#: points per row of the maps given to ``cv2.remap`` (whose maps are at most 32767 wide)
+_MAP_WIDTH = 4096
+
+
+def read_grid(grid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a float32 grid at coordinates ``t`` ``(3, M)``; ``(M, 3)``.
+
+    ``grid`` is ``(A, S, C, 3)``: ``A`` slabs of ``S`` rows (the second axis)
+    and ``C`` columns (the third axis). Two bilinear ``cv2.remap`` lookups in the slabs
+    stacked as one image, blended along the first axis. ``remap`` resolves
+    positions to 1/32 of a cell. Coordinates must lie below the last node
+    along every axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import read_grid
+    >>> grid = np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3)
+    >>> read_grid(grid, np.array([[0.5], [0.5], [0.5]], dtype=np.float32))  # the cell's centre
+    array([[10.5, 11.5, 12.5]], dtype=float32)
+    """
+    a, rows_per_slab, c, _ = grid.shape
+    image = grid.reshape(a * rows_per_slab, c, 3)
+    m = t.shape[1]
+    # remap's maps are at most 32767 wide: the points go as rows of _MAP_WIDTH
+    shape = (-(-m // _MAP_WIDTH), _MAP_WIDTH) if m > _MAP_WIDTH else (1, m)
+    size = shape[0] * shape[1]
+    slab = t[0].astype(np.int32)
+    frac = t[0] - slab
+    rows = np.zeros(size, dtype=np.float32)
+    np.multiply(slab, np.float32(rows_per_slab), out=rows[:m], casting="unsafe")
+    rows[:m] += t[1]
+    cols = np.zeros(size, dtype=np.float32)
+    cols[:m] = t[2]
+    rows, cols = rows.reshape(shape), cols.reshape(shape)
+    lower = cv2.remap(image, cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    rows += np.float32(rows_per_slab)
+    upper = cv2.remap(image, cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    upper -= lower
+    upper = upper.reshape(-1, 3)[:m]
+    upper *= frac[:, None]
+    upper += lower.reshape(-1, 3)[:m]
+    return upper
+
+
+def smooth_displacements(x: np.ndarray, moves: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The moves ``(3, M)`` of weighted CIELAB colours ``x`` ``(3, M)``, made a smooth field.
+
+    The weighted moves and the weights are counted at the nearest node of a
+    :data:`FIELD_NODES`-per-axis grid over :data:`_FIELD_BOX`, both are
+    blurred by a Gaussian of :data:`FIELD_SIGMA` cells, and their ratio (a
+    normalised convolution: the locally weighted mean move) is read back at
+    every colour by trilinear interpolation, so the field is continuous in
+    the colours: nearby colours move alike, whatever the 1-D matches did to
+    each on its own. Only the part of the grid the colours occupy (and the
+    kernel's reach around it) is built, which gives the same result as the
+    whole grid. float32 throughout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import smooth_displacements
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform([40, -10, -10], [60, 10, 10], size=(200, 3)).T.astype(np.float32)
+    >>> w = np.ones(200, dtype=np.float32)
+    >>> rigid = np.broadcast_to(np.float32([[1.0], [2.0], [0.0]]), x.shape)
+    >>> bool(np.allclose(smooth_displacements(x, rigid, w), rigid, atol=1e-3))  # kept
+    True
+    >>> jitter = rng.choice(np.float32([-1, 1]), size=x.shape)  # neighbours pulled apart
+    >>> bool(np.abs(smooth_displacements(x, jitter, w)).mean() < 0.3)  # averaged out
+    True
+    """
+    n, reach = FIELD_NODES, _FIELD_RADIUS
+    lo, hi = _FIELD_BOX
+    scale = ((n - 1) / (hi - lo))[:, None]
+    t = (x - lo[:, None]) * scale
+    np.clip(t, 0, np.float32(n - 1 - 1e-3), out=t)
+    start = np.maximum(np.floor(t.min(axis=1)).astype(np.intp) - reach, 0)
+    stop = np.minimum(np.floor(t.max(axis=1)).astype(np.intp) + 1 + reach, n - 1)
+    t -= start[:, None].astype(np.float32)
+    z, y, w = stop - start + 1
+    near = np.rint(t).astype(np.intp)
+    node = (near[0] * (y + reach) + near[1]) * w + near[2]
+    size = z * (y + reach) * w
+    acc = np.empty((z, y + reach, w, 4), dtype=np.float32)
+    flat = acc.reshape(size, 4)
+    flat[:, 3] = np.bincount(node, weights=weights, minlength=size)
+    for c in range(3):
+        flat[:, c] = np.bincount(node, weights=weights * moves[c], minlength=size)
+    acc = _blur(acc)
+    # (nodes that received nothing hold 0 / 0: their tiny floor makes the field 0 there)
+    field = acc[..., :3] / np.maximum(acc[..., 3:], np.float32(1e-30))
+    return read_grid(field, t).T
+
+
 def transfer(
-    lab: np.ndarray, weights: np.ndarray, state: dict, n_iter: int, joint: bool = True
+    lab: np.ndarray,
+    weights: np.ndarray,
+    state: dict,
+    n_iter: int,
+    joint: bool = True,
 ) -> np.ndarray:
     """Move weighted LAB colours ``(U, 3)`` towards the reference of ``state``.
 
@@ -228,12 +400,135 @@ def transfer(
     quantiles = state["projected_quantiles"]
     x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
     flat_weights = np.tile(np.asarray(weights, dtype=np.float32), 3)
+    weights32 = np.asarray(weights, dtype=np.float32)
     for it in range(n_iter if joint else 1):
         k = it % len(rotations)
         r = rotations[k]
         moves = _displacements(x, r, flat_weights, quantiles[3 * k : 3 * k + 3], SOURCE_GRID_NODES)
-        x += _rotate(r.T, moves)
+        moves = _rotate(r.T, moves)
+        x += smooth_displacements(x, moves, weights32) if joint else moves
     return np.ascontiguousarray(x.T)
+
+
+# ------------------------------------------------------------------ colour lookup
+def cell_positions(image: np.ndarray, name: str = "X") -> np.ndarray:
+    """Positions ``(..., 3)`` float32 of RGB colours on the summary grid (``[0, 1]`` times 63.75).
+
+    8-bit code ``k`` sits at ``k / 4``, so cell ``i`` (:data:`SUMMARY_CELLS`
+    per axis) holds codes ``4 i .. 4 i + 3``; other dtypes sit where their
+    fraction of full scale does (floats must be in ``[0, 1]``, as
+    :func:`_color.to_unit` checks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import cell_positions
+    >>> cell_positions(np.array([[0, 4, 255]], dtype=np.uint8))
+    array([[ 0.  ,  1.  , 63.75]], dtype=float32)
+    >>> cell_positions(np.array([[0, 4 * 257, 65535]], dtype=np.uint16)).round(4)
+    array([[ 0.  ,  1.  , 63.75]], dtype=float32)
+    """
+    scale = np.float32(_CELL_SCALE)
+    if image.dtype == np.uint8:
+        table = np.arange(256, dtype=np.float32) * np.float32(0.25)
+        flat = image.reshape(-1, image.shape[-1])
+        return cv2.LUT(flat[:, None, :], table).reshape(image.shape)
+    if image.dtype == np.uint16:
+        table = (np.arange(65536) * (_CELL_SCALE / 65535)).astype(np.float32)
+        return np.take(table, image)
+    unit = _color.to_unit(image, name)
+    unit *= scale
+    return unit
+
+
+def colour_summary(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weighted summary of ``(N, 3)`` colour positions (:func:`cell_positions`).
+
+    Returns the occupied cells' flat indices ``(M,)`` (over a
+    :data:`SUMMARY_CELLS`-cubed grid), their pixel counts ``(M,)`` and the mean
+    position of their colours ``(M, 3)`` float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import cell_positions, colour_summary
+    >>> px = np.array([[0, 0, 0], [2, 0, 0], [255, 255, 255]], dtype=np.uint8)
+    >>> cells, counts, means = colour_summary(cell_positions(px))
+    >>> cells.tolist(), counts.tolist(), means.tolist()
+    ([0, 262143], [2, 1], [[0.25, 0.0, 0.0], [63.75, 63.75, 63.75]])
+    """
+    return _summary(_cell_sums(positions))
+
+
+def _cell_sums(positions: np.ndarray) -> np.ndarray:
+    """Pixel counts and position sums ``(4, SUMMARY_CELLS**3)`` float64 of every cell."""
+    n = SUMMARY_CELLS
+    cells = positions.astype(np.int32)  # (truncation: positions are not negative)
+    key = cells[:, 0] * np.int32(n * n)
+    key += cells[:, 1] * np.int32(n)
+    key += cells[:, 2]
+    sums = np.empty((4, n**3))
+    sums[0] = np.bincount(key, minlength=n**3)
+    for c in range(3):
+        sums[c + 1] = np.bincount(key, weights=positions[:, c], minlength=n**3)
+    return sums
+
+
+def _summary(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`colour_summary` from :func:`_cell_sums` (summed over bands of an image)."""
+    occupied = np.flatnonzero(sums[0])
+    counts = sums[0, occupied]
+    means = (sums[1:, occupied] / counts).T.astype(np.float32)
+    return occupied, counts.astype(np.int64), means
+
+
+def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    """The lookup table ``(n, n, n, 3)`` of RGB moves, ``n = SUMMARY_CELLS + 1`` nodes per axis.
+
+    Each summary colour (mean position ``means``, weight ``counts``) shares
+    its move ``moves`` ``(M, 3)`` among the eight nodes of its cell with
+    trilinear weights; a node's value is the weighted mean of what it
+    received (0 where it received nothing, never read for a counted colour).
+    The axes are R, B, G (the layout :func:`read_grid` takes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import colour_table
+    >>> means = np.array([[0.5, 0.5, 0.5]], dtype=np.float32)  # the middle of cell (0, 0, 0)
+    >>> table = colour_table(means, np.array([10]), np.array([[0.1, 0.0, -0.1]], np.float32))
+    >>> table.shape, table[1, 1, 1].tolist(), table[2, 2, 2].tolist()
+    ((65, 65, 65, 3), [0.10000000149011612, 0.0, -0.10000000149011612], [0.0, 0.0, 0.0])
+    """
+    n = SUMMARY_CELLS + 1
+    idx, wts = _corner_weights(np.ascontiguousarray(means[:, [0, 2, 1]].T), np.array([n, n, n]))
+    idx, wts = idx.ravel(), wts * counts.astype(np.float32)
+    total = np.bincount(idx, weights=wts.ravel(), minlength=n**3)
+    table = np.empty((n**3, 3), dtype=np.float32)
+    for c in range(3):
+        table[:, c] = np.bincount(idx, weights=(wts * moves[:, c]).ravel(), minlength=n**3)
+    np.divide(table, total[:, None], out=table, where=total[:, None] > 0)
+    return table.reshape(n, n, n, 3)
+
+
+def look_up(table: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The moves ``(H, W, 3)`` of a :func:`colour_table` at :func:`cell_positions` ``(H, W, 3)``.
+
+    Trilinear interpolation (:func:`read_grid`): 8-bit colours sit on nodes,
+    halves or quarters of cells and are read exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.lab import cell_positions, look_up
+    >>> table = np.zeros((65, 65, 65, 3), dtype=np.float32)
+    >>> table[1, 0, 0] = [0.4, 0.0, 0.0]  # a move at red code 4 (axes: R, B, G)
+    >>> look_up(table, cell_positions(np.array([[[2, 0, 0], [4, 0, 0]]], np.uint8)))[0]
+    array([[0.2, 0. , 0. ],
+           [0.4, 0. , 0. ]], dtype=float32)
+    """
+    t = positions.reshape(-1, 3).T[[0, 2, 1]]
+    return read_grid(table, t).reshape(positions.shape)
 
 
 # ------------------------------------------------------------------------- learning
@@ -488,34 +783,39 @@ class Lab(MatchingMethod):
         return {}
 
     def apply(self, image, mask, state, tables, params, out) -> None:
-        colours, inverse, counts = unique_colours(_pixels(image, mask))
-        lab = _color.rgb_to_lab(colours, "X")
-        moved = transfer(lab, counts, state, params["n_iter"], params["lab_mode"] == "joint")
-        # add the displacement in RGB: cancels the conversion's round-trip error
-        unit = _color.to_unit(colours, "X")
-        unit += _color.lab_to_rgb(moved)
-        unit -= _color.lab_to_rgb(lab)
-        np.clip(unit, 0.0, 1.0, out=unit)
-        scale = _color.full_scale(image.dtype)
-        if not params["regrain"] and image.dtype.kind == "u":
-            # integers: blend, round and clip once per colour, then gather
-            table = blend(colours, unit * np.float32(scale), params["strength"], image.dtype)
-            if mask is None and out.flags.c_contiguous:
-                np.take(table, inverse, axis=0, out=out.reshape(-1, 3))
-            elif mask is None:
-                out[...] = table[inverse].reshape(image.shape)
-            else:
-                out[...] = image
-                out[mask] = table[inverse]
+        # by bands of rows: the work memory is a band's, whatever the image's size
+        step = max(1, _BAND_PIXELS // image.shape[1])
+        bands = [slice(r, r + step) for r in range(0, image.shape[0], step)]
+        sums = 0.0
+        for rows in bands:
+            positions = cell_positions(image[rows], "X")
+            counted = positions.reshape(-1, 3) if mask is None else positions[mask[rows]]
+            sums = sums + _cell_sums(counted)
+        _, counts, means = _summary(sums)
+        if counts.size == 0:  # (nothing masked: nothing changes)
+            out[...] = image
             return
-        source = _color.to_unit(image, "X")
-        if mask is None:
-            matched = unit[inverse].reshape(image.shape)
-        else:
-            matched = source.copy()
-            matched[mask] = unit[inverse]
-        if params["regrain"]:
-            matched = regrain(source, matched)
-        if scale != 1.0:
-            matched *= np.float32(scale)
-        finish(image, matched, mask, params["strength"], out)
+        lab = _color.rgb_to_lab(means * np.float32(1 / _CELL_SCALE), "X")
+        moved = transfer(lab, counts, state, params["n_iter"], params["lab_mode"] == "joint")
+        # the moves in RGB, as differences of one conversion: cancels its round-trip error
+        table = colour_table(means, counts, _color.lab_to_rgb(moved) - _color.lab_to_rgb(lab))
+        scale = np.float32(_color.full_scale(image.dtype))
+        colours = np.empty(image.shape, np.float32) if params["regrain"] else None
+        for rows in bands:
+            positions = cell_positions(image[rows], "X")
+            matched = look_up(table, positions)
+            positions *= np.float32(1 / _CELL_SCALE)  # now the source in [0, 1]
+            matched += positions
+            np.clip(matched, 0.0, 1.0, out=matched)
+            if colours is not None:
+                colours[rows] = matched
+                continue
+            if scale != 1:
+                matched *= scale
+            band_mask = None if mask is None else mask[rows]
+            finish(image[rows], matched, band_mask, params["strength"], out[rows])
+        if colours is not None:
+            matched = regrain(_color.to_unit(image, "X"), colours)
+            if scale != 1:
+                matched *= scale
+            finish(image, matched, mask, params["strength"], out)
