@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -15,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_in_process
 from PIL import Image
 from skimage import data
 
 from histmatch_ml import HistogramMatcher, __version__
-from histmatch_ml.cli import build_parser, main
+from histmatch_ml.cli import build_parser
 from histmatch_ml.io import fingerprint, load_model, read_image
 
 
@@ -36,15 +35,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """The same command line run in this process (``main``), for the cheap error cases."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+cli = cli_in_process  # the command line in this process, for the cheap cases
 
 
 def assert_usage_error(result: subprocess.CompletedProcess, message: str) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import subprocess
-
 import numpy as np
 import pytest
+from conftest import cli_in_process
 
 from histmatch_ml import HistogramMatcher
-from histmatch_ml.cli import main
 
 nib = pytest.importorskip("nibabel")
 
@@ -21,16 +17,7 @@ from histmatch_ml.io import (  # noqa: E402
     write_volume,
 )
 
-
-def cli(*args) -> subprocess.CompletedProcess:
-    """The command line run in this process (``main``) on real files."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+cli = cli_in_process  # the command line in this process, for the cheap cases
 
 
 def _affine(seed: int) -> np.ndarray:
