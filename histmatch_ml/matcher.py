@@ -418,6 +418,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             self.n_pixels_seen_ += batch.n_pixels
         self.reference_ = state
         self.tables_ = method.prepare(state, params)
+        self.__dict__.pop("_device_tables", None)  # (the torch backend's tensors of tables_)
         return self
 
     def _check_channels(self, batch, name: str) -> None:
@@ -456,6 +457,12 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def _transform(self, X: Any, mask: Any, name: str) -> Any:
         """:meth:`transform`; errors name the caller's argument ``name``."""
         check_is_fitted(self, ("reference_", "tables_"))
+        if _images.is_tensor(X):  # on the tensor's device where the method has a torch kernel
+            from .backends import torch as torch_backend
+
+            matched = torch_backend.transform(self, X, mask, name)
+            if matched is not None:
+                return matched
         method, params = self._fitted_method(), self._params()
         batch = _images.to_batch(X, mask, name=name, estimator=self, reset=False)
         self._check_channels(batch, name)

@@ -1,0 +1,411 @@
+"""Torch kernels over the fitted tables: whole ``(N, C, H, W)`` batches on the tensor's device.
+
+:class:`~histmatch_ml.HistogramMatcher` and
+:class:`~histmatch_ml.RandomHistogramMatching` hand tensors here when their
+method has a kernel (:data:`KERNEL_METHODS`); the others (``exact``, ``lab``)
+go through the numpy kernels on the CPU, one image at a time, as every other
+input does.
+
+``per_channel`` is the arithmetic of :mod:`histmatch_ml.methods.per_channel`
+done for a whole batch at once:
+
+* 8/16-bit integers: the level of every pixel, per-image histograms of all
+  images and channels in one ``bincount`` (each ``(image, channel)`` row at its
+  own offset), per-image lookup tables over all levels (the midpoint CDF
+  through the reference quantile knots, blended by strength, rounded and
+  clipped), one gather;
+* floats: each channel of each image placed on the 65,536-cell grid over its
+  own range (:func:`~histmatch_ml.methods.per_channel.grid_cells`, in the
+  image's float dtype), then the same histograms, tables and gather, and the
+  strength blend in the image's dtype;
+* float16/bfloat16 are matched as float32 and given back in their dtype.
+
+The knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
+of each channel), turned into tensors once per device, dtype and scale rule
+and kept on the estimator (:class:`DeviceTables`, which pickles empty). The
+interpolation is ``np.interp``'s formula in float64, so integer outputs equal
+the numpy path's and float outputs agree to the last bits (a table computed
+over all cells rather than the occupied ones can differ by one float64 ulp
+before its rounding to the image's dtype).
+
+Batches are processed in chunks of images whose work arrays (cells and
+tables) stay below :data:`CHUNK_ELEMENTS` elements. Float batches read their
+per-image channel ranges back to the host once per batch (``2 N C`` numbers)
+to place the grid as the numpy kernel does; ranges the numpy kernel treats
+specially (wider than float32's range, subnormal) send the batch to the numpy
+path, as do knots near float64's limits and 32/64-bit integer tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _images, _reference
+from ..methods._base import value_range
+from ..methods.per_channel import _END, GRID_CELLS
+
+__all__ = ["KERNEL_METHODS", "DeviceTables", "Knots", "match_per_channel", "transform"]
+
+#: methods with a torch kernel
+KERNEL_METHODS = frozenset({"per_channel"})
+
+#: the most elements of a chunk's work arrays (pixels times channels, or table entries)
+CHUNK_ELEMENTS = 2**23
+
+_FLOATS = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+_LEVELS = (torch.uint8, torch.int8, torch.uint16, torch.int16)
+
+
+class DeviceTables(dict):
+    """Knot tensors of a fitted estimator, keyed by ``(device, dtype, scale)``.
+
+    Created at the first tensor transform and dropped at every fit; it pickles
+    (and deep-copies) empty, so a pickled estimator never carries device memory.
+    """
+
+    def __reduce__(self) -> tuple:
+        return (DeviceTables, ())
+
+
+@dataclass
+class Knots:
+    """The reference quantile knots of ``R`` references of ``C`` channels, as tensors.
+
+    Row ``r * C + c`` is channel ``c`` of reference ``r``, padded to ``K``
+    knots by repeating its last one. ``keys`` (flat, sorted) is ``2 * row +
+    prob`` for one ``searchsorted`` over all rows.
+    """
+
+    probs: torch.Tensor
+    values: torch.Tensor
+    keys: torch.Tensor
+    last: torch.Tensor
+    n_channels: int
+
+    @classmethod
+    def build(cls, tables: list[dict], device: Any) -> Knots | None:
+        """Knots of every channel of every ``tables`` dict, or None when one is near
+        float64's limits (the numpy kernel interpolates those on halved values)."""
+        rows = []
+        for t in tables:
+            for c in range(len(t["values"])):
+                p, v = _reference.quantile_points(t, c)
+                with np.errstate(over="ignore"):
+                    if len(v) > 1 and not np.isfinite((v[-1] - v[0]) * (len(v) - 1)):
+                        return None
+                rows.append((p, v))
+        width = max(2, max(len(p) for p, _ in rows))
+        probs, values = np.empty((len(rows), width)), np.empty((len(rows), width))
+        for r, (p, v) in enumerate(rows):
+            probs[r, : len(p)], probs[r, len(p) :] = p, p[-1]
+            values[r, : len(v)], values[r, len(v) :] = v, v[-1]
+        keys = (2.0 * np.arange(len(rows)))[:, None] + probs
+        last = np.array([len(p) - 1 for p, _ in rows], dtype=np.int64)
+
+        def dev(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        return cls(dev(probs), dev(values), dev(keys.ravel()), dev(last), len(tables[0]["values"]))
+
+
+def quantiles(knots: Knots, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The quantile function of knot row ``rows`` (int64, q's shape) at ``q`` (float64).
+
+    ``np.interp``'s arithmetic: the segment ``p[j] <= q < p[j + 1]``, the value
+    ``(v[j+1] - v[j]) / (p[j+1] - p[j]) * (q - p[j]) + v[j]``, ``v[j]`` at a
+    knot, the end values outside. The segment comes from one ``searchsorted``
+    on the rows' ``keys``, whose rounding (at most an ulp of ``2 * rows``,
+    far below the spacing of the knots) two exact comparisons correct.
+    """
+    width = knots.probs.shape[1]
+    flat_p, flat_v = knots.probs.reshape(-1), knots.values.reshape(-1)
+    base, last = rows * width, knots.last[rows]
+    top = (last - 1).clamp(min=0)
+    j = torch.searchsorted(knots.keys, 2.0 * rows + q, right=True) - base - 1
+    j = torch.minimum(j.clamp(min=0), top)
+    for _ in range(2):
+        j = torch.where((q < flat_p[base + j]) & (j > 0), j - 1, j)
+        j = torch.where((q >= flat_p[base + j + 1]) & (j < top), j + 1, j)
+    p0, p1, v0, v1 = flat_p[base + j], flat_p[base + j + 1], flat_v[base + j], flat_v[base + j + 1]
+    out = (v1 - v0) / (p1 - p0) * (q - p0) + v0
+    out = torch.where(q == p0, v0, out)
+    out = torch.where(q >= flat_p[base + last], flat_v[base + last], out)
+    return torch.where(q < flat_p[base], flat_v[base], out)
+
+
+def _tables(counts: torch.Tensor, rows: torch.Tensor, knots: Knots) -> torch.Tensor:
+    """Tables ``(M, L)`` float64: the reference quantiles at each row's midpoint CDF.
+
+    :func:`histmatch_ml._reference.midpoint_cdf` and a running maximum along
+    the rows (:func:`histmatch_ml._reference.quantile_rows`).
+    """
+    cum = counts.cumsum(-1, dtype=torch.float64)
+    cdf = (cum + cum - counts) / (2 * cum[:, -1:])
+    matched = quantiles(knots, rows[:, None].expand_as(cdf), cdf)
+    return torch.cummax(matched, -1).values
+
+
+def _blend(
+    original: torch.Tensor, matched: torch.Tensor, strength: np.ndarray, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`histmatch_ml.methods._base.blend` per image (leading axis), one strength each.
+
+    An image with strength 1 keeps ``matched``; integers are rounded to
+    nearest and clipped to ``dtype``'s range.
+    """
+    n = matched.shape[0]
+    if not np.all(strength == 1.0):
+        work = matched.dtype
+        s = torch.as_tensor(strength, device=matched.device).to(work)
+        s = s.view(n, *[1] * (matched.dim() - 1))
+        o = original.to(work).expand_as(matched)
+        limit = torch.finfo(work).max / 2
+        big = (o.abs().reshape(n, -1).amax(1) >= limit) | (
+            matched.abs().reshape(n, -1).amax(1) >= limit
+        )
+        if bool(big.any()):  # no term of this form exceeds the inputs' magnitude
+            big = big.view(s.shape)
+            blended = torch.where(big, matched * s + (1 - s) * o, (matched - o) * s + o)
+        else:
+            blended = (matched - o) * s + o
+        matched = torch.where(s == 1, matched, blended)
+    bounds = value_range(_numpy_dtype(dtype))
+    if bounds is not None:
+        matched = matched.round().clamp_(bounds[0], bounds[1])
+    return matched.to(dtype)
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def _chunks(n: int, per_image: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(1, per_image))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _grid(x: torch.Tensor, mask: torch.Tensor | None) -> tuple | None:
+    """Per-image channel grids ``(lo, scale, single)`` of a float batch, or None.
+
+    ``lo`` and ``scale`` ``(N, C)`` in the image dtype place each channel on
+    the grid as :func:`histmatch_ml.methods.per_channel.grid_cells` does;
+    ``single`` marks channels holding one value. None for ranges that kernel
+    handles on another path.
+    """
+    n, c = x.shape[:2]
+    los, his = [], []
+    for part in _chunks(n, c * x[0, 0].numel()):
+        xs = x[part]
+        if mask is None:
+            los.append(xs.amin(dim=(2, 3)))
+            his.append(xs.amax(dim=(2, 3)))
+        else:
+            m = mask[part, None]
+            los.append(torch.where(m, xs, torch.inf).amin(dim=(2, 3)))
+            his.append(torch.where(m, xs, -torch.inf).amax(dim=(2, 3)))
+    lo = torch.cat(los).cpu().double().numpy()
+    hi = torch.cat(his).cpu().double().numpy()
+    single = ~(hi > lo)
+    span = GRID_CELLS - 2 + 2 * _END
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        width = np.where(single, 1.0, hi - lo)
+        scale = span / width
+    info = np.finfo(_numpy_dtype(x.dtype))
+    if (width > info.max).any() or not np.isfinite(width).all() or (scale > info.max).any():
+        return None
+    scale[single] = 0.0
+    dev = x.device
+    return (
+        torch.from_numpy(lo).to(dev, x.dtype),
+        torch.from_numpy(scale).to(dev, x.dtype),
+        torch.from_numpy(single).to(dev),
+    )
+
+
+def match_per_channel(
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    knots: Knots,
+    reference: np.ndarray,
+    strength: np.ndarray,
+) -> torch.Tensor | None:
+    """``per_channel`` matching of an ``(N, C, H, W)`` batch; None where numpy must do it.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        uint8, int8, uint16, int16, float32 or float64 images, channels first.
+    mask : torch.Tensor or None
+        ``(N, H, W)`` bool on ``x``'s device: only those pixels are counted and
+        changed.
+    knots : Knots
+        The references' knots (on ``x``'s device).
+    reference, strength : ndarray of shape (N,)
+        Each image's reference (index into ``knots``) and strength.
+
+    Returns
+    -------
+    torch.Tensor or None
+        The matched batch (dtype, device and shape of ``x``), or None for the
+        batches the numpy kernel treats on a special path (see the module docstring).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from histmatch_ml import HistogramMatcher
+    >>> from histmatch_ml.backends.torch import Knots, match_per_channel
+    >>> refs = np.random.default_rng(0).integers(100, 200, (2, 8, 8, 3), dtype=np.uint8)
+    >>> knots = Knots.build([HistogramMatcher().fit(refs).tables_], "cpu")
+    >>> x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    >>> out = match_per_channel(x, None, knots, np.zeros(4, int), np.ones(4))
+    >>> out.dtype, tuple(out.shape), int(out.min()) >= 100
+    (torch.uint8, (4, 3, 8, 8), True)
+    """
+    n, c, h, w = x.shape
+    levels = x.dtype in _LEVELS
+    if levels:
+        n_cells, offset = _reference.level_count_and_offset(_numpy_dtype(x.dtype))
+        grid = None
+    else:
+        n_cells, offset = GRID_CELLS, 0
+        grid = _grid(x, mask)
+        if grid is None:
+            return None
+    out = torch.empty_like(x)
+    channel_rows = torch.arange(c, device=x.device)
+    for part in _chunks(n, c * max(h * w, n_cells)):
+        xs = x[part].reshape(-1, c, h * w)
+        k = xs.shape[0]
+        if levels:
+            cells = xs.long() + offset
+        else:
+            lo, scale, single = (g[part, :, None] for g in grid)
+            t = (xs - lo) * scale + (1 - _END)
+            if mask is not None:
+                t.clamp_(0.0, GRID_CELLS - 0.5)
+            cells = t.long()
+        cells += (torch.arange(k * c, device=x.device) * n_cells).view(k, c, 1)
+        counted = cells
+        if mask is not None:
+            m = mask[part].reshape(k, 1, h * w)
+            counted = torch.where(m, cells, k * c * n_cells)
+        counts = torch.bincount(counted.reshape(-1), minlength=k * c * n_cells + 1)
+        counts = counts[: k * c * n_cells].view(k * c, n_cells)
+        refs = torch.as_tensor(reference[part], device=x.device).long()
+        rows = (refs[:, None] * knots.n_channels + channel_rows).reshape(-1)
+        table = _tables(counts, rows, knots)
+        if levels:
+            level_values = torch.arange(n_cells, device=x.device, dtype=torch.float64) - offset
+            table = _blend(level_values, table.view(k, c, n_cells), strength[part], x.dtype)
+            matched = table.reshape(-1)[cells]
+        else:
+            matched = table.to(x.dtype).reshape(-1)[cells]
+            median = quantiles(knots, rows, torch.full_like(rows, 0.5, dtype=torch.float64))
+            matched = torch.where(single, median.to(x.dtype).view(k, c, 1), matched)
+            matched = _blend(xs, matched, strength[part], x.dtype)
+        if mask is not None:
+            matched = torch.where(m, matched, xs)
+        out[part] = matched.view(k, c, h, w)
+    return out
+
+
+# ------------------------------------------------------------------ estimator entry points
+def as_batch(X: Any) -> torch.Tensor | None:
+    """``X`` as an ``(N, C, H, W)`` view a kernel takes, or None (the numpy path decides)."""
+    if X.ndim not in (2, 3, 4) or not (X.dtype in _LEVELS or X.dtype in _FLOATS + _HALF):
+        return None
+    if X.ndim >= 3 and X.shape[-3] > 4 and X.shape[-1] in (1, 3, 4):  # (refused there)
+        return None
+    if X.numel() == 0:
+        return None
+    x = X.detach()
+    x = x[None, None] if x.ndim == 2 else x[None] if x.ndim == 3 else x
+    return x.float() if x.dtype in _HALF else x
+
+
+def tensor_mask(mask: Any, x: torch.Tensor, name: str = "mask") -> torch.Tensor | None:
+    """``mask`` (a bool tensor or arrays, one ``(H, W)`` per image) as ``(N, H, W)`` on ``x``'s
+    device; the errors of the other inputs' masks."""
+    if mask is None:
+        return None
+    n, _, h, w = x.shape
+    if isinstance(mask, torch.Tensor):
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{name} must be boolean; got dtype {mask.dtype}")
+        m = mask.to(x.device).reshape(-1, *mask.shape[-2:]) if mask.ndim >= 2 else mask
+        if tuple(m.shape) != (n, h, w):
+            raise ValueError(
+                f"{name} must be one boolean mask per image with the images' spatial shape "
+                f"{(h, w)}; got shape {tuple(mask.shape)}"
+            )
+        empty = torch.nonzero(~m.reshape(n, -1).any(1))
+        if len(empty):
+            raise ValueError(f"{name} for image {int(empty[0, 0])} selects no pixels")
+        return m
+    masks = _images._mask_list(mask, [(h, w)] * n, name)
+    return torch.from_numpy(np.stack(masks)).to(x.device)
+
+
+def knots_for(estimator: Any, key: tuple, tables: Any) -> Knots | None:
+    """The estimator's :class:`Knots` for ``key``, built from ``tables()`` the first time."""
+    cache = estimator.__dict__.setdefault("_device_tables", DeviceTables())
+    if key not in cache:
+        cache[key] = Knots.build(tables(), key[0])
+    return cache[key]
+
+
+def summary_batch(x: torch.Tensor, fitted: str, scale: str) -> _images.Batch:
+    """A one-pixel :class:`~histmatch_ml._images.Batch` standing for ``x`` in
+    :func:`histmatch_ml.matcher.matching_tables`: ``x``'s dtype and, where that
+    rule reads it, its largest magnitude."""
+    dtype = _numpy_dtype(x.dtype)
+    peak = 0.0
+    if dtype.kind == "f" and np.dtype(fitted).kind in "iu" and scale == "dtype":
+        peak = float(x.abs().amax())
+    return _images.Batch([np.full((1, 1, 1), peak, dtype=dtype)], None, "tensor")
+
+
+def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
+    """``HistogramMatcher.transform`` of a tensor on its device, or None for the numpy path.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from histmatch_ml import HistogramMatcher
+    >>> refs = np.random.default_rng(0).integers(100, 200, (2, 8, 8, 3), dtype=np.uint8)
+    >>> matcher = HistogramMatcher().fit(refs)
+    >>> out = matcher.transform(torch.zeros(4, 3, 8, 8, dtype=torch.uint8))
+    >>> out.dtype, tuple(out.shape)
+    (torch.uint8, (4, 3, 8, 8))
+    """
+    from ..matcher import matching_tables
+
+    method = estimator._fitted_method()
+    x = as_batch(X)
+    if method.name not in KERNEL_METHODS or x is None:
+        return None
+    if x.shape[1] != estimator.n_channels_:
+        raise _images.channel_mismatch(name, x.shape[1], estimator.n_channels_)
+    method.check_channels(x.shape[1], name)
+    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
+        raise _images.not_finite_error(name)
+    m = tensor_mask(mask, x)
+    batch = summary_batch(x, estimator.dtype_, estimator.scale)
+    tables = matching_tables(
+        method, batch, estimator.dtype_, estimator.scale, estimator.tables_, name
+    )
+    knots = knots_for(
+        estimator, (str(x.device), str(x.dtype), estimator.scale), lambda: [tables]
+    )
+    if knots is None:
+        return None
+    n = x.shape[0]
+    out = match_per_channel(
+        x, m, knots, np.zeros(n, dtype=np.int64), np.full(n, float(estimator.strength))
+    )
+    return None if out is None else out.to(X.dtype).reshape(X.shape)
