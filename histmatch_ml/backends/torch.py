@@ -48,7 +48,15 @@ from .. import _images, _reference
 from ..methods._base import value_range
 from ..methods.per_channel import _END, GRID_CELLS
 
-__all__ = ["KERNEL_METHODS", "DeviceTables", "Knots", "match_per_channel", "transform"]
+__all__ = [
+    "KERNEL_METHODS",
+    "DeviceTables",
+    "Knots",
+    "RandomHistogramMatchingModule",
+    "augment",
+    "match_per_channel",
+    "transform",
+]
 
 #: methods with a torch kernel
 KERNEL_METHODS = frozenset({"per_channel"})
@@ -124,30 +132,49 @@ def quantiles(knots: Knots, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor
     """
     width = knots.probs.shape[1]
     flat_p, flat_v = knots.probs.reshape(-1), knots.values.reshape(-1)
-    base, last = rows * width, knots.last[rows]
+    base, last = rows * width, _at(knots.last, rows)
     top = (last - 1).clamp(min=0)
     j = torch.searchsorted(knots.keys, 2.0 * rows + q, right=True) - base - 1
     j = torch.minimum(j.clamp(min=0), top)
     for _ in range(2):
-        j = torch.where((q < flat_p[base + j]) & (j > 0), j - 1, j)
-        j = torch.where((q >= flat_p[base + j + 1]) & (j < top), j + 1, j)
-    p0, p1, v0, v1 = flat_p[base + j], flat_p[base + j + 1], flat_v[base + j], flat_v[base + j + 1]
+        j = torch.where((q < _at(flat_p, base + j)) & (j > 0), j - 1, j)
+        j = torch.where((q >= _at(flat_p, base + j + 1)) & (j < top), j + 1, j)
+    at = base + j
+    p0, p1, v0, v1 = _at(flat_p, at), _at(flat_p, at + 1), _at(flat_v, at), _at(flat_v, at + 1)
     out = (v1 - v0) / (p1 - p0) * (q - p0) + v0
     out = torch.where(q == p0, v0, out)
-    out = torch.where(q >= flat_p[base + last], flat_v[base + last], out)
-    return torch.where(q < flat_p[base], flat_v[base], out)
+    out = torch.where(q >= _at(flat_p, base + last), _at(flat_v, base + last), out)
+    return torch.where(q < _at(flat_p, base), _at(flat_v, base), out)
 
 
-def _tables(counts: torch.Tensor, rows: torch.Tensor, knots: Knots) -> torch.Tensor:
+def _at(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``flat[index]`` for a 1-D ``flat`` (``index_select``, the fastest gather on CPU)."""
+    return flat.index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def _tables(
+    counts: torch.Tensor, rows: torch.Tensor, knots: Knots, dense: bool = False
+) -> torch.Tensor:
     """Tables ``(M, L)`` float64: the reference quantiles at each row's midpoint CDF.
 
     :func:`histmatch_ml._reference.midpoint_cdf` and a running maximum along
-    the rows (:func:`histmatch_ml._reference.quantile_rows`).
+    each row, as :func:`histmatch_ml.methods.per_channel.cdf_lut` does: over
+    all entries (``dense``, or a row with more than 1/8 of its entries
+    occupied), else over the occupied entries only (the others are never read).
     """
+    n_rows, width = counts.shape
     cum = counts.cumsum(-1, dtype=torch.float64)
     cdf = (cum + cum - counts) / (2 * cum[:, -1:])
-    matched = quantiles(knots, rows[:, None].expand_as(cdf), cdf)
-    return torch.cummax(matched, -1).values
+    if dense:
+        matched = quantiles(knots, rows[:, None].expand_as(cdf), cdf)
+        return torch.cummax(matched, -1).values
+    used = counts > 0
+    used |= (used.sum(1) > width // 8)[:, None]
+    entries = torch.nonzero(used.reshape(-1)).squeeze(1)
+    values = quantiles(knots, _at(rows, entries // width), _at(cdf.reshape(-1), entries))
+    table = torch.full((n_rows * width,), -torch.inf, dtype=torch.float64, device=counts.device)
+    table.index_copy_(0, entries, values)
+    return torch.cummax(table.view(n_rows, width), -1).values
 
 
 def _blend(
@@ -298,13 +325,16 @@ def match_per_channel(
         counts = counts[: k * c * n_cells].view(k * c, n_cells)
         refs = torch.as_tensor(reference[part], device=x.device).long()
         rows = (refs[:, None] * knots.n_channels + channel_rows).reshape(-1)
-        table = _tables(counts, rows, knots)
+        # (8-bit images of at most 4 channels: the numpy kernel's tables over all levels)
+        table = _tables(counts, rows, knots, dense=n_cells == 256 and c <= 4 and levels)
         if levels:
             level_values = torch.arange(n_cells, device=x.device, dtype=torch.float64) - offset
             table = _blend(level_values, table.view(k, c, n_cells), strength[part], x.dtype)
-            matched = table.reshape(-1)[cells]
+            if x.dtype == torch.uint16:  # (index_select does not take uint16)
+                table = table.to(torch.int32)
+            matched = _at(table.reshape(-1), cells).to(x.dtype)
         else:
-            matched = table.to(x.dtype).reshape(-1)[cells]
+            matched = _at(table.to(x.dtype).reshape(-1), cells)
             median = quantiles(knots, rows, torch.full_like(rows, 0.5, dtype=torch.float64))
             matched = torch.where(single, median.to(x.dtype).view(k, c, 1), matched)
             matched = _blend(xs, matched, strength[part], x.dtype)
@@ -399,9 +429,7 @@ def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
     tables = matching_tables(
         method, batch, estimator.dtype_, estimator.scale, estimator.tables_, name
     )
-    knots = knots_for(
-        estimator, (str(x.device), str(x.dtype), estimator.scale), lambda: [tables]
-    )
+    knots = knots_for(estimator, (str(x.device), str(x.dtype), estimator.scale), lambda: [tables])
     if knots is None:
         return None
     n = x.shape[0]
@@ -409,3 +437,83 @@ def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
         x, m, knots, np.zeros(n, dtype=np.int64), np.full(n, float(estimator.strength))
     )
     return None if out is None else out.to(X.dtype).reshape(X.shape)
+
+
+def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> Any:
+    """``RandomHistogramMatching.apply`` of checked per-image ``params`` to an
+    ``(N, C, H, W)`` tensor in one batched call, or None for the numpy path."""
+    import warnings
+
+    from ..matcher import matching_tables
+    from ..methods import get_method
+
+    method = get_method(augmenter.method_)
+    x = as_batch(tensor)
+    if method.name not in KERNEL_METHODS or x is None:
+        return None
+    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
+        raise _images.not_finite_error("image")
+    batch = summary_batch(x, augmenter.dtype_, matcher.scale)
+    applied = np.flatnonzero([p["apply"] for p in params])
+    reference = np.array([params[k]["reference"] for k in applied], dtype=np.int64)
+    strength = np.array([params[k]["strength"] for k in applied], dtype=np.float64)
+    fitted, scale, all_tables = augmenter.dtype_, matcher.scale, augmenter.tables_
+    matching_tables(method, batch, fitted, scale, all_tables[reference[0]], "image")  # (warnings)
+
+    def tables() -> list[dict]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [matching_tables(method, batch, fitted, scale, t, "image") for t in all_tables]
+
+    knots = knots_for(augmenter, (str(x.device), str(x.dtype), scale), tables)
+    if knots is None:
+        return None
+    index = torch.as_tensor(applied, device=x.device)
+    matched = match_per_channel(x.index_select(0, index), None, knots, reference, strength)
+    if matched is None:
+        return None
+    work = torch.int32 if x.dtype == torch.uint16 else x.dtype  # (no index_put for uint16)
+    out = x.to(work, copy=True)
+    out[index] = matched.to(work)
+    return out.to(tensor.dtype).reshape(tensor.shape)
+
+
+class RandomHistogramMatchingModule(torch.nn.Module):
+    """A fitted :class:`~histmatch_ml.RandomHistogramMatching` as a ``torch.nn.Module``.
+
+    ``module(batch)`` draws one set of parameters per image
+    (:meth:`~histmatch_ml.RandomHistogramMatching.sample_batch_params`, from
+    ``generator`` when given) and applies them in one batched call on the
+    batch's device; the output has the input's dtype, device and shape. It
+    holds no weights and is no part of the autograd graph (matching is a
+    data augmentation: its output carries no gradient). Build it with
+    :meth:`~histmatch_ml.RandomHistogramMatching.as_torch_module`.
+
+    Parameters
+    ----------
+    augmenter : RandomHistogramMatching
+        The fitted augmenter.
+    generator : torch.Generator, optional
+        Source of the draws; the augmenter's stream by default.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from histmatch_ml import RandomHistogramMatching
+    >>> refs = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    >>> module = RandomHistogramMatching(p=1.0).fit(refs).as_torch_module()
+    >>> module(torch.zeros(2, 3, 16, 16, dtype=torch.uint8)).shape
+    torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(self, augmenter: Any, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.augmenter = augmenter
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Augment ``x``, ``(N, C, H, W)`` (one draw per image) or ``(C, H, W)``."""
+        n = x.shape[0] if x.ndim == 4 else 1
+        params = self.augmenter.sample_batch_params(n, generator=self.generator)
+        with torch.no_grad():
+            return self.augmenter.apply(x, params if x.ndim == 4 else params[0])
