@@ -10,7 +10,7 @@ input does.
 done for a whole batch at once:
 
 * 8/16-bit integers: the level of every pixel, per-image histograms of all
-  images and channels in one ``bincount`` (each ``(image, channel)`` row at its
+  images and channels in one ``index_add_`` (each ``(image, channel)`` row at its
   own offset), per-image lookup tables over all levels (the midpoint CDF
   through the reference quantile knots, blended by strength, rounded and
   clipped), one gather;
@@ -309,19 +309,24 @@ def match_per_channel(
         xs = x[part].reshape(-1, c, h * w)
         k = xs.shape[0]
         if levels:
-            cells = xs.long() + offset
+            cells = xs.to(torch.int32)
+            if offset:
+                cells += offset
         else:
             lo, scale, single = (g[part, :, None] for g in grid)
             t = (xs - lo) * scale + (1 - _END)
             if mask is not None:
                 t.clamp_(0.0, GRID_CELLS - 0.5)
-            cells = t.long()
-        cells += (torch.arange(k * c, device=x.device) * n_cells).view(k, c, 1)
+            cells = t.to(torch.int32)  # (truncation)
+        # each (image, channel) row of cells at its own offset: one count for the chunk
+        cells += (torch.arange(k * c, device=x.device, dtype=torch.int32) * n_cells).view(k, c, 1)
         counted = cells
         if mask is not None:
             m = mask[part].reshape(k, 1, h * w)
             counted = torch.where(m, cells, k * c * n_cells)
-        counts = torch.bincount(counted.reshape(-1), minlength=k * c * n_cells + 1)
+        counts = torch.zeros(k * c * n_cells + 1, dtype=torch.int64, device=x.device)
+        ones = torch.ones(1, dtype=torch.int64, device=x.device).expand(counted.numel())
+        counts.index_add_(0, counted.reshape(-1), ones)
         counts = counts[: k * c * n_cells].view(k * c, n_cells)
         refs = torch.as_tensor(reference[part], device=x.device).long()
         rows = (refs[:, None] * knots.n_channels + channel_rows).reshape(-1)
