@@ -301,3 +301,19 @@ def test_torch_module_in_a_training_loop():
         for _ in range(2)
     ]
     assert torch.equal(twins[0](first), twins[1](first))
+
+
+def test_batch_augmentation_checks_and_passes_through():
+    aug = _augmenter(p=1.0, random_state=0)
+    _, srcs = real_images()
+    x = to_tensor(srcs)
+    skip = [{"apply": False, "reference": 0, "strength": 1.0}] * len(x)
+    assert aug.apply(x, skip) is x
+    with pytest.raises(ValueError, match="channel"):
+        aug.apply(x[:, :2], skip)
+    with pytest.raises(ValueError, match="one dict per image"):
+        aug.apply(x, skip[:1])
+    bad = x.float()
+    bad[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        aug.apply(bad, aug.sample_batch_params(len(x)))

@@ -484,21 +484,21 @@ class RandomHistogramMatching(BaseEstimator):
 
     def _apply_tensor(self, tensor: Any, params: Any, matcher: HistogramMatcher) -> Any:
         """An ``(N, C, H, W)`` tensor: one set of params for all images, or one per image."""
-        batch = self._batch(tensor, "image")  # (checked also when nothing is applied)
-        n = len(batch.images)
+        n = tensor.shape[0]
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * n
         if len(plist) != n:
             raise ValueError(
                 f"params must hold one dict per image of the batch ({n}); got {len(plist)}"
             )
         plist = [self._checked(p) for p in plist]
-        if not any(p["apply"] for p in plist):
-            return tensor
         from ..backends import torch as torch_backend  # (one batched call on the device)
 
         matched = torch_backend.augment(self, tensor, plist, matcher)
         if matched is not None:
             return matched
+        batch = self._batch(tensor, "image")  # (checked also when nothing is applied)
+        if not any(p["apply"] for p in plist):
+            return tensor
         outputs = [
             self._match(batch, k, p, matcher) if p["apply"] else im
             for k, (im, p) in enumerate(zip(batch.images, plist))

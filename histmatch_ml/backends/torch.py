@@ -446,7 +446,10 @@ def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
 
 def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> Any:
     """``RandomHistogramMatching.apply`` of checked per-image ``params`` to an
-    ``(N, C, H, W)`` tensor in one batched call, or None for the numpy path."""
+    ``(N, C, H, W)`` tensor in one batched call, or None for the numpy path.
+
+    ``tensor`` itself when no image is to be changed (after the checks).
+    """
     import warnings
 
     from ..matcher import matching_tables
@@ -456,10 +459,15 @@ def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> An
     x = as_batch(tensor)
     if method.name not in KERNEL_METHODS or x is None:
         return None
+    if x.shape[1] != augmenter.n_channels_:
+        raise _images.channel_mismatch("image", x.shape[1], augmenter.n_channels_)
+    method.check_channels(x.shape[1], "image")
     if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
         raise _images.not_finite_error("image")
-    batch = summary_batch(x, augmenter.dtype_, matcher.scale)
     applied = np.flatnonzero([p["apply"] for p in params])
+    if not len(applied):
+        return tensor
+    batch = summary_batch(x, augmenter.dtype_, matcher.scale)
     reference = np.array([params[k]["reference"] for k in applied], dtype=np.int64)
     strength = np.array([params[k]["strength"] for k in applied], dtype=np.float64)
     fitted, scale, all_tables = augmenter.dtype_, matcher.scale, augmenter.tables_
