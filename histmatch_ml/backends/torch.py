@@ -23,10 +23,9 @@ done for a whole batch at once:
 The knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
 of each channel), turned into tensors once per device, dtype and scale rule
 and kept on the estimator (:class:`DeviceTables`, which pickles empty). The
-interpolation is ``np.interp``'s formula in float64, so integer outputs equal
-the numpy path's and float outputs agree to the last bits (a table computed
-over all cells rather than the occupied ones can differ by one float64 ulp
-before its rounding to the image's dtype).
+tables are ``np.interp``'s arithmetic in float64 over the same entries as the
+numpy kernel's (all levels, or the occupied ones of a sparse histogram), with
+its running maximum, so on the CPU the outputs equal the numpy path's bit for bit.
 
 Batches are processed in chunks of images whose work arrays (cells and
 tables) stay below :data:`CHUNK_ELEMENTS` elements. Float batches read their
@@ -85,13 +84,11 @@ class Knots:
     """The reference quantile knots of ``R`` references of ``C`` channels, as tensors.
 
     Row ``r * C + c`` is channel ``c`` of reference ``r``, padded to ``K``
-    knots by repeating its last one. ``keys`` (flat, sorted) is ``2 * row +
-    prob`` for one ``searchsorted`` over all rows.
+    knots by repeating its last one; ``last`` is the index of each row's last knot.
     """
 
     probs: torch.Tensor
     values: torch.Tensor
-    keys: torch.Tensor
     last: torch.Tensor
     n_channels: int
 
@@ -112,39 +109,12 @@ class Knots:
         for r, (p, v) in enumerate(rows):
             probs[r, : len(p)], probs[r, len(p) :] = p, p[-1]
             values[r, : len(v)], values[r, len(v) :] = v, v[-1]
-        keys = (2.0 * np.arange(len(rows)))[:, None] + probs
         last = np.array([len(p) - 1 for p, _ in rows], dtype=np.int64)
 
         def dev(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-        return cls(dev(probs), dev(values), dev(keys.ravel()), dev(last), len(tables[0]["values"]))
-
-
-def quantiles(knots: Knots, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """The quantile function of knot row ``rows`` (int64, q's shape) at ``q`` (float64).
-
-    ``np.interp``'s arithmetic: the segment ``p[j] <= q < p[j + 1]``, the value
-    ``(v[j+1] - v[j]) / (p[j+1] - p[j]) * (q - p[j]) + v[j]``, ``v[j]`` at a
-    knot, the end values outside. The segment comes from one ``searchsorted``
-    on the rows' ``keys``, whose rounding (at most an ulp of ``2 * rows``,
-    far below the spacing of the knots) two exact comparisons correct.
-    """
-    width = knots.probs.shape[1]
-    flat_p, flat_v = knots.probs.reshape(-1), knots.values.reshape(-1)
-    base, last = rows * width, _at(knots.last, rows)
-    top = (last - 1).clamp(min=0)
-    j = torch.searchsorted(knots.keys, 2.0 * rows + q, right=True) - base - 1
-    j = torch.minimum(j.clamp(min=0), top)
-    for _ in range(2):
-        j = torch.where((q < _at(flat_p, base + j)) & (j > 0), j - 1, j)
-        j = torch.where((q >= _at(flat_p, base + j + 1)) & (j < top), j + 1, j)
-    at = base + j
-    p0, p1, v0, v1 = _at(flat_p, at), _at(flat_p, at + 1), _at(flat_v, at), _at(flat_v, at + 1)
-    out = (v1 - v0) / (p1 - p0) * (q - p0) + v0
-    out = torch.where(q == p0, v0, out)
-    out = torch.where(q >= _at(flat_p, base + last), _at(flat_v, base + last), out)
-    return torch.where(q < _at(flat_p, base), _at(flat_v, base), out)
+        return cls(dev(probs), dev(values), dev(last), len(tables[0]["values"]))
 
 
 def _at(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -162,19 +132,40 @@ def _tables(
     all entries (``dense``, or a row with more than 1/8 of its entries
     occupied), else over the occupied entries only (the others are never read).
     """
-    n_rows, width = counts.shape
+    width = counts.shape[1]
     cum = counts.cumsum(-1, dtype=torch.float64)
     cdf = (cum + cum - counts) / (2 * cum[:, -1:])
-    if dense:
-        matched = quantiles(knots, rows[:, None].expand_as(cdf), cdf)
-        return torch.cummax(matched, -1).values
-    used = counts > 0
-    used |= (used.sum(1) > width // 8)[:, None]
-    entries = torch.nonzero(used.reshape(-1)).squeeze(1)
-    values = quantiles(knots, _at(rows, entries // width), _at(cdf.reshape(-1), entries))
-    table = torch.full((n_rows * width,), -torch.inf, dtype=torch.float64, device=counts.device)
-    table.index_copy_(0, entries, values)
-    return torch.cummax(table.view(n_rows, width), -1).values
+    matched = sorted_quantiles(knots, rows, cdf)
+    if not dense:
+        used = counts > 0
+        used |= (used.sum(1) > width // 8)[:, None]
+        matched = torch.where(used, matched, -torch.inf)
+    return torch.cummax(matched, -1).values
+
+
+def sorted_quantiles(knots: Knots, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The quantile functions of knot rows ``rows`` ``(M,)`` at ``q`` ``(M, L)``, sorted rows.
+
+    ``np.interp``'s arithmetic in float64: the segment ``p[j] <= q < p[j + 1]``,
+    the value ``(v[j+1] - v[j]) / (p[j+1] - p[j]) * (q - p[j]) + v[j]``,
+    ``v[j]`` at a knot, the end values outside. The segments are found by merging:
+    each knot's place among its row's queries (``searchsorted`` of ``K``
+    knots), a count of them, and a running sum give ``#{k: p[k] <= q}``.
+    """
+    probs, values = knots.probs.index_select(0, rows), knots.values.index_select(0, rows)
+    last = knots.last.index_select(0, rows)[:, None]
+    n_rows, width = q.shape
+    places = torch.searchsorted(q, probs)
+    hits = torch.zeros((n_rows, width + 1), dtype=torch.int64, device=q.device)
+    hits.scatter_add_(1, places, torch.ones_like(places))
+    below = hits[:, :width].cumsum(1)  # knots <= each query
+    j = torch.minimum((below - 1).clamp(min=0), (last - 1).clamp(min=0))
+    p0, p1 = probs.gather(1, j), probs.gather(1, j + 1)
+    v0, v1 = values.gather(1, j), values.gather(1, j + 1)
+    out = (v1 - v0) / (p1 - p0) * (q - p0) + v0
+    out = torch.where(q == p0, v0, out)
+    out = torch.where(q >= probs.gather(1, last), values.gather(1, last), out)
+    return torch.where(q < probs[:, :1], values[:, :1], out)
 
 
 def _blend(
@@ -305,7 +296,7 @@ def match_per_channel(
             return None
     out = torch.empty_like(x)
     channel_rows = torch.arange(c, device=x.device)
-    for part in _chunks(n, c * max(h * w, n_cells)):
+    for part in _chunks(n, c * max(h * w, n_cells, knots.probs.shape[1])):
         xs = x[part].reshape(-1, c, h * w)
         k = xs.shape[0]
         if levels:
@@ -340,7 +331,8 @@ def match_per_channel(
             matched = _at(table.reshape(-1), cells).to(x.dtype)
         else:
             matched = _at(table.to(x.dtype).reshape(-1), cells)
-            median = quantiles(knots, rows, torch.full_like(rows, 0.5, dtype=torch.float64))
+            half = torch.full((len(rows), 1), 0.5, dtype=torch.float64, device=x.device)
+            median = sorted_quantiles(knots, rows, half)
             matched = torch.where(single, median.to(x.dtype).view(k, c, 1), matched)
             matched = _blend(xs, matched, strength[part], x.dtype)
         if mask is not None:
