@@ -217,7 +217,8 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     of any sizes (a list comes back); a single ``PIL.Image`` (the same mode
     comes back; an alpha channel is kept as is); a channels-first torch
     tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
-    device comes back). ``fit`` and ``partial_fit`` also take file paths and
+    device comes back; ``"per_channel"`` matches the batch on its device, see
+    :mod:`histmatch_ml.backends.torch`). ``fit`` and ``partial_fit`` also take file paths and
     iterables (generators) of images, read chunk by chunk. Supported dtypes
     are uint8, uint16, int16, float32 and float64 (also int8, 32/64-bit
     integers within +-2**53 and float16); the output has the input's dtype,
