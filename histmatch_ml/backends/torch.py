@@ -473,6 +473,9 @@ def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> An
     knots = knots_for(augmenter, (str(x.device), str(x.dtype), scale), tables)
     if knots is None:
         return None
+    if len(applied) == len(x):
+        matched = match_per_channel(x, None, knots, reference, strength)
+        return None if matched is None else matched.to(tensor.dtype).reshape(tensor.shape)
     index = torch.as_tensor(applied, device=x.device)
     matched = match_per_channel(x.index_select(0, index), None, knots, reference, strength)
     if matched is None:
