@@ -6,7 +6,9 @@ names another) against the numpy path on the same batch as an ``(N, S, S, 3)``
 array with ``n_jobs=2`` (its best case: no tensor conversion), and against
 kornia's ``histogram_matching`` when kornia is installed (one call on the whole
 batch, which it pools into one histogram matched to one reference image: not
-the per-image task, shown for scale). ``RandomHistogramMatching`` on the
+the per-image task, shown for scale). "numpy path, tensors" is the same numpy
+path given the batch as a list of ``(C, H, W)`` CPU tensors (converted to
+arrays and back, as tensors were before the torch kernel). ``RandomHistogramMatching`` on the
 tensor batch (a reference and a strength drawn per image, one batched call)
 is timed in the same loop.
 
@@ -82,6 +84,7 @@ def _times(arrays: np.ndarray, references: list, device, repeat: int, kornia_mat
     fns = {
         "torch": timed(lambda: matcher.transform(x)),
         "numpy": timed(lambda: matcher.transform(arrays)),
+        "numpy_tensors": timed(lambda: matcher.transform(list(x))),
         "aug": timed(lambda: aug(x)),
     }
     if kornia_match is not None:
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> Table:
         "case",
         "torch kernel",
         "numpy path (n_jobs=2)",
+        "numpy path, tensors",
         "kornia (pooled)",
         "RandomHistogramMatching",
         "torch images/s",
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> Table:
             case,
             t["torch"],
             t["numpy"],
+            t["numpy_tensors"],
             t.get("kornia"),
             t["aug"],
             f"{args.batch / t['torch']:.0f}",
