@@ -317,3 +317,17 @@ def test_batch_augmentation_checks_and_passes_through():
     bad[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN or infinity"):
         aug.apply(bad, aug.sample_batch_params(len(x)))
+
+
+def test_augmenter_device_tables_follow_fit_and_pickle_empty():
+    _, srcs = real_images()
+    x = to_tensor(srcs)
+    aug = _augmenter(p=1.0, strength=1.0, random_state=0)
+    params = [{"apply": True, "reference": 1, "strength": 1.0}] * len(x)
+    first = aug.apply(x, params)
+    assert torch.equal(pickle.loads(pickle.dumps(aug)).apply(x, params), first)
+    refs, _ = real_images()
+    aug.fit(refs[::-1])
+    refit = aug.apply(x, params)
+    assert not torch.equal(refit, first)
+    assert torch.equal(refit, _augmenter(p=1.0).fit(refs[::-1]).apply(x, params))
