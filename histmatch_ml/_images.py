@@ -303,6 +303,10 @@ def _mask_list(mask: Any, shapes: list[tuple[int, int]], name: str) -> list[np.n
     """Validate ``mask`` against the spatial shapes of the images."""
     if mask is None:
         return None
+    if is_tensor(mask):  # (a bool tensor on any device, as the torch kernels take it)
+        mask = mask.detach().cpu().numpy()
+    elif isinstance(mask, (list, tuple)):
+        mask = [m.detach().cpu().numpy() if is_tensor(m) else m for m in mask]
     if isinstance(mask, np.ndarray) and len(shapes) == 1 and mask.shape == shapes[0]:
         masks = [mask]
     elif isinstance(mask, np.ndarray) and mask.ndim == 3:

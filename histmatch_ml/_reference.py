@@ -762,13 +762,30 @@ def _interp(
     if len(v) < 2 or (fits and index is None):
         return np.interp(q, p, v)
     j = _segments(q, p, index)
+    if fits:  # np.interp's arithmetic, to the bit
+        return _interp_at(q, p, v, j)
     dp = p[j + 1] - p[j]
     frac = np.divide(q - p[j], dp, out=np.zeros(np.shape(q)), where=dp > 0)
     np.clip(frac, 0.0, 1.0, out=frac)
-    if fits:
-        return v[j] + (v[j + 1] - v[j]) * frac
     half = v * 0.5
     return (half[j] + (half[j + 1] - half[j]) * frac) * 2.0
+
+
+def _interp_at(q: np.ndarray, p: np.ndarray, v: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``np.interp(q, p, v)`` given each query's segment ``j`` (:func:`_segments`), to the bit.
+
+    numpy's formula: ``slope * (q - p[j]) + v[j]``, the knot's value where
+    ``q`` is a knot, the end values beyond the ends.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    p0, v0 = p[j], v[j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (v[j + 1] - v0) / (p[j + 1] - p0)
+        out = slope * (q - p0) + v0
+    np.copyto(out, v0, where=q == p0)
+    np.copyto(out, v[-1], where=q >= p[-1])
+    np.copyto(out, v[0], where=q < p[0])
+    return out
 
 
 def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:

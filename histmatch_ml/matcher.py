@@ -249,7 +249,8 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     of any sizes (a list comes back); a single ``PIL.Image`` (the same mode
     comes back; an alpha channel is kept as is); a channels-first torch
     tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
-    device comes back). With ``spatial_dims=3``: ``(N, D, H, W)`` and
+    device comes back; on a GPU ``"per_channel"`` matches the batch there, see
+    :mod:`histmatch_ml.backends.torch`). With ``spatial_dims=3``: ``(N, D, H, W)`` and
     ``(N, D, H, W, C)`` arrays of volumes, lists of ``(D, H, W[, C])`` volumes,
     channels-first ``(C, D, H, W)`` / ``(N, C, D, H, W)`` tensors, masks of the
     volumes' ``(D, H, W)`` shape. ``fit`` and ``partial_fit`` also take file paths and
@@ -486,6 +487,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             self.n_pixels_seen_ += batch.n_pixels
         self.reference_ = state
         self.tables_ = method.prepare(state, params)
+        self.__dict__.pop("_device_tables", None)  # (the torch backend's tensors of tables_)
         return self
 
     def _check_channels(self, batch, name: str) -> None:
@@ -524,6 +526,12 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def _transform(self, X: Any, mask: Any, name: str) -> Any:
         """:meth:`transform`; errors name the caller's argument ``name``."""
         check_is_fitted(self, ("reference_", "tables_"))
+        if _images.is_tensor(X):  # on the tensor's device where the method has a torch kernel
+            from .backends import torch as torch_backend
+
+            matched = torch_backend.transform(self, X, mask, name)
+            if matched is not None:
+                return matched
         method, params = self._fitted_method(), self._params()
         batch = _images.to_batch(
             X, mask, name=name, estimator=self, reset=False, spatial_dims=self.spatial_dims

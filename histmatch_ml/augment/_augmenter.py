@@ -291,6 +291,7 @@ class RandomHistogramMatching(BaseEstimator):
         self.n_images_seen_ = n_images
         self._rng = None
         self._rng_key = None
+        self.__dict__.pop("_device_tables", None)  # (the torch backend's tensors of tables_)
         self._origin_pid = os.getpid()
         return self
 
@@ -352,15 +353,55 @@ class RandomHistogramMatching(BaseEstimator):
         True
         """
         check_is_fitted(self, "references_")
-        p, (lo, hi), n = float(self.p), _strength_range(self.strength), len(self.references_)
         if rng is None:
             rng = self._generator()
-        u = rng.random(3)
+        return self._from_uniforms(rng.random(3))
+
+    def _from_uniforms(self, u: np.ndarray) -> dict[str, Any]:
+        """The parameters of one call from its three uniforms in [0, 1)."""
+        p, (lo, hi), n = float(self.p), _strength_range(self.strength), len(self.references_)
         return {
             "apply": bool(u[0] < p),
             "reference": min(int(u[1] * n), n - 1),
             "strength": float(lo + (hi - lo) * u[2]) if hi > lo else lo,
         }
+
+    def sample_batch_params(self, n: int, generator: Any = None) -> list[dict[str, Any]]:
+        """Draw the parameters of ``n`` images (a batch), one :meth:`sample_params` each.
+
+        Parameters
+        ----------
+        n : int
+            Number of images.
+        generator : torch.Generator, optional
+            Draw the uniforms from this generator (``torch.rand``) instead of
+            the augmenter's own stream, so a seeded generator repeats the draws.
+
+        Returns
+        -------
+        params : list of dict
+            ``n`` dicts as :meth:`sample_params` returns; without ``generator``
+            they are the next ``n`` draws of the augmenter's stream.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from histmatch_ml import RandomHistogramMatching
+        >>> refs = np.random.default_rng(0).integers(0, 255, (3, 8, 8), dtype=np.uint8)
+        >>> a = RandomHistogramMatching(random_state=0).fit(refs)
+        >>> b = RandomHistogramMatching(random_state=0).fit(refs)
+        >>> a.sample_batch_params(2) == [b.sample_params(), b.sample_params()]
+        True
+        """
+        check_is_fitted(self, "references_")
+        if generator is None:
+            uniforms = [self._generator().random(3) for _ in range(n)]
+        else:
+            import torch
+
+            draws = torch.rand((n, 3), generator=generator, device=generator.device)
+            uniforms = draws.double().cpu().numpy()
+        return [self._from_uniforms(u) for u in uniforms]
 
     # ------------------------------------------------------------- applying
     # ------------------------------------------------------------- applying
@@ -455,14 +496,19 @@ class RandomHistogramMatching(BaseEstimator):
 
     def _apply_tensor(self, tensor: Any, params: Any, matcher: HistogramMatcher) -> Any:
         """An ``(N, C, H, W)`` tensor: one set of params for all images, or one per image."""
-        batch = self._batch(tensor, "image")  # (checked also when nothing is applied)
-        n = len(batch.images)
+        n = tensor.shape[0]
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * n
         if len(plist) != n:
             raise ValueError(
                 f"params must hold one dict per image of the batch ({n}); got {len(plist)}"
             )
         plist = [self._checked(p) for p in plist]
+        from ..backends import torch as torch_backend  # (one batched call on the device)
+
+        matched = torch_backend.augment(self, tensor, plist, matcher)
+        if matched is not None:
+            return matched
+        batch = self._batch(tensor, "image")  # (checked also when nothing is applied)
         if not any(p["apply"] for p in plist):
             return tensor
         outputs = [
@@ -516,7 +562,7 @@ class RandomHistogramMatching(BaseEstimator):
         else:
             raise TypeError("an image is required: aug(image) or aug(image=image, ...)")
         if _images.is_tensor(image) and image.ndim == 4:
-            params: Any = [self.sample_params() for _ in range(image.shape[0])]
+            params: Any = self.sample_batch_params(image.shape[0])
         else:
             params = self.sample_params()
         out = self.apply(image, params)
@@ -565,6 +611,44 @@ class RandomHistogramMatching(BaseEstimator):
         if path is not None:
             self.save(path)
         return albumentations_class()(model_path=path, p=self.p, augmenter=self)
+
+    def as_torch_module(self, *, generator: Any = None) -> Any:
+        """A ``torch.nn.Module`` augmenting whole batches, for use after a DataLoader.
+
+        Each call draws a reference and a strength per image
+        (:meth:`sample_batch_params`) and matches the batch in one call on its
+        device, as ``kornia.augmentation`` modules do.
+
+        Parameters
+        ----------
+        generator : torch.Generator, optional
+            Draw from this generator (on any device); by default from the
+            augmenter's own stream (``random_state``).
+
+        Returns
+        -------
+        module : torch.nn.Module
+            A :class:`histmatch_ml.backends.torch.RandomHistogramMatchingModule`
+            taking ``(N, C, H, W)`` (or ``(C, H, W)``) tensors.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> from histmatch_ml import RandomHistogramMatching
+        >>> refs = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+        >>> aug = RandomHistogramMatching(p=1.0).fit(refs)
+        >>> module = aug.as_torch_module(generator=torch.Generator().manual_seed(0))
+        >>> batch = torch.rand(4, 3, 16, 16)
+        >>> out = module(batch)
+        >>> out.shape == batch.shape, out.dtype
+        (True, torch.float32)
+        """
+        from ..backends.torch import RandomHistogramMatchingModule
+
+        check_is_fitted(self, "references_")
+        return RandomHistogramMatchingModule(self, generator=generator)
 
     # ---------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:

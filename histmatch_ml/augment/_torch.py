@@ -1,8 +1,9 @@
 """DataLoader worker identity, for the augmenter's per-worker random streams.
 
 torch is never imported here: a DataLoader worker has always imported torch,
-so a process that has not cannot be one. (Tensors themselves are converted by
-:mod:`histmatch_ml._images`, like every other input.)
+so a process that has not cannot be one. (Tensor batches are matched on their
+device by :mod:`histmatch_ml.backends.torch`, and converted by
+:mod:`histmatch_ml._images` for the methods without a torch kernel.)
 """
 
 from __future__ import annotations

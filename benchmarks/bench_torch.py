@@ -1,0 +1,152 @@
+"""Torch backend benchmark: a whole tensor batch through the torch kernel against the numpy path.
+
+Times, in one interleaved run on the same images, ``HistogramMatcher.transform``
+of an ``(N, 3, S, S)`` tensor (the torch kernel, on the CPU unless ``--device``
+names another) against the numpy path on the same batch as an ``(N, S, S, 3)``
+array with ``n_jobs=2`` (its best case: no tensor conversion), and against
+kornia's ``histogram_matching`` when kornia is installed (one call on the whole
+batch, which it pools into one histogram matched to one reference image: not
+the per-image task, shown for scale). "numpy path, tensors" is the same numpy
+path given the batch as a list of ``(C, H, W)`` CPU tensors (converted to
+arrays and back, as tensors were before the torch kernel). ``RandomHistogramMatching`` on the
+tensor batch (a reference and a strength drawn per image, one batched call)
+is timed in the same loop.
+
+Images: scikit-image's ``astronaut``, ``coffee``, ``chelsea`` and ``rocket``
+resized to SxS, rolled and brightened into N distinct images; the matcher is
+fitted on ``hubble_deep_field`` and ``immunohistochemistry``; float32 rows
+hold the same images ``/ 255`` plus a little noise (not 8-bit levels).
+Target (issue 18, on CPU): the torch kernel at least as fast per image as the
+numpy path. Run::
+
+    python benchmarks/bench_torch.py                 # batch 32, 512x512
+    python benchmarks/bench_torch.py --batch 256     # the issue's batch
+    python benchmarks/bench_torch.py --device cuda --batch 256 --size 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import cv2
+import numpy as np
+import torch
+from _harness import Table, interleaved_medians, machine, print_targets
+from skimage import data
+
+from histmatch_ml import HistogramMatcher, RandomHistogramMatching
+
+#: torch kernel time per image over the numpy path's, at most (on CPU)
+CPU_TARGET = 1.0
+SOURCES = ("astronaut", "coffee", "chelsea", "rocket")
+REFERENCES = ("hubble_deep_field", "immunohistochemistry")
+#: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
+SMOKE_ARGS = ("--quick", "--batch", "2", "--size", "48")
+
+
+def _resized(name: str, size: int) -> np.ndarray:
+    return cv2.resize(getattr(data, name)(), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def batch_of(n: int, size: int) -> np.ndarray:
+    """``(n, size, size, 3)`` uint8: the sources, rolled and brightened into distinct images."""
+    photos = [_resized(name, size) for name in SOURCES]
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        shifted = np.roll(photos[i % len(photos)], 7 * i, axis=1).astype(np.int16)
+        out[i] = np.clip(shifted + (i % 31) - 15, 0, 255)
+    return out
+
+
+def _kornia():
+    try:
+        from kornia.contrib.histogram_matching import histogram_matching
+    except ImportError:
+        return None
+    return histogram_matching
+
+
+def _times(arrays: np.ndarray, references: list, device, repeat: int, kornia_match) -> dict:
+    """Interleaved medians of the torch kernel, the numpy path, the augmenter and kornia."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    matcher = HistogramMatcher(n_jobs=2).fit(references)
+    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(references)
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arrays, -1, 1))).to(device)
+    template = torch.from_numpy(np.moveaxis(references[0], -1, 0).copy()).to(device)
+
+    def timed(fn):
+        def run():
+            fn()
+            sync()
+
+        return run
+
+    fns = {
+        "torch": timed(lambda: matcher.transform(x)),
+        "numpy": timed(lambda: matcher.transform(arrays)),
+        "numpy_tensors": timed(lambda: matcher.transform(list(x))),
+        "aug": timed(lambda: aug(x)),
+    }
+    if kornia_match is not None:
+        fns["kornia"] = timed(lambda: kornia_match(x, template))
+    return interleaved_medians(fns, repeat=repeat, warmup=1)
+
+
+def main(argv: list[str] | None = None) -> Table:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--batch", type=int, default=32, help="images per batch")
+    parser.add_argument("--size", type=int, default=512, help="image side")
+    parser.add_argument("--device", default="cpu", help="torch device of the tensors")
+    args = parser.parse_args(argv)
+    repeat = 3 if args.quick else 7
+    device = torch.device(args.device)
+    refs = [_resized(name, args.size) for name in REFERENCES]
+    images = batch_of(args.batch, args.size)
+    noise = np.random.default_rng(0).normal(0, 0.004, images.shape).astype(np.float32)
+    kornia_match = _kornia()
+    table = Table(
+        "case",
+        "torch kernel",
+        "numpy path (n_jobs=2)",
+        "numpy path, tensors",
+        "kornia (pooled)",
+        "RandomHistogramMatching",
+        "torch images/s",
+        "numpy images/s",
+        "numpy / torch",
+        "target",
+    )
+    verdicts = []
+    for label, arrays, references in (
+        ("uint8", images, refs),
+        ("float32", images / np.float32(255) + noise, [r / np.float32(255) for r in refs]),
+    ):
+        t = _times(arrays, references, device, repeat, kornia_match)
+        ratio = t["numpy"] / t["torch"]
+        met = device.type != "cpu" or ratio >= CPU_TARGET
+        case = f"{label} RGB {args.size}x{args.size}, batch {args.batch}, {device.type}"
+        verdicts.append((case, met))
+        table.row(
+            case,
+            t["torch"],
+            t["numpy"],
+            t["numpy_tensors"],
+            t.get("kornia"),
+            t["aug"],
+            f"{args.batch / t['torch']:.0f}",
+            f"{args.batch / t['numpy']:.0f}",
+            f"{ratio:.2f}x",
+            f">= {CPU_TARGET:.1f}x: {'met' if met else 'missed'}" if device.type == "cpu" else "-",
+        )
+    print(
+        f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"medians of {repeat} interleaved runs\n"
+    )
+    print(table.markdown())
+    print_targets(verdicts)
+    return table
+
+
+if __name__ == "__main__":
+    main()

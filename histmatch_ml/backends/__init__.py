@@ -1,0 +1,1 @@
+"""Optional kernels over the learned state dicts, for other array libraries."""

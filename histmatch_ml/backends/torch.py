@@ -1,0 +1,551 @@
+"""Torch kernels over the fitted tables: whole ``(N, C, H, W)`` batches on the tensor's device.
+
+:class:`~histmatch_ml.HistogramMatcher` and
+:class:`~histmatch_ml.RandomHistogramMatching` hand tensors here when their
+method has a kernel (:data:`KERNEL_METHODS`) and the tensor is on a device
+other than the CPU (CUDA, MPS); CPU tensors, volumes (``spatial_dims=3``), a
+non-default ``grid_cells`` and the other methods (``exact``, ``lab``, ...)
+go through the numpy kernels on the CPU, one image at a time, as every other
+input does. On the CPU the numpy kernels are the faster ones; set
+:data:`KERNELS_ON_CPU` to run these kernels there too (the tests do, to
+compare them with the numpy path).
+
+``per_channel`` is the arithmetic of :mod:`histmatch_ml.methods.per_channel`
+done for a whole batch at once:
+
+* 8/16-bit integers: the level of every pixel, per-image histograms of all
+  images and channels in one ``index_add_`` (each ``(image, channel)`` row at its
+  own offset), per-image lookup tables over all levels (the midpoint CDF
+  through the reference quantile knots, blended by strength, rounded and
+  clipped), one gather;
+* floats: each channel of each image placed on the 65,536-cell grid over its
+  own range (:func:`~histmatch_ml.methods.per_channel.grid_cells`, in the
+  image's float dtype), then the same histograms, tables and gather, and the
+  strength blend in the image's dtype;
+* float16/bfloat16 are matched as float32 and given back in their dtype.
+
+The knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
+of each channel), turned into tensors once per device, dtype and scale rule
+and kept on the estimator (:class:`DeviceTables`, which pickles empty). The
+tables are ``np.interp``'s arithmetic in float64 over the same entries as the
+numpy kernel's (all levels, or the occupied ones of a sparse histogram), with
+its running maximum, so on the CPU the outputs equal the numpy path's bit for bit.
+
+Batches are processed in chunks of images whose work arrays (cells and
+tables) stay below :data:`CHUNK_ELEMENTS` elements. Float batches read their
+per-image channel ranges back to the host once per batch (``2 N C`` numbers)
+to place the grid as the numpy kernel does; ranges the numpy kernel treats
+specially (wider than float32's range, subnormal) send the batch to the numpy
+path, as do knots near float64's limits and 32/64-bit integer tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _images, _reference
+from ..methods._base import value_range
+from ..methods.per_channel import _END, GRID_CELLS
+
+__all__ = [
+    "KERNEL_METHODS",
+    "DeviceTables",
+    "Knots",
+    "RandomHistogramMatchingModule",
+    "augment",
+    "match_per_channel",
+    "transform",
+]
+
+#: methods with a torch kernel
+KERNEL_METHODS = frozenset({"per_channel"})
+#: whether tensors on the CPU take the torch kernels too; by default they take the numpy
+#: kernels, which are faster there (``benchmarks/README.md``, torch section), and the torch
+#: kernels serve tensors on other devices (CUDA, MPS), which then never leave them
+KERNELS_ON_CPU = False
+
+
+def _kernel_applies(method: Any, x: Any, matcher: Any) -> bool:
+    """True when the ``(N, C, H, W)`` tensor ``x`` (or None) is matched by a torch kernel.
+
+    Only ``per_channel`` has one, for 2-D images on the default float grid, on
+    a device other than the CPU (or anywhere with :data:`KERNELS_ON_CPU`).
+    """
+    return (
+        x is not None
+        and method.name in KERNEL_METHODS
+        and (KERNELS_ON_CPU or x.device.type != "cpu")
+        and getattr(matcher, "spatial_dims", 2) == 2
+        and getattr(matcher, "grid_cells", GRID_CELLS) == GRID_CELLS
+    )
+
+
+#: the most elements of a chunk's work arrays (pixels times channels, or table entries)
+CHUNK_ELEMENTS = 2**23
+
+_FLOATS = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+_LEVELS = (torch.uint8, torch.int8, torch.uint16, torch.int16)
+
+
+class DeviceTables(dict):
+    """Knot tensors of a fitted estimator, keyed by ``(device, dtype, scale)``.
+
+    Created at the first tensor transform and dropped at every fit; it pickles
+    (and deep-copies) empty, so a pickled estimator never carries device memory.
+    """
+
+    def __reduce__(self) -> tuple:
+        return (DeviceTables, ())
+
+
+@dataclass
+class Knots:
+    """The reference quantile knots of ``R`` references of ``C`` channels, as tensors.
+
+    Row ``r * C + c`` is channel ``c`` of reference ``r``, padded to ``K``
+    knots by repeating its last one; ``last`` is the index of each row's last knot.
+    """
+
+    probs: torch.Tensor
+    values: torch.Tensor
+    last: torch.Tensor
+    n_channels: int
+
+    @classmethod
+    def build(cls, tables: list[dict], device: Any) -> Knots | None:
+        """Knots of every channel of every ``tables`` dict, or None when one is near
+        float64's limits (the numpy kernel interpolates those on halved values)."""
+        rows = []
+        for t in tables:
+            for c in range(len(t["values"])):
+                p, v = _reference.quantile_points(t, c)
+                with np.errstate(over="ignore"):
+                    if len(v) > 1 and not np.isfinite((v[-1] - v[0]) * (len(v) - 1)):
+                        return None
+                rows.append((p, v))
+        width = max(2, max(len(p) for p, _ in rows))
+        probs, values = np.empty((len(rows), width)), np.empty((len(rows), width))
+        for r, (p, v) in enumerate(rows):
+            probs[r, : len(p)], probs[r, len(p) :] = p, p[-1]
+            values[r, : len(v)], values[r, len(v) :] = v, v[-1]
+        last = np.array([len(p) - 1 for p, _ in rows], dtype=np.int64)
+
+        def dev(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        return cls(dev(probs), dev(values), dev(last), len(tables[0]["values"]))
+
+
+def _at(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``flat[index]`` for a 1-D ``flat`` (``index_select``, the fastest gather on CPU)."""
+    return flat.index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def _tables(
+    counts: torch.Tensor, rows: torch.Tensor, knots: Knots, dense: bool = False
+) -> torch.Tensor:
+    """Tables ``(M, L)`` float64: the reference quantiles at each row's midpoint CDF.
+
+    :func:`histmatch_ml._reference.midpoint_cdf` and a running maximum along
+    each row, as :func:`histmatch_ml.methods.per_channel.cdf_lut` does: over
+    all entries (``dense``, or a row with more than 1/8 of its entries
+    occupied), else over the occupied entries only (the others are never read).
+    """
+    width = counts.shape[1]
+    cum = counts.cumsum(-1, dtype=torch.float64)
+    cdf = (cum + cum - counts) / (2 * cum[:, -1:])
+    matched = sorted_quantiles(knots, rows, cdf)
+    if not dense:
+        used = counts > 0
+        used |= (used.sum(1) > width // 8)[:, None]
+        matched = torch.where(used, matched, -torch.inf)
+    return torch.cummax(matched, -1).values
+
+
+def sorted_quantiles(knots: Knots, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The quantile functions of knot rows ``rows`` ``(M,)`` at ``q`` ``(M, L)``, sorted rows.
+
+    ``np.interp``'s arithmetic in float64: the segment ``p[j] <= q < p[j + 1]``,
+    the value ``(v[j+1] - v[j]) / (p[j+1] - p[j]) * (q - p[j]) + v[j]``,
+    ``v[j]`` at a knot, the end values outside. The segments are found by merging:
+    each knot's place among its row's queries (``searchsorted`` of ``K``
+    knots), a count of them, and a running sum give ``#{k: p[k] <= q}``.
+    """
+    probs, values = knots.probs.index_select(0, rows), knots.values.index_select(0, rows)
+    last = knots.last.index_select(0, rows)[:, None]
+    n_rows, width = q.shape
+    places = torch.searchsorted(q, probs)
+    hits = torch.zeros((n_rows, width + 1), dtype=torch.int64, device=q.device)
+    hits.scatter_add_(1, places, torch.ones_like(places))
+    below = hits[:, :width].cumsum(1)  # knots <= each query
+    j = torch.minimum((below - 1).clamp(min=0), (last - 1).clamp(min=0))
+    p0, p1 = probs.gather(1, j), probs.gather(1, j + 1)
+    v0, v1 = values.gather(1, j), values.gather(1, j + 1)
+    out = (v1 - v0) / (p1 - p0) * (q - p0) + v0
+    out = torch.where(q == p0, v0, out)
+    out = torch.where(q >= probs.gather(1, last), values.gather(1, last), out)
+    return torch.where(q < probs[:, :1], values[:, :1], out)
+
+
+def _blend(
+    original: torch.Tensor, matched: torch.Tensor, strength: np.ndarray, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`histmatch_ml.methods._base.blend` per image (leading axis), one strength each.
+
+    An image with strength 1 keeps ``matched``; integers are rounded to
+    nearest and clipped to ``dtype``'s range.
+    """
+    n = matched.shape[0]
+    if not np.all(strength == 1.0):
+        work = matched.dtype
+        s = torch.as_tensor(strength, device=matched.device).to(work)
+        s = s.view(n, *[1] * (matched.dim() - 1))
+        o = original.to(work).expand_as(matched)
+        limit = torch.finfo(work).max / 2
+        big = (o.abs().reshape(n, -1).amax(1) >= limit) | (
+            matched.abs().reshape(n, -1).amax(1) >= limit
+        )
+        if bool(big.any()):  # no term of this form exceeds the inputs' magnitude
+            big = big.view(s.shape)
+            blended = torch.where(big, matched * s + (1 - s) * o, (matched - o) * s + o)
+        else:
+            blended = (matched - o) * s + o
+        matched = torch.where(s == 1, matched, blended)
+    bounds = value_range(_numpy_dtype(dtype))
+    if bounds is not None:
+        matched = matched.round().clamp_(bounds[0], bounds[1])
+    return matched.to(dtype)
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def _chunks(n: int, per_image: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(1, per_image))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _grid(x: torch.Tensor, mask: torch.Tensor | None) -> tuple | None:
+    """Per-image channel grids ``(lo, scale, single)`` of a float batch, or None.
+
+    ``lo`` and ``scale`` ``(N, C)`` in the image dtype place each channel on
+    the grid as :func:`histmatch_ml.methods.per_channel.grid_cells` does;
+    ``single`` marks channels holding one value. None for ranges that kernel
+    handles on another path.
+    """
+    n, c = x.shape[:2]
+    los, his = [], []
+    for part in _chunks(n, c * x[0, 0].numel()):
+        xs = x[part]
+        if mask is None:
+            los.append(xs.amin(dim=(2, 3)))
+            his.append(xs.amax(dim=(2, 3)))
+        else:
+            m = mask[part, None]
+            los.append(torch.where(m, xs, torch.inf).amin(dim=(2, 3)))
+            his.append(torch.where(m, xs, -torch.inf).amax(dim=(2, 3)))
+    lo = torch.cat(los).cpu().double().numpy()
+    hi = torch.cat(his).cpu().double().numpy()
+    single = ~(hi > lo)
+    span = GRID_CELLS - 2 + 2 * _END
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        width = np.where(single, 1.0, hi - lo)
+        scale = span / width
+    info = np.finfo(_numpy_dtype(x.dtype))
+    if (width > info.max).any() or not np.isfinite(width).all() or (scale > info.max).any():
+        return None
+    scale[single] = 0.0
+    dev = x.device
+    return (
+        torch.from_numpy(lo).to(dev, x.dtype),
+        torch.from_numpy(scale).to(dev, x.dtype),
+        torch.from_numpy(single).to(dev),
+    )
+
+
+def match_per_channel(
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    knots: Knots,
+    reference: np.ndarray,
+    strength: np.ndarray,
+) -> torch.Tensor | None:
+    """``per_channel`` matching of an ``(N, C, H, W)`` batch; None where numpy must do it.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        uint8, int8, uint16, int16, float32 or float64 images, channels first.
+    mask : torch.Tensor or None
+        ``(N, H, W)`` bool on ``x``'s device: only those pixels are counted and
+        changed.
+    knots : Knots
+        The references' knots (on ``x``'s device).
+    reference, strength : ndarray of shape (N,)
+        Each image's reference (index into ``knots``) and strength.
+
+    Returns
+    -------
+    torch.Tensor or None
+        The matched batch (dtype, device and shape of ``x``), or None for the
+        batches the numpy kernel treats on a special path (see the module docstring).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from histmatch_ml import HistogramMatcher
+    >>> from histmatch_ml.backends.torch import Knots, match_per_channel
+    >>> refs = np.random.default_rng(0).integers(100, 200, (2, 8, 8, 3), dtype=np.uint8)
+    >>> knots = Knots.build([HistogramMatcher().fit(refs).tables_], "cpu")
+    >>> x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    >>> out = match_per_channel(x, None, knots, np.zeros(4, int), np.ones(4))
+    >>> out.dtype, tuple(out.shape), int(out.min()) >= 100
+    (torch.uint8, (4, 3, 8, 8), True)
+    """
+    n, c, h, w = x.shape
+    levels = x.dtype in _LEVELS
+    if levels:
+        n_cells, offset = _reference.level_count_and_offset(_numpy_dtype(x.dtype))
+        grid = None
+    else:
+        n_cells, offset = GRID_CELLS, 0
+        grid = _grid(x, mask)
+        if grid is None:
+            return None
+    out = torch.empty_like(x)
+    channel_rows = torch.arange(c, device=x.device)
+    for part in _chunks(n, c * max(h * w, n_cells, knots.probs.shape[1])):
+        xs = x[part].reshape(-1, c, h * w)
+        k = xs.shape[0]
+        if levels:
+            cells = xs.to(torch.int32)
+            if offset:
+                cells += offset
+        else:
+            lo, scale, single = (g[part, :, None] for g in grid)
+            t = (xs - lo) * scale + (1 - _END)
+            if mask is not None:
+                t.clamp_(0.0, GRID_CELLS - 0.5)
+            cells = t.to(torch.int32)  # (truncation)
+        # each (image, channel) row of cells at its own offset: one count for the chunk
+        cells += (torch.arange(k * c, device=x.device, dtype=torch.int32) * n_cells).view(k, c, 1)
+        counted = cells
+        if mask is not None:
+            m = mask[part].reshape(k, 1, h * w)
+            counted = torch.where(m, cells, k * c * n_cells)
+        counts = torch.zeros(k * c * n_cells + 1, dtype=torch.int64, device=x.device)
+        ones = torch.ones(1, dtype=torch.int64, device=x.device).expand(counted.numel())
+        counts.index_add_(0, counted.reshape(-1), ones)
+        counts = counts[: k * c * n_cells].view(k * c, n_cells)
+        refs = torch.as_tensor(reference[part], device=x.device).long()
+        rows = (refs[:, None] * knots.n_channels + channel_rows).reshape(-1)
+        # (8-bit images of at most 4 channels: the numpy kernel's tables over all levels)
+        table = _tables(counts, rows, knots, dense=n_cells == 256 and c <= 4 and levels)
+        if levels:
+            level_values = torch.arange(n_cells, device=x.device, dtype=torch.float64) - offset
+            table = _blend(level_values, table.view(k, c, n_cells), strength[part], x.dtype)
+            if x.dtype == torch.uint16:  # (index_select does not take uint16)
+                table = table.to(torch.int32)
+            matched = _at(table.reshape(-1), cells).to(x.dtype)
+        else:
+            matched = _at(table.to(x.dtype).reshape(-1), cells)
+            half = torch.full((len(rows), 1), 0.5, dtype=torch.float64, device=x.device)
+            median = sorted_quantiles(knots, rows, half)
+            matched = torch.where(single, median.to(x.dtype).view(k, c, 1), matched)
+            matched = _blend(xs, matched, strength[part], x.dtype)
+        if mask is not None:
+            matched = torch.where(m, matched, xs)
+        out[part] = matched.view(k, c, h, w)
+    return out
+
+
+# ------------------------------------------------------------------ estimator entry points
+def as_batch(X: Any) -> torch.Tensor | None:
+    """``X`` as an ``(N, C, H, W)`` view a kernel takes, or None (the numpy path decides)."""
+    if X.ndim not in (2, 3, 4) or not (X.dtype in _LEVELS or X.dtype in _FLOATS + _HALF):
+        return None
+    if X.ndim >= 3 and X.shape[-3] > 4 and X.shape[-1] in (1, 3, 4):  # (refused there)
+        return None
+    if X.numel() == 0:
+        return None
+    x = X.detach()
+    x = x[None, None] if x.ndim == 2 else x[None] if x.ndim == 3 else x
+    return x.float() if x.dtype in _HALF else x
+
+
+def tensor_mask(mask: Any, x: torch.Tensor, name: str = "mask") -> torch.Tensor | None:
+    """``mask`` (a bool tensor or arrays, one ``(H, W)`` per image) as ``(N, H, W)`` on ``x``'s
+    device; the errors of the other inputs' masks."""
+    if mask is None:
+        return None
+    n, _, h, w = x.shape
+    if isinstance(mask, torch.Tensor):
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{name} must be boolean; got dtype {mask.dtype}")
+        m = mask.to(x.device).reshape(-1, *mask.shape[-2:]) if mask.ndim >= 2 else mask
+        if tuple(m.shape) != (n, h, w):
+            raise ValueError(
+                f"{name} must be one boolean mask per image with the images' spatial shape "
+                f"{(h, w)}; got shape {tuple(mask.shape)}"
+            )
+        empty = torch.nonzero(~m.reshape(n, -1).any(1))
+        if len(empty):
+            raise ValueError(f"{name} for image {int(empty[0, 0])} selects no pixels")
+        return m
+    masks = _images._mask_list(mask, [(h, w)] * n, name)
+    return torch.from_numpy(np.stack(masks)).to(x.device)
+
+
+def knots_for(estimator: Any, key: tuple, tables: Any) -> Knots | None:
+    """The estimator's :class:`Knots` for ``key``, built from ``tables()`` the first time."""
+    cache = estimator.__dict__.setdefault("_device_tables", DeviceTables())
+    if key not in cache:
+        cache[key] = Knots.build(tables(), key[0])
+    return cache[key]
+
+
+def summary_batch(x: torch.Tensor, fitted: str, scale: str) -> _images.Batch:
+    """A one-pixel :class:`~histmatch_ml._images.Batch` standing for ``x`` in
+    :func:`histmatch_ml.matcher.matching_tables`: ``x``'s dtype and, where that
+    rule reads it, its largest magnitude."""
+    dtype = _numpy_dtype(x.dtype)
+    peak = 0.0
+    if dtype.kind == "f" and np.dtype(fitted).kind in "iu" and scale == "dtype":
+        peak = float(x.abs().amax())
+    return _images.Batch([np.full((1, 1, 1), peak, dtype=dtype)], None, "tensor")
+
+
+def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
+    """``HistogramMatcher.transform`` of a tensor on its device, or None for the numpy path.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from histmatch_ml import HistogramMatcher
+    >>> refs = np.random.default_rng(0).integers(100, 200, (2, 8, 8, 3), dtype=np.uint8)
+    >>> matcher = HistogramMatcher().fit(refs)
+    >>> out = matcher.transform(torch.zeros(4, 3, 8, 8, dtype=torch.uint8))
+    >>> out.dtype, tuple(out.shape)
+    (torch.uint8, (4, 3, 8, 8))
+    """
+    from ..matcher import matching_tables
+
+    method = estimator._fitted_method()
+    x = as_batch(X)
+    if not _kernel_applies(method, x, estimator):
+        return None
+    if x.shape[1] != estimator.n_channels_:
+        raise _images.channel_mismatch(name, x.shape[1], estimator.n_channels_)
+    method.check_channels(x.shape[1], name)
+    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
+        raise _images.not_finite_error(name)
+    m = tensor_mask(mask, x)
+    batch = summary_batch(x, estimator.dtype_, estimator.scale)
+    tables = matching_tables(
+        method, batch, estimator.dtype_, estimator.scale, estimator.tables_, name
+    )
+    knots = knots_for(estimator, (str(x.device), str(x.dtype), estimator.scale), lambda: [tables])
+    if knots is None:
+        return None
+    n = x.shape[0]
+    out = match_per_channel(
+        x, m, knots, np.zeros(n, dtype=np.int64), np.full(n, float(estimator.strength))
+    )
+    return None if out is None else out.to(X.dtype).reshape(X.shape)
+
+
+def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> Any:
+    """``RandomHistogramMatching.apply`` of checked per-image ``params`` to an
+    ``(N, C, H, W)`` tensor in one batched call, or None for the numpy path.
+
+    ``tensor`` itself when no image is to be changed (after the checks).
+    """
+    import warnings
+
+    from ..matcher import matching_tables
+    from ..methods import get_method
+
+    method = get_method(augmenter.method_)
+    x = as_batch(tensor)
+    if not _kernel_applies(method, x, matcher):
+        return None
+    if x.shape[1] != augmenter.n_channels_:
+        raise _images.channel_mismatch("image", x.shape[1], augmenter.n_channels_)
+    method.check_channels(x.shape[1], "image")
+    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
+        raise _images.not_finite_error("image")
+    applied = np.flatnonzero([p["apply"] for p in params])
+    if not len(applied):
+        return tensor
+    batch = summary_batch(x, augmenter.dtype_, matcher.scale)
+    reference = np.array([params[k]["reference"] for k in applied], dtype=np.int64)
+    strength = np.array([params[k]["strength"] for k in applied], dtype=np.float64)
+    fitted, scale, all_tables = augmenter.dtype_, matcher.scale, augmenter.tables_
+    matching_tables(method, batch, fitted, scale, all_tables[reference[0]], "image")  # (warnings)
+
+    def tables() -> list[dict]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [matching_tables(method, batch, fitted, scale, t, "image") for t in all_tables]
+
+    knots = knots_for(augmenter, (str(x.device), str(x.dtype), scale), tables)
+    if knots is None:
+        return None
+    if len(applied) == len(x):
+        matched = match_per_channel(x, None, knots, reference, strength)
+        return None if matched is None else matched.to(tensor.dtype).reshape(tensor.shape)
+    index = torch.as_tensor(applied, device=x.device)
+    matched = match_per_channel(x.index_select(0, index), None, knots, reference, strength)
+    if matched is None:
+        return None
+    work = torch.int32 if x.dtype == torch.uint16 else x.dtype  # (no index_put for uint16)
+    out = x.to(work, copy=True)
+    out[index] = matched.to(work)
+    return out.to(tensor.dtype).reshape(tensor.shape)
+
+
+class RandomHistogramMatchingModule(torch.nn.Module):
+    """A fitted :class:`~histmatch_ml.RandomHistogramMatching` as a ``torch.nn.Module``.
+
+    ``module(batch)`` draws one set of parameters per image
+    (:meth:`~histmatch_ml.RandomHistogramMatching.sample_batch_params`, from
+    ``generator`` when given) and applies them in one batched call on the
+    batch's device; the output has the input's dtype, device and shape. It
+    holds no weights and is no part of the autograd graph (matching is a
+    data augmentation: its output carries no gradient). Build it with
+    :meth:`~histmatch_ml.RandomHistogramMatching.as_torch_module`.
+
+    Parameters
+    ----------
+    augmenter : RandomHistogramMatching
+        The fitted augmenter.
+    generator : torch.Generator, optional
+        Source of the draws; the augmenter's stream by default.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from histmatch_ml import RandomHistogramMatching
+    >>> refs = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    >>> module = RandomHistogramMatching(p=1.0).fit(refs).as_torch_module()
+    >>> module(torch.zeros(2, 3, 16, 16, dtype=torch.uint8)).shape
+    torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(self, augmenter: Any, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.augmenter = augmenter
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Augment ``x``, ``(N, C, H, W)`` (one draw per image) or ``(C, H, W)``."""
+        n = x.shape[0] if x.ndim == 4 else 1
+        params = self.augmenter.sample_batch_params(n, generator=self.generator)
+        with torch.no_grad():
+            return self.augmenter.apply(x, params if x.ndim == 4 else params[0])
