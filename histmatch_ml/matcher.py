@@ -362,6 +362,22 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _learn_any(self, X: Any, mask: Any, name: str) -> HistogramMatcher:
         """Learn from a batch, or from a stream chunk by chunk (merged as ``partial_fit``)."""
+        if _images.is_dask_collection(X):  # a tree of merges where dask runs
+            from .backends import dask as dask_backend
+
+            first = not hasattr(self, "reference_")
+            learned = dask_backend.learn(
+                X,
+                mask,
+                get_method(self.method),
+                self._params(),
+                seed=self._first_seed() if first else None,
+                like=None if first else self.reference_,
+                name=name,
+            )
+            if not first:
+                self._check_more(learned.dtype, learned.n_channels, name)
+            return self._absorb(*learned)
         if not _images.is_stream(X):
             return self._learn(X, mask, name)
         from tqdm.auto import tqdm
@@ -379,34 +395,47 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         batch = _images.to_batch(X, mask, name=name, estimator=self, reset=first)
         method.check_channels(batch.n_channels, name)
         if first:
-            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            state = method.learn(batch, params, np.random.default_rng(seed))
-            self.method_ = method.name
-            self.dtype_ = batch.dtype.name
-            self.n_channels_ = batch.n_channels
-            self.n_images_seen_ = len(batch.images)
-            self.n_pixels_seen_ = batch.n_pixels
+            state = method.learn(batch, params, np.random.default_rng(self._first_seed()))
         else:
-            if method.name != self.method_:
-                raise ValueError(
-                    f"method is {self.method!r} but the matcher was fitted with "
-                    f"{self.method_!r}; call fit to start again"
-                )
-            if batch.dtype.name != self.dtype_:
-                raise TypeError(
-                    f"{name} must have the dtype of the references seen so far "
-                    f"({self.dtype_}); got {batch.dtype.name}"
-                )
-            self._check_channels(batch, name)
-            state = method.merge(
-                self.reference_,
-                self.n_pixels_seen_,
-                method.learn(batch, params, None, like=self.reference_),
-                batch.n_pixels,
-                params,
+            self._check_more(batch.dtype.name, batch.n_channels, name)
+            state = method.learn(batch, params, None, like=self.reference_)
+        n_images, n_pixels = len(batch.images), batch.n_pixels
+        return self._absorb(state, n_images, n_pixels, batch.dtype.name, batch.n_channels)
+
+    def _first_seed(self) -> int:
+        """The seed of the generator a first fit learns with (from ``random_state``)."""
+        return check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+
+    def _check_more(self, dtype: str, n_channels: int, name: str) -> None:
+        """Refuse more references that the fitted state cannot take in."""
+        if self.method != self.method_:
+            raise ValueError(
+                f"method is {self.method!r} but the matcher was fitted with "
+                f"{self.method_!r}; call fit to start again"
             )
-            self.n_images_seen_ += len(batch.images)
-            self.n_pixels_seen_ += batch.n_pixels
+        if dtype != self.dtype_:
+            raise TypeError(
+                f"{name} must have the dtype of the references seen so far "
+                f"({self.dtype_}); got {dtype}"
+            )
+        if n_channels != self.n_channels_:
+            raise _images.channel_mismatch(name, n_channels, self.n_channels_)
+
+    def _absorb(
+        self, state: dict, n_images: int, n_pixels: int, dtype: str, n_channels: int
+    ) -> HistogramMatcher:
+        """Take in a state learned from (checked) references: the first, or merged in."""
+        method, params = get_method(self.method), self._params()
+        if not hasattr(self, "reference_"):
+            self.method_ = method.name
+            self.dtype_ = dtype
+            self.n_channels_ = n_channels
+            self.n_images_seen_ = n_images
+            self.n_pixels_seen_ = n_pixels
+        else:
+            state = method.merge(self.reference_, self.n_pixels_seen_, state, n_pixels, params)
+            self.n_images_seen_ += n_images
+            self.n_pixels_seen_ += n_pixels
         self.reference_ = state
         self.tables_ = method.prepare(state, params)
         return self
@@ -448,6 +477,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """:meth:`transform`; errors name the caller's argument ``name``."""
         check_is_fitted(self, ("reference_", "tables_"))
         method, params = self._fitted_method(), self._params()
+        if _images.is_dask_collection(X):  # lazy, block by block
+            from .backends import dask as dask_backend
+
+            return dask_backend.transform(self, X, mask, name)
         batch = _images.to_batch(X, mask, name=name, estimator=self, reset=False)
         self._check_channels(batch, name)
         method.check_channels(batch.n_channels, name)

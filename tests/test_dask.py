@@ -1,0 +1,260 @@
+"""The dask backend: fit as a tree of merges, transform by blocks, on a real LocalCluster.
+
+Fits on dask arrays and on bags of PNG files written here are compared with
+the in-memory fit: the same fingerprint for 8/16-bit references, whatever the
+chunking, the merge tree's fan-in and the worker count; for float references
+the fitted quantiles are checked against the pooled data's exact ranks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+da = pytest.importorskip("dask.array")
+db = pytest.importorskip("dask.bag")
+distributed = pytest.importorskip("distributed")
+import dask  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from histmatch_ml import HistogramMatcher  # noqa: E402
+from histmatch_ml.backends.dask import learn_graph  # noqa: E402
+from histmatch_ml.io import fingerprint  # noqa: E402
+from histmatch_ml.methods import get_method  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real cluster of 2 worker processes, the default scheduler while the module runs."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _rgb(n=12, size=16, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    high = 256 if dtype == np.uint8 else 65536
+    return rng.integers(0, high, (n, size, size, 3), dtype=dtype)
+
+
+# ------------------------------------------------------------------------ fit: integers
+@pytest.mark.parametrize("chunks", [(1, -1, -1, -1), (5, -1, -1, -1), 12, (4, 8, 16, 3)])
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_fit_dask_array_has_the_in_memory_fingerprint(client, chunks, split_every):
+    X = _rgb()
+    expected = fingerprint(HistogramMatcher().fit(X))
+    with dask.config.set(split_every=split_every):
+        matcher = HistogramMatcher().fit(da.from_array(X, chunks=chunks))
+    assert fingerprint(matcher) == expected
+    assert matcher.n_images_seen_ == 12 and matcher.n_pixels_seen_ == 12 * 16 * 16
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact"])
+def test_fit_uint16_grey_with_masks(client, method):
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 65536, (7, 10, 12), dtype=np.uint16)
+    mask = rng.random((7, 10, 12)) < 0.5
+    expected = fingerprint(HistogramMatcher(method).fit(X, mask=mask))
+    lazy_mask = da.from_array(mask, chunks=(2, 5, 12))
+    fitted = HistogramMatcher(method).fit(da.from_array(X, chunks=(3, 10, 6)), mask=lazy_mask)
+    assert fingerprint(fitted) == expected
+    assert fitted.n_pixels_seen_ == int(mask.sum())
+    # a numpy mask for a dask array is chunked as the array
+    assert fingerprint(
+        HistogramMatcher(method).fit(da.from_array(X, chunks=(2, -1, -1)), mask=mask)
+    ) == (expected)
+
+
+def test_fit_on_a_bag_of_png_paths(client, tmp_path):
+    X = _rgb(n=9, size=20, seed=2)
+    paths = []
+    for i, image in enumerate(X):
+        paths.append(str(tmp_path / f"ref{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    expected = fingerprint(HistogramMatcher().fit(X))
+    assert fingerprint(HistogramMatcher().fit(paths)) == expected  # the in-memory stream
+    for npartitions in (1, 4, 9):
+        bag = db.from_sequence(paths, npartitions=npartitions)
+        assert fingerprint(HistogramMatcher().fit(bag)) == expected
+
+
+def test_fit_on_a_bag_of_images_and_of_masks(client):
+    X = _rgb(n=6, seed=3)
+    rng = np.random.default_rng(3)
+    masks = [rng.random((16, 16)) < 0.7 for _ in range(6)]
+    expected = fingerprint(HistogramMatcher().fit(X, mask=np.stack(masks)))
+    images = db.from_sequence(list(X), npartitions=3)
+    fitted = HistogramMatcher().fit(images, mask=db.from_sequence(masks, npartitions=3))
+    assert fingerprint(fitted) == expected
+
+
+def test_partial_fit_with_dask_equals_fit_on_all(client):
+    X = _rgb(n=10, seed=4)
+    expected = fingerprint(HistogramMatcher().fit(X))
+    matcher = HistogramMatcher().fit(X[:3])
+    matcher.partial_fit(da.from_array(X[3:8], chunks=(2, -1, -1, -1)))
+    matcher.partial_fit(db.from_sequence(list(X[8:]), npartitions=2))
+    assert fingerprint(matcher) == expected
+
+
+def test_fingerprint_does_not_depend_on_the_worker_count(client):
+    X = _rgb(n=8, seed=5)
+    lazy = da.from_array(X, chunks=(1, -1, -1, -1))
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as one,
+        distributed.Client(one, set_as_default=False) as single,
+        dask.config.set(scheduler=single.get),
+    ):
+        on_one = fingerprint(HistogramMatcher().fit(lazy))
+    on_two = fingerprint(HistogramMatcher().fit(lazy))
+    assert on_one == on_two == fingerprint(HistogramMatcher().fit(X))
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=8),
+    split_every=st.integers(2, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_any_partition_and_merge_tree_gives_the_same_model(sizes, split_every, seed):
+    """Property: for 8-bit references the model does not depend on how the data is cut."""
+    X = _rgb(n=sum(sizes), size=6, seed=seed)
+    expected = fingerprint(HistogramMatcher("exact").fit(X))
+    with dask.config.set(scheduler="sync", split_every=split_every):
+        fitted = HistogramMatcher("exact").fit(da.from_array(X, chunks=(tuple(sizes), 6, 6, 3)))
+    assert fingerprint(fitted) == expected
+
+
+# ---------------------------------------------------------------------------- fit: floats
+def _rank_error(values: np.ndarray, pooled: np.ndarray) -> float:
+    """Largest distance between a knot's probability and the pooled data's rank of its value.
+
+    Knot ``k`` of ``n`` sits at probability ``k / (n - 1)``; the pooled data
+    puts its value at ranks between the fractions of values below and up to it.
+    """
+    data = np.sort(pooled.ravel())
+    probs = np.linspace(0.0, 1.0, len(values))
+    below = np.searchsorted(data, values, side="left") / len(data)
+    upto = np.searchsorted(data, values, side="right") / len(data)
+    return float(np.max(np.maximum(0.0, np.maximum(below - probs, probs - upto))))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3), min_size=2, max_size=12),
+    split_every=st.integers(2, 12),
+    n_quantiles=st.sampled_from([16, 64, 256]),
+    shift=st.floats(0.0, 0.2),
+    seed=st.integers(0, 2**16),
+)
+def test_float_quantiles_stay_within_the_documented_rank_bound(
+    sizes, split_every, n_quantiles, shift, seed
+):
+    """Property: the quantiles of a float fit by blocks are within ``1 / (n - 1) + 1 / N``
+    in rank of the pooled data's, for any partition and tree (each block a shifted range)."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((sum(sizes), 8, 8)).astype(np.float32)
+    X += (shift * np.arange(len(X), dtype=np.float32))[:, None, None]
+    with dask.config.set(scheduler="sync", split_every=split_every):
+        fitted = HistogramMatcher(n_quantiles=n_quantiles).fit(
+            da.from_array(X, chunks=(tuple(sizes), 8, 8))
+        )
+    bound = 1 / (n_quantiles - 1) + 1 / X.size
+    assert _rank_error(fitted.tables_["values"][0], X) <= bound
+    in_memory = HistogramMatcher(n_quantiles=n_quantiles).fit(X).tables_["values"][0]
+    assert _rank_error(in_memory, X) <= 1 / X.size + 1e-12  # one sketch: exact ranks
+
+
+def test_float_fit_on_the_cluster_matches_the_in_memory_knots(client):
+    X = np.random.default_rng(6).random((24, 16, 16, 3)).astype(np.float32)
+    in_memory = HistogramMatcher(n_quantiles=64).fit(X)
+    fitted = HistogramMatcher(n_quantiles=64).fit(da.from_array(X, chunks=(2, -1, -1, -1)))
+    for c in range(3):
+        assert _rank_error(fitted.tables_["values"][c], X[..., c]) <= 1 / 63 + 1 / X[..., c].size
+    np.testing.assert_allclose(fitted.tables_["values"], in_memory.tables_["values"], atol=0.01)
+
+
+def test_lab_fit_draws_the_in_memory_rotations(client):
+    X = _rgb(n=8, seed=7)
+    in_memory = HistogramMatcher("lab", n_iter=3, random_state=0).fit(X)
+    fitted = HistogramMatcher("lab", n_iter=3, random_state=0).fit(
+        da.from_array(X, chunks=(3, -1, -1, -1))
+    )
+    np.testing.assert_array_equal(
+        fitted.reference_["rotations"], in_memory.reference_["rotations"]
+    )
+    np.testing.assert_allclose(
+        fitted.reference_["projected_quantiles"],
+        in_memory.reference_["projected_quantiles"],
+        atol=1.0,
+    )
+    # random_state=None: one seed for every block of the fit, so the blocks' states merge
+    assert (
+        HistogramMatcher("lab", n_iter=3)
+        .fit(da.from_array(X, chunks=(1, -1, -1, -1)))
+        .n_images_seen_
+        == 8
+    )
+
+
+# ------------------------------------------------------------------------------ transform
+@pytest.mark.parametrize("chunks", [(5, 16, 16, 3), (4, 8, 16, 3), (12, 16, 8, 1)])
+def test_transform_is_lazy_and_equals_the_in_memory_transform(client, chunks):
+    X = _rgb(seed=8)
+    matcher = HistogramMatcher().fit(_rgb(n=3, seed=9) // 2)
+    lazy = da.from_array(X, chunks=chunks)
+    out = matcher.transform(lazy)
+    assert isinstance(out, da.Array)
+    assert (out.shape, out.chunks, out.dtype) == (lazy.shape, lazy.chunks, lazy.dtype)
+    np.testing.assert_array_equal(out.compute(), matcher.transform(X))
+
+
+def test_transform_grey_float_with_masks(client):
+    rng = np.random.default_rng(10)
+    X = rng.random((6, 12, 10)).astype(np.float32)
+    mask = rng.random((6, 12, 10)) < 0.6
+    matcher = HistogramMatcher("exact", n_quantiles=32).fit(rng.random((2, 9, 9)) ** 2)
+    out = matcher.transform(da.from_array(X, chunks=(4, 6, 10)), mask=da.from_array(mask))
+    assert out.dtype == np.float32 and out.chunks == ((4, 2), (6, 6), (10,))
+    np.testing.assert_array_equal(out.compute(), matcher.transform(X, mask=mask))
+
+
+def test_transform_of_a_bag_gives_a_bag_of_matched_images(client):
+    X = _rgb(n=5, seed=11)
+    matcher = HistogramMatcher().fit(_rgb(n=2, seed=12))
+    out = matcher.transform(db.from_sequence(list(X), npartitions=2))
+    assert isinstance(out, db.Bag)
+    np.testing.assert_array_equal(np.stack(out.compute()), matcher.transform(X))
+
+
+# --------------------------------------------------------------------------------- errors
+def test_errors_name_the_argument_and_what_was_got():
+    X = _rgb(n=4)
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(ValueError, match=r"X as a dask array must have shape .*\(4, 768\)"):
+            HistogramMatcher().fit(da.from_array(X.reshape(4, -1)))
+        with pytest.raises(TypeError, match=r"X must hold images of one dtype"):
+            mixed = [X[0], X[1].astype(np.uint16)]
+            HistogramMatcher().fit(db.from_sequence(mixed, npartitions=2))
+        with pytest.raises(ValueError, match="at least one image"):
+            HistogramMatcher().fit(db.from_sequence([], npartitions=1))
+        fitted = HistogramMatcher().fit(X)
+        with pytest.raises(TypeError, match=r"dtype of the references seen so far \(uint8\)"):
+            fitted.partial_fit(da.from_array(X.astype(np.uint16)))
+        with pytest.raises(ValueError, match=r"X must have 3 channel\(s\)"):
+            fitted.transform(da.from_array(X[..., 0]))
+        with pytest.raises(ValueError, match=r"mask must be one \(H, W\) mask per image"):
+            fitted.transform(da.from_array(X), mask=np.ones((4, 8, 8), bool))
+        with pytest.raises(ValueError, match="split_every must be an integer >= 2"):
+            learn_graph(da.from_array(X), None, get_method("per_channel"), {}, seed=0,
+                        split_every=1)  # fmt: skip
