@@ -8,6 +8,9 @@ the fitted quantiles are checked against the pooled data's exact ranks.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +24,7 @@ from PIL import Image  # noqa: E402
 
 from histmatch_ml import HistogramMatcher  # noqa: E402
 from histmatch_ml.backends.dask import learn_graph  # noqa: E402
+from histmatch_ml.cli import main  # noqa: E402
 from histmatch_ml.io import fingerprint  # noqa: E402
 from histmatch_ml.methods import get_method  # noqa: E402
 
@@ -258,3 +262,84 @@ def test_errors_name_the_argument_and_what_was_got():
         with pytest.raises(ValueError, match="split_every must be an integer >= 2"):
             learn_graph(da.from_array(X), None, get_method("per_channel"), {}, seed=0,
                         split_every=1)  # fmt: skip
+
+
+# ----------------------------------------------------------- command line: --scheduler
+def _cli(*args) -> tuple[int, str, str]:
+    """``histmatch ARGS`` run in this process: ``(status, stdout, stderr)``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Six PNG references (and masks of them) and one file that is no image."""
+    rng = np.random.default_rng(13)
+    (tmp_path / "refs" / "sub").mkdir(parents=True)
+    (tmp_path / "masks" / "sub").mkdir(parents=True)
+    for i in range(6):
+        rel = f"sub/r{i}.png" if i % 2 else f"r{i}.png"
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+            tmp_path / "refs" / rel
+        )
+        Image.fromarray((rng.random((20, 24)) < 0.5).astype(np.uint8) * 255).save(
+            tmp_path / "masks" / rel
+        )
+    (tmp_path / "refs" / "bad.png").write_bytes(b"not a png")
+    return tmp_path
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_cli_fit_on_the_cluster_writes_the_model_of_the_local_run(client, folder, masks):
+    refs, extra = folder / "refs", ["--mask-dir", folder / "masks"] if masks else []
+    address = client.scheduler.address
+    code, out, err = _cli("fit", refs, "-o", folder / "d.npz", "--scheduler", address, *extra)
+    assert code == 1 and "not written" in out and not (folder / "d.npz").exists()
+    assert err.count("error: ") == 1 and "bad.png" in err
+    local = _cli("fit", refs, "-o", folder / "l.npz", "--keep-going", *extra)
+    code, out, err = _cli(
+        "fit", refs, "-o", folder / "d.npz", "--keep-going", "--scheduler", address, *extra
+    )
+    assert (code, local[0]) == (1, 1)
+    assert "learned per_channel from 6 image(s)" in out and "left out" in out
+    assert fingerprint(folder / "d.npz") == fingerprint(folder / "l.npz")
+
+
+def test_cli_transform_on_the_cluster_writes_what_the_process_pool_writes(client, folder):
+    model = HistogramMatcher().fit(_rgb(n=2, seed=14)).save(folder / "m.npz")
+    address = client.scheduler.address
+    local = _cli("transform", "-m", model, folder / "refs", "-o", folder / "p", "-j", "2")
+    code, out, err = _cli(
+        "transform", "-m", model, folder / "refs", "-o", folder / "d", "--scheduler", address
+    )
+    assert (code, local[0]) == (1, 1)  # the bad file fails, the others are written
+    assert "6 written, 1 failed" in out and "error: " in err and "bad.png" in err
+    written = sorted(p.relative_to(folder / "p") for p in (folder / "p").rglob("*.png"))
+    assert written == sorted(p.relative_to(folder / "d") for p in (folder / "d").rglob("*.png"))
+    assert len(written) == 6
+    for rel in written:
+        assert (folder / "p" / rel).read_bytes() == (folder / "d" / rel).read_bytes()
+    assert not list((folder / "d").rglob(".histmatch-tmp-*"))
+    code, out, _ = _cli(
+        "transform", "-m", model, folder / "refs", "-o", folder / "d", "--skip-existing",
+        "--scheduler", address,
+    )  # fmt: skip
+    assert code == 1 and "0 written, 1 failed, 6 skipped" in out
+
+
+def test_cli_scheduler_local_starts_a_cluster_and_refuses_a_bad_count(folder):
+    model = HistogramMatcher().fit(_rgb(n=2, seed=15)).save(folder / "m.npz")
+    refs = [folder / "refs" / "r0.png", folder / "refs" / "r2.png"]
+    code, out, _ = _cli(
+        "transform", "-m", model, *refs, "-o", folder / "o", "--scheduler", "local:1"
+    )
+    assert code == 0 and "2 written, 0 failed" in out
+    code, _, err = _cli(
+        "transform", "-m", model, *refs, "-o", folder / "x", "--scheduler", "local:0"
+    )
+    assert code == 2 and "local:N needs a worker count N >= 1" in err
