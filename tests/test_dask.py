@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ import dask  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from histmatch_ml import HistogramMatcher  # noqa: E402
-from histmatch_ml.backends.dask import learn_graph  # noqa: E402
+from histmatch_ml.backends.dask import learn_graph, transform_files  # noqa: E402
 from histmatch_ml.cli import main  # noqa: E402
 from histmatch_ml.io import fingerprint  # noqa: E402
 from histmatch_ml.methods import get_method  # noqa: E402
@@ -343,3 +344,17 @@ def test_cli_scheduler_local_starts_a_cluster_and_refuses_a_bad_count(folder):
         "transform", "-m", model, *refs, "-o", folder / "x", "--scheduler", "local:0"
     )
     assert code == 2 and "local:N needs a worker count N >= 1" in err
+
+
+def test_transform_files_is_the_python_twin_of_the_command(client, folder):
+    matcher = HistogramMatcher().fit(_rgb(n=2, seed=16))
+    model = matcher.save(folder / "m.npz")
+    _cli("transform", "-m", model, folder / "refs", "-o", folder / "cli", "-j", "1")
+    summary = transform_files(matcher, [folder / "refs"], folder / "twin")
+    assert summary["written"] == 6 and summary["stopped"] is None
+    assert [Path(p).name for p in summary["failed"]] == ["bad.png"]
+    for path in (folder / "cli").rglob("*.png"):
+        twin = folder / "twin" / path.relative_to(folder / "cli")
+        assert twin.read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="output file\(s\) exist already"):
+        transform_files(matcher, [folder / "refs"], folder / "twin")

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import _images
 
-__all__ = ["Learned", "learn", "learn_graph", "transform"]
+__all__ = ["Learned", "learn", "learn_graph", "transform", "transform_files"]
 
 #: fan-in of the merge tree when dask's ``split_every`` setting is not set
 SPLIT_EVERY = 8
@@ -366,3 +366,72 @@ def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
         meta=meta,
     )
     return out if out.chunks == X.chunks else out.rechunk(X.chunks)
+
+
+def transform_files(
+    matcher: Any,
+    inputs: Any,
+    output_dir: Any,
+    *,
+    overwrite: bool = False,
+    png_compression: int = 1,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Match image files on a dask cluster and write them: ``histmatch transform``'s twin.
+
+    Every worker receives ``matcher`` once; each reads its files, matches and
+    writes them atomically under ``output_dir`` with the same relative paths
+    and formats as the command line (16-bit stays 16-bit, alpha is kept). A
+    file that fails is reported on stderr as ``error: <file>: <why>`` and the
+    others go on.
+
+    Parameters
+    ----------
+    matcher : HistogramMatcher
+        A fitted matcher.
+    inputs : list of str or os.PathLike
+        Image files, directories (read recursively) or glob patterns; the
+        paths must be readable by the workers.
+    output_dir : str or os.PathLike
+        Where to write (outside the inputs); created if missing.
+    overwrite : bool, default=False
+        Replace existing outputs (otherwise an existing output is an error
+        before anything is written).
+    png_compression : int, default=1
+        zlib level of PNG outputs.
+    client : distributed.Client, optional
+        The cluster to run on; default: the active client.
+
+    Returns
+    -------
+    summary : dict
+        ``"written"`` (int), ``"failed"`` (the paths that failed) and
+        ``"stopped"`` (why the run stopped early, or None).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from distributed import Client
+    >>> from histmatch_ml import HistogramMatcher
+    >>> from histmatch_ml.backends.dask import transform_files
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "a.png")
+    >>> matcher = HistogramMatcher().fit(rng.integers(0, 128, (2, 8, 8, 3), dtype=np.uint8))
+    >>> with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+    ...     summary = transform_files(matcher, [folder / "a.png"], folder / "out")
+    >>> summary["written"], summary["failed"], sorted(p.name for p in (folder / "out").iterdir())
+    (1, [], ['a.png'])
+    """
+    from ..cli import _dask_runner
+
+    return _dask_runner.transform_files(
+        matcher,
+        list(inputs),
+        output_dir,
+        overwrite=overwrite,
+        png_compression=png_compression,
+        client=client,
+    )

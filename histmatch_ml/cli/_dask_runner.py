@@ -96,17 +96,24 @@ def worker_threads(client: Any) -> int:
 
 
 class _Setup(_WorkerPlugin):
-    """A worker plugin: the worker's model and options, as the process pool's initializer."""
+    """A worker plugin: the worker's model and options, as the process pool's initializer.
 
-    def __init__(self, model_path: str, digest: str, options: dict, stop: str) -> None:
-        self.model_path, self.digest, self.options, self.stop = model_path, digest, options, stop
+    ``model`` is the path of the model file (loaded and checked against
+    ``digest`` on the worker) or a fitted matcher (sent to the worker).
+    """
+
+    def __init__(self, model: Any, digest: str, options: dict, stop: str) -> None:
+        self.model, self.digest, self.options, self.stop = model, digest, options, stop
 
     def setup(self, worker: Any) -> None:
         import distributed
 
         from ._runner import _WORKER, _init_worker
 
-        _init_worker(self.model_path, self.digest, self.options)
+        if isinstance(self.model, str):
+            _init_worker(self.model, self.digest, self.options)
+        else:
+            _WORKER.update(matcher=self.model, options=self.options)
         _WORKER["stop"] = distributed.Event(self.stop)
 
     def teardown(self, worker: Any) -> None:
@@ -126,30 +133,89 @@ def transform(
     fail_fast: bool,
 ) -> tuple[Any, int]:
     """Run ``histmatch transform``'s tasks on the cluster: ``(outcome, worker threads)``."""
-    from ._runner import _run_tasks
-
-    distributed = _distributed()
     with connect(address, jobs) as client:
         if local_workers(address) is None:
             options = {**options, "threads": None}  # a shared cluster's workers keep theirs
-        stop = distributed.Event(f"histmatch-stop-{uuid.uuid4().hex}", client=client)
-        name = f"histmatch-transform-{uuid.uuid4().hex}"
-        client.register_plugin(_Setup(model_path, digest, options, stop.name), name=name)
-        try:
-            threads = worker_threads(client)
-            outcome = _run_tasks(
-                tasks,
-                threads,
-                None,
-                (),
-                fail_fast=fail_fast,
-                desc="transform",
-                executor=client.get_executor(pure=False),
-                stop=stop,
-            )
-        finally:
-            client.unregister_worker_plugin(name)
+        return run_on(client, tasks, model_path, digest, options, fail_fast=fail_fast)
+
+
+def run_on(
+    client: Any, tasks: list, model: Any, digest: str, options: dict, *, fail_fast: bool
+) -> tuple[Any, int]:
+    """:func:`~histmatch_ml.cli._runner._run_tasks` on the workers of ``client``.
+
+    Every worker is set up with ``model`` (a model file's path or a matcher)
+    and ``options`` by a worker plugin, removed at the end.
+    """
+    from ._runner import _run_tasks
+
+    distributed = _distributed()
+    stop = distributed.Event(f"histmatch-stop-{uuid.uuid4().hex}", client=client)
+    name = f"histmatch-transform-{uuid.uuid4().hex}"
+    client.register_plugin(_Setup(model, digest, options, stop.name), name=name)
+    try:
+        threads = worker_threads(client)
+        outcome = _run_tasks(
+            tasks,
+            threads,
+            None,
+            (),
+            fail_fast=fail_fast,
+            desc="transform",
+            executor=client.get_executor(pure=False),
+            stop=stop,
+        )
+    finally:
+        client.unregister_worker_plugin(name)
     return outcome, threads
+
+
+def transform_files(
+    matcher: Any,
+    inputs: list,
+    output_dir: Any,
+    *,
+    overwrite: bool = False,
+    png_compression: int = 1,
+    client: Any = None,
+) -> dict[str, Any]:
+    """``histmatch transform`` of ``inputs`` into ``output_dir`` on the workers of ``client``.
+
+    See :func:`histmatch_ml.backends.dask.transform_files`.
+    """
+    import os
+    from pathlib import Path
+
+    from ..io import fingerprint
+    from ._inputs import collect_inputs, plan_outputs
+
+    distributed = _distributed()
+    if client is None:
+        try:
+            client = distributed.get_client()
+        except ValueError:
+            raise ValueError(
+                "transform_files runs on a dask cluster: start a distributed.Client first, "
+                "or pass client="
+            ) from None
+    out_dir = Path(output_dir)
+    try:
+        items, roots, _ = collect_inputs([os.fspath(p) for p in inputs], follow_links=False)
+        outputs = plan_outputs(items, roots, out_dir, overwrite=overwrite, skip_existing=False)
+    except (UsageError, RunError) as exc:
+        raise ValueError(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(str(item.path), str(out), None) for item, out in zip(items, outputs)]
+    options = {
+        "max_pixels": None,
+        "overwrite": overwrite,
+        "png_level": png_compression,
+        "out_dir": str(out_dir),
+        "out_real": os.path.realpath(out_dir),
+    }
+    digest = fingerprint(matcher)
+    outcome, _ = run_on(client, tasks, matcher, digest, options, fail_fast=False)
+    return {"written": outcome.done, "failed": outcome.failed_paths, "stopped": outcome.stopped}
 
 
 # ------------------------------------------------------------------------------- fit
