@@ -356,5 +356,5 @@ def test_transform_files_is_the_python_twin_of_the_command(client, folder):
     for path in (folder / "cli").rglob("*.png"):
         twin = folder / "twin" / path.relative_to(folder / "cli")
         assert twin.read_bytes() == path.read_bytes()
-    with pytest.raises(ValueError, match="output file\(s\) exist already"):
+    with pytest.raises(ValueError, match=r"output file\(s\) exist already"):
         transform_files(matcher, [folder / "refs"], folder / "twin")
