@@ -214,8 +214,10 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     of any sizes (a list comes back); a single ``PIL.Image`` (the same mode
     comes back; an alpha channel is kept as is); a channels-first torch
     tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
-    device comes back). ``fit`` and ``partial_fit`` also take file paths and
-    iterables (generators) of images, read chunk by chunk. Supported dtypes
+    device comes back); a dask array ``(N, H, W[, C])`` (a lazy dask array
+    comes back). ``fit`` and ``partial_fit`` also take file paths and
+    iterables (generators) of images, read chunk by chunk, and dask arrays
+    and bags, learned as a tree of merges where dask runs. Supported dtypes
     are uint8, uint16, int16, float32 and float64 (also int8, 32/64-bit
     integers within +-2**53 and float16); the output has the input's dtype,
     integers rounded to nearest and clipped, floats never clipped or
@@ -320,7 +322,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             Images may have different sizes; their pixels are pooled. File
             paths (one, or a list) are read as the command line reads them; an
             iterator or generator of images or paths is learned from chunk by
-            chunk, so memory holds one chunk, not the data set.
+            chunk, so memory holds one chunk, not the data set. A dask array
+            or bag (of images or paths) is learned block by block on the
+            workers, and only the state comes back.
         y : None
             Ignored; present for API consistency.
         mask : array-like of bool or list of arrays, optional
@@ -450,9 +454,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
         Parameters
         ----------
-        X : array-like, list of images or PIL.Image
+        X : array-like, list of images, PIL.Image, tensor or dask array
             Images to match; same channel count as the references, any sizes.
-            Each image is matched on its own.
+            Each image is matched on its own; a dask array is matched lazily,
+            block by block (a dask array of the same chunks comes back).
         mask : array-like of bool or list of arrays, optional
             One ``(H, W)`` boolean mask per image: only masked pixels are
             counted and changed, the others are returned untouched.
