@@ -11,8 +11,10 @@ client and every variant sees the same pixels):
   round-robin; images/s and the ratio to the loop (target: the cluster at
   least 1.6x the loop). The three models have the same fingerprint.
 * **client memory**: tracemalloc's peak in the client process during the
-  cluster fit at ``--n`` and at a quarter of it (target: at most 1.5x apart,
-  and below one block of images: the client holds states only).
+  cluster fit at ``--n`` and at a quarter of it, in blocks of a quarter of
+  ``--block`` so that both span several windows of blocks (target: at most
+  1.5x apart, and below one block of ``--block`` images: the client holds
+  graphs of one window and states only).
 * **transform**: the first ``--transform-n`` images matched lazily and written
   as ``.npy`` blocks (``dask.array.to_npy_stack``), against the loop
   (generate, transform, ``numpy.save`` per block).
@@ -220,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> Table:
         digests = {fingerprint(fit()) for fit in fits.values()}
 
         def cluster_fit_of(count: int) -> None:
+            # blocks of a quarter of --block: both N span several windows of blocks
             with dask.config.set(scheduler=client.get):
-                HistogramMatcher().fit(images(count, size, block))
+                HistogramMatcher().fit(images(count, size, max(1, block // 4)))
 
         peaks = {count: peak_bytes(lambda c=count: cluster_fit_of(c)) for count in (n // 4, n)}
         speedup = times["loop"] / times["cluster"]

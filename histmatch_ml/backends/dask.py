@@ -27,8 +27,10 @@ merge; at ``partial_fit`` every block is learned ``like`` the fitted state.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -97,8 +99,8 @@ def _learn_part(
     seed: int | None,
     like: dict | None,
     name: str,
-) -> list[Learned]:
-    """The state of one block or partition: ``[Learned]``, or ``[]`` when it is empty."""
+) -> Learned | None:
+    """The state of one block or partition, None when it is empty."""
     learned = None
     for chunk, chunk_masks in _chunks(images, masks, name):
         batch = _images.to_batch(chunk, chunk_masks, name=name)
@@ -113,11 +115,11 @@ def _learn_part(
             state, len(batch.images), batch.n_pixels, batch.dtype.name, batch.n_channels
         )
         learned = _merged(method, params, learned, piece, name)
-    return [] if learned is None else [learned]
+    return learned
 
 
 def _merge_all(pieces: Any, method: Any, params: dict, name: str) -> Learned | None:
-    """Merge a leaf partition's or a tree node's pieces (:class:`Learned` or None), in order."""
+    """Merge the states of a tree node's children (:class:`Learned` or None), in order."""
     total = None
     for piece in pieces:
         if piece is not None:
@@ -189,25 +191,93 @@ def _aligned_mask(mask: Any, X: Any, name: str) -> Any:
     return da.from_array(mask, chunks=(X.chunks[0], -1, -1))
 
 
-def _as_bags(X: Any, mask: Any, name: str) -> tuple[Any, Any]:
-    """The blocks of ``X`` (and of ``mask``) as bags of one partition per block of images."""
-    import dask.bag as db
+def _leaves(X: Any, mask: Any, name: str) -> tuple[list, list | None, list]:
+    """The keys of the blocks of images (and of masks) to learn from, and their collections.
+
+    A bag's partitions; an array's blocks along ``N``, rechunked to whole
+    images (and the mask's, chunked alike).
+    """
+    from dask.core import flatten
 
     if _is_bag(X):
-        if mask is None:
-            return X, None
-        if not _is_bag(mask) or mask.npartitions != X.npartitions:
+        if mask is not None and (not _is_bag(mask) or mask.npartitions != X.npartitions):
             raise TypeError(
                 f"mask of a dask.bag {name} must be a dask.bag of one mask per image, "
                 f"partitioned as {name} ({X.npartitions} partitions); got "
                 f"{type(mask).__name__}"
             )
-        return X, mask
-    X = _whole_images(X, name)
-    images = db.from_delayed(list(X.to_delayed().ravel()))
-    mask = _aligned_mask(mask, X, name)
-    masks = None if mask is None else db.from_delayed(list(mask.to_delayed().ravel()))
-    return images, masks
+    else:
+        X = _whole_images(X, name)
+        mask = _aligned_mask(mask, X, name)
+    keys = list(flatten(X.__dask_keys__()))
+    mask_keys = None if mask is None else list(flatten(mask.__dask_keys__()))
+    return keys, mask_keys, [X] if mask is None else [X, mask]
+
+
+def _split_every(split_every: int | None) -> int:
+    if split_every is None:
+        import dask
+
+        configured = dask.config.get("split_every", None)
+        split_every = configured if isinstance(configured, int) else SPLIT_EVERY
+    if not isinstance(split_every, int) or split_every < 2:
+        raise ValueError(f"split_every must be an integer >= 2; got {split_every!r}")
+    return split_every
+
+
+def _tree(
+    keys: list,
+    mask_keys: list | None,
+    collections: list,
+    method: Any,
+    params: dict,
+    seed: int | None,
+    like: dict | None,
+    name: str,
+    split_every: int,
+) -> Any:
+    """The graph learning the blocks ``keys`` (one task each) and merging them in a tree.
+
+    Tasks ``(layer, 0, i)`` learn block ``i``; ``(layer, d, j)`` merge up to
+    ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of the root.
+    """
+    import uuid
+
+    import dask
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer = f"histmatch-fit-{uuid.uuid4().hex}"
+    dependencies = list(collections)
+    like_key = None
+    if like is not None:
+        state = dask.delayed(like, traverse=False)
+        dependencies.append(state)
+        like_key = state.key
+    leaf = functools.partial(_learn_part, method=method, params=params, seed=seed, name=name)
+    merge = functools.partial(_merge_all, method=method, params=params, name=name)
+    if not keys:
+        return dask.delayed(None)
+    dsk: dict = {}
+    level = []
+    for i, key in enumerate(keys):
+        mask_key = None if mask_keys is None else mask_keys[i]
+        dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
+        level.append((layer, 0, i))
+    depth = 0
+    while len(level) > 1 or depth == 0:
+        depth += 1
+        groups = [level[j : j + split_every] for j in range(0, len(level), split_every)]
+        level = []
+        for j, group in enumerate(groups):
+            dsk[(layer, depth, j)] = (merge, group)
+            level.append((layer, depth, j))
+    graph = HighLevelGraph.from_collections(layer, dsk, dependencies=dependencies)
+    return Delayed(level[0], graph, layer=layer)
+
+
+def _apply_leaf(leaf: Any, images: Any, masks: Any, like: dict | None) -> Learned | None:
+    return leaf(images, masks, like=like)
 
 
 def learn_graph(
@@ -222,6 +292,11 @@ def learn_graph(
     split_every: int | None = None,
 ) -> Any:
     """The lazy fit of ``X``: a ``dask.delayed`` object whose value is a :class:`Learned`.
+
+    One task per block learns it with the method's ``learn``; tasks of
+    ``split_every`` states merge them with its ``merge``, level by level,
+    up to one state. :func:`learn` computes such trees over windows of
+    blocks, so that the graph on the client stays small.
 
     Parameters
     ----------
@@ -249,8 +324,9 @@ def learn_graph(
     Returns
     -------
     learned : dask.delayed.Delayed
-        Computes to a :class:`Learned`, on the active ``distributed.Client``
-        if any, else on dask's threaded scheduler (or the one configured).
+        Computes to a :class:`Learned` (an empty collection raises
+        ``ValueError``), on the active ``distributed.Client`` if any, else on
+        dask's threaded scheduler (or the one configured).
 
     Examples
     --------
@@ -265,17 +341,14 @@ def learn_graph(
     """
     import dask
 
-    images, masks = _as_bags(X, mask, name)
-    if split_every is None:
-        configured = dask.config.get("split_every", None)
-        split_every = configured if isinstance(configured, int) else SPLIT_EVERY
-    if not isinstance(split_every, int) or split_every < 2:
-        raise ValueError(f"split_every must be an integer >= 2; got {split_every!r}")
-    state = None if like is None else dask.delayed(like, traverse=False)
-    leaves = images.map_partitions(_learn_part, masks, method, params, seed, state, name)
-    merge = functools.partial(_merge_all, method=method, params=params, name=name)
-    total = leaves.reduction(merge, merge, split_every=split_every)
-    return dask.delayed(_required)(total, name)
+    keys, mask_keys, collections = _leaves(X, mask, name)
+    every = _split_every(split_every)
+    root = _tree(keys, mask_keys, collections, method, params, seed, like, name, every)
+    return dask.delayed(_required)(root, name)
+
+
+#: blocks per window of :func:`learn`: one graph of at most this many leaves at a time
+WINDOW_BLOCKS = 256
 
 
 def learn(
@@ -287,8 +360,17 @@ def learn(
     seed: int | None,
     like: dict | None = None,
     name: str = "X",
+    split_every: int | None = None,
+    window: int = WINDOW_BLOCKS,
 ) -> Learned:
-    """:func:`learn_graph` computed: the :class:`Learned` state of ``X``.
+    """The :class:`Learned` state of ``X``, computed as trees over windows of blocks.
+
+    Each window of ``window`` blocks is one graph (:func:`learn_graph`'s
+    tree); on a ``distributed`` cluster two windows are in flight at a time,
+    so workers do not wait at the boundaries. The windows' states are merged
+    on the client in a balanced way (states of equal weight first), holding
+    a few states. The client's memory thus depends on ``window``, not on the
+    number of blocks.
 
     Examples
     --------
@@ -296,11 +378,60 @@ def learn(
     >>> from histmatch_ml.backends.dask import learn
     >>> from histmatch_ml.methods import get_method
     >>> images = [np.full((4, 4, 3), v, dtype=np.uint8) for v in range(5)]
-    >>> bag = db.from_sequence(images, npartitions=2)
-    >>> learn(bag, None, get_method("per_channel"), {"n_quantiles": 8}, seed=0).n_images
+    >>> bag = db.from_sequence(images, npartitions=5)
+    >>> learn(bag, None, get_method("per_channel"), {"n_quantiles": 8}, seed=0, window=2).n_images
     5
     """
-    return learn_graph(X, mask, method, params, seed=seed, like=like, name=name).compute()
+    import dask
+    from dask.base import get_scheduler
+
+    keys, mask_keys, collections = _leaves(X, mask, name)
+    every = _split_every(split_every)
+    roots = [
+        _tree(
+            keys[start : start + window],
+            None if mask_keys is None else mask_keys[start : start + window],
+            collections,
+            method,
+            params,
+            seed,
+            like,
+            name,
+            every,
+        )
+        for start in range(0, len(keys), window)
+    ]
+    scheduler = get_scheduler(collections=collections)
+    distributed = sys.modules.get("distributed")
+    client = getattr(scheduler, "__self__", None)
+    if distributed is None or not isinstance(client, distributed.Client):
+        client = None
+    stack: list[tuple[Learned, int]] = []  # (state, level): a binary counter of merges
+
+    def push(learned: Learned | None) -> None:
+        level = 0
+        while learned is not None and stack and stack[-1][1] == level:
+            learned = _merged(method, params, stack.pop()[0], learned, name)
+            level += 1
+        if learned is not None:
+            stack.append((learned, level))
+
+    if client is not None:
+        pending = []
+        for root in roots:
+            pending.append(client.compute(root))
+            if len(pending) > 1:
+                push(pending.pop(0).result())
+        for future in pending:
+            push(future.result())
+    else:
+        for root in roots:
+            (learned,) = dask.compute(root)
+            push(learned)
+    total = None
+    for learned, _ in stack:
+        total = _merged(method, params, total, learned, name)
+    return _required(total, name)
 
 
 def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
@@ -309,7 +440,7 @@ def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
     Parameters
     ----------
     matcher : HistogramMatcher
-        A fitted matcher; it travels to the workers once, as one task.
+        A fitted matcher; a copy travels to the workers once, as one task.
     X : dask.array.Array or dask.bag.Bag
         Images ``(N, H, W[, C])`` in any chunks, or a bag of images.
     mask : dask or numpy array of bool or None
@@ -339,7 +470,12 @@ def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
     import dask
     import dask.array as da
 
-    model = dask.delayed(matcher, traverse=False)
+    from ..io import fingerprint
+
+    # a copy, named by its fingerprint: the lazy result does not change if the matcher does
+    model = dask.delayed(
+        copy.deepcopy(matcher), name=f"histmatch-matcher-{fingerprint(matcher)}", traverse=False
+    )
     if _is_bag(X):
         if mask is not None:
             raise TypeError(
