@@ -24,7 +24,7 @@ import dask  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from histmatch_ml import HistogramMatcher  # noqa: E402
-from histmatch_ml.backends.dask import learn_graph, transform_files  # noqa: E402
+from histmatch_ml.backends.dask import learn, learn_graph, transform_files  # noqa: E402
 from histmatch_ml.cli import main  # noqa: E402
 from histmatch_ml.io import fingerprint  # noqa: E402
 from histmatch_ml.methods import get_method  # noqa: E402
@@ -360,3 +360,21 @@ def test_transform_files_is_the_python_twin_of_the_command(client, folder):
         assert twin.read_bytes() == path.read_bytes()
     with pytest.raises(ValueError, match=r"output file\(s\) exist already"):
         transform_files(matcher, [folder / "refs"], folder / "twin")
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_fits_by_windows_of_blocks_learn_the_whole_state(client, window):
+    """The fit runs as trees over windows of blocks, merged on the client: same model."""
+    X = _rgb(n=11, seed=17)
+    mask = np.random.default_rng(17).random((11, 16, 16)) < 0.8
+    expected = HistogramMatcher().fit(X, mask=mask)
+    learned = learn(
+        da.from_array(X, chunks=(2, -1, -1, -1)),
+        mask,
+        get_method("per_channel"),
+        {"n_quantiles": 1024},
+        seed=0,
+        window=window,
+    )
+    assert (learned.n_images, learned.n_pixels) == (11, int(mask.sum()))
+    np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
