@@ -370,6 +370,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             from .backends import dask as dask_backend
 
             first = not hasattr(self, "reference_")
+            if not first:  # (the method first: blocks are learned like the fitted state)
+                self._check_more(self.dtype_, self.n_channels_, name)
             learned = dask_backend.learn(
                 X,
                 mask,

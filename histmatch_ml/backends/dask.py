@@ -191,14 +191,9 @@ def _aligned_mask(mask: Any, X: Any, name: str) -> Any:
     return da.from_array(mask, chunks=(X.chunks[0], -1, -1))
 
 
-def _leaves(X: Any, mask: Any, name: str) -> tuple[list, list | None, list]:
-    """The keys of the blocks of images (and of masks) to learn from, and their collections.
-
-    A bag's partitions; an array's blocks along ``N``, rechunked to whole
-    images (and the mask's, chunked alike).
-    """
-    from dask.core import flatten
-
+def _checked(X: Any, mask: Any, name: str) -> tuple[Any, Any]:
+    """``X`` and ``mask`` checked: a bag and a bag of masks partitioned alike, or an array
+    rechunked to whole images and its mask chunked as it."""
     if _is_bag(X):
         if mask is not None and (not _is_bag(mask) or mask.npartitions != X.npartitions):
             raise TypeError(
@@ -206,12 +201,31 @@ def _leaves(X: Any, mask: Any, name: str) -> tuple[list, list | None, list]:
                 f"partitioned as {name} ({X.npartitions} partitions); got "
                 f"{type(mask).__name__}"
             )
-    else:
-        X = _whole_images(X, name)
-        mask = _aligned_mask(mask, X, name)
-    keys = list(flatten(X.__dask_keys__()))
-    mask_keys = None if mask is None else list(flatten(mask.__dask_keys__()))
+        return X, mask
+    X = _whole_images(X, name)
+    return X, _aligned_mask(mask, X, name)
+
+
+def _leaves(X: Any, mask: Any, start: int = 0, stop: int | None = None) -> tuple:
+    """The keys of blocks ``start:stop`` of images (and masks), and their collections.
+
+    A bag's partitions; a checked array's blocks along ``N``, taken as a
+    collection of their own (``Array.blocks``), so that a window's graph holds
+    its blocks only.
+    """
+    from dask.core import flatten
+
+    if not _is_bag(X):
+        X = X.blocks[start:stop]
+        mask = None if mask is None else mask.blocks[start:stop]
+        start, stop = 0, None
+    keys = list(flatten(X.__dask_keys__()))[start:stop]
+    mask_keys = None if mask is None else list(flatten(mask.__dask_keys__()))[start:stop]
     return keys, mask_keys, [X] if mask is None else [X, mask]
+
+
+def _n_blocks(X: Any) -> int:
+    return X.npartitions if _is_bag(X) else X.numblocks[0]
 
 
 def _split_every(split_every: int | None) -> int:
@@ -341,7 +355,7 @@ def learn_graph(
     """
     import dask
 
-    keys, mask_keys, collections = _leaves(X, mask, name)
+    keys, mask_keys, collections = _leaves(*_checked(X, mask, name))
     every = _split_every(split_every)
     root = _tree(keys, mask_keys, collections, method, params, seed, like, name, every)
     return dask.delayed(_required)(root, name)
@@ -385,23 +399,13 @@ def learn(
     import dask
     from dask.base import get_scheduler
 
-    keys, mask_keys, collections = _leaves(X, mask, name)
+    X, mask = _checked(X, mask, name)
     every = _split_every(split_every)
-    roots = [
-        _tree(
-            keys[start : start + window],
-            None if mask_keys is None else mask_keys[start : start + window],
-            collections,
-            method,
-            params,
-            seed,
-            like,
-            name,
-            every,
-        )
-        for start in range(0, len(keys), window)
-    ]
-    scheduler = get_scheduler(collections=collections)
+    roots = (  # (built one window at a time: the client holds the graphs of two)
+        _tree(*_leaves(X, mask, start, start + window), method, params, seed, like, name, every)
+        for start in range(0, _n_blocks(X), window)
+    )
+    scheduler = get_scheduler(collections=[X])
     distributed = sys.modules.get("distributed")
     client = getattr(scheduler, "__self__", None)
     if distributed is None or not isinstance(client, distributed.Client):
