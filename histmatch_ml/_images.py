@@ -118,6 +118,12 @@ def is_tensor(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
+def is_dask_collection(obj: Any) -> bool:
+    """True for a dask collection (array, bag, ...); dask is never imported for this."""
+    dask = sys.modules.get("dask")
+    return dask is not None and dask.is_dask_collection(obj)
+
+
 def _from_tensor(tensor: Any, name: str) -> tuple[list[np.ndarray], dict]:
     """``(H, W, C)`` arrays of a channels-first tensor ``(H, W)``, ``(C, H, W)``, ``(N, C, H, W)``.
 

@@ -250,11 +250,13 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
     comes back; an alpha channel is kept as is); a channels-first torch
     tensor ``(C, H, W)`` / ``(N, C, H, W)`` (a tensor of the same dtype and
     device comes back; on a GPU ``"per_channel"`` matches the batch there, see
-    :mod:`histmatch_ml.backends.torch`). With ``spatial_dims=3``: ``(N, D, H, W)`` and
+    :mod:`histmatch_ml.backends.torch`); a dask array ``(N, H, W[, C])`` (a lazy
+    dask array comes back). With ``spatial_dims=3``: ``(N, D, H, W)`` and
     ``(N, D, H, W, C)`` arrays of volumes, lists of ``(D, H, W[, C])`` volumes,
     channels-first ``(C, D, H, W)`` / ``(N, C, D, H, W)`` tensors, masks of the
     volumes' ``(D, H, W)`` shape. ``fit`` and ``partial_fit`` also take file paths and
-    iterables (generators) of images, read chunk by chunk. Supported dtypes
+    iterables (generators) of images, read chunk by chunk, and dask arrays
+    and bags, learned as a tree of merges where dask runs. Supported dtypes
     are uint8, uint16, int16, float32 and float64 (also int8, 32/64-bit
     integers within +-2**53 and float16); the output has the input's dtype,
     integers rounded to nearest and clipped, floats never clipped or
@@ -375,7 +377,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             Images may have different sizes; their pixels are pooled. File
             paths (one, or a list) are read as the command line reads them; an
             iterator or generator of images or paths is learned from chunk by
-            chunk, so memory holds one chunk, not the data set.
+            chunk, so memory holds one chunk, not the data set. A dask array
+            or bag (of images or paths) is learned block by block on the
+            workers, and only the state comes back.
         y : None
             Ignored; present for API consistency.
         mask : array-like of bool or list of arrays, optional
@@ -417,6 +421,30 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _learn_any(self, X: Any, mask: Any, name: str) -> HistogramMatcher:
         """Learn from a batch, or from a stream chunk by chunk (merged as ``partial_fit``)."""
+        if _images.is_dask_collection(X):  # a tree of merges where dask runs
+            from .backends import dask as dask_backend
+
+            if self.reference != "pooled" or self.spatial_dims != 2:
+                raise ValueError(
+                    f"{name}: dask collections are learned with reference='pooled' and "
+                    f"spatial_dims=2; got reference={self.reference!r}, "
+                    f"spatial_dims={self.spatial_dims}"
+                )
+            first = not hasattr(self, "reference_")
+            if not first:  # (the method first: blocks are learned like the fitted state)
+                self._check_more(self.dtype_, self.n_channels_, name)
+            learned = dask_backend.learn(
+                X,
+                mask,
+                get_method(self.method),
+                self._params(),
+                seed=self._first_seed() if first else None,
+                like=None if first else self.reference_,
+                name=name,
+            )
+            if not first:
+                self._check_more(learned.dtype, learned.n_channels, name)
+            return self._absorb(*learned)
         if not _images.is_stream(X):
             return self._learn(X, mask, name)
         from tqdm.auto import tqdm
@@ -436,55 +464,68 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             X, mask, name=name, estimator=self, reset=first, spatial_dims=self.spatial_dims
         )
         method.check_channels(batch.n_channels, name)
-        barycentric = self.reference == "barycenter"
         if first:
-            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            rng = np.random.default_rng(seed)
-            if barycentric:
+            rng = np.random.default_rng(self._first_seed())
+            if self.reference == "barycenter":
                 state = _barycenter.learn(method, batch, params, rng)
             else:
                 state = method.learn(batch, params, rng)
+        else:
+            self._check_more(batch.dtype.name, batch.n_channels, name)
+            if self.reference_mode_ == "barycenter":
+                state = _barycenter.learn(method, batch, params, None, like=self.reference_)
+            else:
+                state = method.learn(batch, params, None, like=self.reference_)
+        n_images, n_pixels = len(batch.images), batch.n_pixels
+        return self._absorb(state, n_images, n_pixels, batch.dtype.name, batch.n_channels)
+
+    def _first_seed(self) -> int:
+        """The seed of the generator a first fit learns with (from ``random_state``)."""
+        return check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+
+    def _check_more(self, dtype: str, n_channels: int, name: str) -> None:
+        """Refuse more references that the fitted state cannot take in."""
+        if self.method != self.method_:
+            raise ValueError(
+                f"method is {self.method!r} but the matcher was fitted with "
+                f"{self.method_!r}; call fit to start again"
+            )
+        if self.reference != self.reference_mode_:
+            raise ValueError(
+                f"reference is {self.reference!r} but the matcher was fitted with "
+                f"reference={self.reference_mode_!r}; call fit to start again"
+            )
+        if dtype != self.dtype_:
+            raise TypeError(
+                f"{name} must have the dtype of the references seen so far "
+                f"({self.dtype_}); got {dtype}"
+            )
+        if n_channels != self.n_channels_:
+            raise _images.channel_mismatch(name, n_channels, self.n_channels_)
+
+    def _absorb(
+        self, state: dict, n_images: int, n_pixels: int, dtype: str, n_channels: int
+    ) -> HistogramMatcher:
+        """Take in a state learned from (checked) references: the first, or merged in.
+
+        Barycentre states merge weighted by images, pooled ones by pixels.
+        """
+        method, params = get_method(self.method), self._params()
+        if not hasattr(self, "reference_"):
             self.method_ = method.name
             self.reference_mode_ = self.reference
-            self.dtype_ = batch.dtype.name
-            self.n_channels_ = batch.n_channels
-            self.n_images_seen_ = len(batch.images)
-            self.n_pixels_seen_ = batch.n_pixels
+            self.dtype_ = dtype
+            self.n_channels_ = n_channels
+            self.n_images_seen_ = n_images
+            self.n_pixels_seen_ = n_pixels
         else:
-            if method.name != self.method_:
-                raise ValueError(
-                    f"method is {self.method!r} but the matcher was fitted with "
-                    f"{self.method_!r}; call fit to start again"
-                )
-            if batch.dtype.name != self.dtype_:
-                raise TypeError(
-                    f"{name} must have the dtype of the references seen so far "
-                    f"({self.dtype_}); got {batch.dtype.name}"
-                )
-            self._check_channels(batch, name)
-            if self.reference != self.reference_mode_:
-                raise ValueError(
-                    f"reference is {self.reference!r} but the matcher was fitted with "
-                    f"reference={self.reference_mode_!r}; call fit to start again"
-                )
-            if barycentric:  # (weighted by images)
-                state = _barycenter.merge(
-                    method,
-                    self.reference_,
-                    self.n_images_seen_,
-                    _barycenter.learn(method, batch, params, None, like=self.reference_),
-                    len(batch.images),
-                )
+            if self.reference_mode_ == "barycenter":
+                seen = self.n_images_seen_
+                state = _barycenter.merge(method, self.reference_, seen, state, n_images)
             else:
-                state = method.merge(
-                    self.reference_,
-                    self.n_pixels_seen_,
-                    method.learn(batch, params, None, like=self.reference_),
-                    batch.n_pixels,
-                    params,
-                )
-            self.n_images_seen_ += len(batch.images)
-            self.n_pixels_seen_ += batch.n_pixels
+                state = method.merge(self.reference_, self.n_pixels_seen_, state, n_pixels, params)
+            self.n_images_seen_ += n_images
+            self.n_pixels_seen_ += n_pixels
         self.reference_ = state
         self.tables_ = method.prepare(state, params)
         self.__dict__.pop("_device_tables", None)  # (the torch backend's tensors of tables_)
@@ -500,9 +541,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
         Parameters
         ----------
-        X : array-like, list of images or PIL.Image
+        X : array-like, list of images, PIL.Image, tensor or dask array
             Images to match; same channel count as the references, any sizes.
-            Each image is matched on its own.
+            Each image is matched on its own; a dask array is matched lazily,
+            block by block (a dask array of the same chunks comes back).
         mask : array-like of bool or list of arrays, optional
             One ``(H, W)`` boolean mask per image: only masked pixels are
             counted and changed, the others are returned untouched.
@@ -533,6 +575,10 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             if matched is not None:
                 return matched
         method, params = self._fitted_method(), self._params()
+        if _images.is_dask_collection(X):  # lazy, block by block
+            from .backends import dask as dask_backend
+
+            return dask_backend.transform(self, X, mask, name)
         batch = _images.to_batch(
             X, mask, name=name, estimator=self, reset=False, spatial_dims=self.spatial_dims
         )

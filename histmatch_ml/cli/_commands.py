@@ -187,14 +187,27 @@ def _transform(args: argparse.Namespace) -> int:
     }
     start = time.perf_counter()
     try:
-        outcome = _run_tasks(
-            tasks,
-            jobs,
-            _init_worker,
-            (str(model_path), digest, options),
-            fail_fast=args.fail_fast,
-            desc="transform",
-        )
+        if args.scheduler is not None and tasks:
+            from . import _dask_runner
+
+            outcome, jobs = _dask_runner.transform(
+                args.scheduler,
+                tasks,
+                str(model_path),
+                digest,
+                {**options, "threads": 1},
+                jobs=args.jobs or _default_jobs(),
+                fail_fast=args.fail_fast,
+            )
+        else:
+            outcome = _run_tasks(
+                tasks,
+                jobs,
+                _init_worker,
+                (str(model_path), digest, options),
+                fail_fast=args.fail_fast,
+                desc="transform",
+            )
     except (BrokenProcessPool, RuntimeError, ValueError) as exc:
         print(f"histmatch transform: error: {exc}", file=sys.stderr)
         return 1
@@ -241,6 +254,30 @@ def _check_new_file(out: Path, inputs: Iterable[Path], overwrite: bool, what: st
         raise RunError(f"{what} {out} exists already; pass --overwrite to replace it")
 
 
+def _fit_tasks(
+    items: list, mask_dir: Path | None, failed: list[str], fail_fast: bool
+) -> dict[int, tuple[str, str | None]]:
+    """``index -> (path, mask path)`` of the references to read on the workers.
+
+    A reference whose mask is missing is reported and named in ``failed``
+    instead; with ``fail_fast`` none after it is planned.
+    """
+    tasks = {}
+    for index, item in enumerate(items):
+        mask = None
+        if mask_dir is not None:
+            try:
+                mask = str(find_mask(mask_dir, item.rel))
+            except (OSError, ValueError) as exc:
+                print(f"error: {item.path}: {exc}", file=sys.stderr)
+                failed.append(str(item.path))
+                if fail_fast:
+                    break
+                continue
+        tasks[index] = (str(item.path), mask)
+    return tasks
+
+
 def _matcher(args: argparse.Namespace) -> HistogramMatcher:
     """A ``HistogramMatcher`` with every estimator parameter the command has an option for.
 
@@ -261,6 +298,16 @@ def _kind_text(kind: tuple[str, int], count: int) -> str:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    if args.scheduler is None:
+        return _fit_on(args, None)
+    from . import _dask_runner
+
+    with _dask_runner.connect(args.scheduler, _default_jobs()) as client:
+        return _fit_on(args, client)
+
+
+def _fit_on(args: argparse.Namespace, client: Any) -> int:
+    """``histmatch fit``, in this process (``client`` None) or on a dask cluster."""
     from .. import _images
     from ..io import fingerprint, read_image, read_mask, read_volume, read_volume_mask, save_model
     from ..io._volume_files import is_volume_file
@@ -313,8 +360,24 @@ def _fit(args: argparse.Namespace) -> int:
     held: dict[int, tuple[Any, np.ndarray | None, int]] = {}
     budget = FIT_CHUNK_PIXELS
     failed: list[str] = []
+    if client is not None:
+        budget, pixels, tasks = 0, {}, _fit_tasks(items, mask_dir, failed, args.fail_fast)
     with _progress(len(items), "fit: read") as bar:
-        for index, item in enumerate(items):
+        if client is not None:  # read and checked on the workers
+            from ._dask_runner import check_references
+
+            checks = check_references(client, tasks, mode, args.max_pixels, args.method)
+            for index, kind, error, caught in checks:
+                bar.update(1)
+                _warn(bar, items[index].path, caught)
+                if error is not None:
+                    failed.append(str(items[index].path))
+                    _report(bar, items[index].path, error)
+                    if args.fail_fast:
+                        break
+                    continue
+                kinds[index], pixels[index] = kind[:2], kind[2]
+        for index, item in enumerate(items if client is None else []):
             bar.update(1)
             try:
                 with _recording() as caught:
@@ -357,6 +420,16 @@ def _fit(args: argparse.Namespace) -> int:
     images: list[Any] = []
     masks: list[np.ndarray] = []
     pooled = 0
+    if client is not None:  # a tree of merges on the workers
+        from ._dask_runner import learn_references
+
+        try:
+            learned = [tasks[index] for index in kinds]
+            learn_references(matcher, learned, [pixels[i] for i in kinds], mode, args.max_pixels)
+        except (OSError, ValueError, TypeError) as exc:  # changed since it was read
+            print(f"histmatch fit: error: {exc}; {out} not written", file=sys.stderr)
+            return 1
+        kinds = {}
     with _progress(len(kinds), "fit: learn") as bar:
         for index in kinds:
             item = items[index]

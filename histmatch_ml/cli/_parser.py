@@ -367,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
             "always applies too)",
         )
 
+    def scheduler(p: argparse.ArgumentParser, work: str) -> None:
+        p.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help=f"{work} on a dask cluster: the address of a running distributed "
+            "scheduler (tcp://host:8786), or 'local' / 'local:N' to start one with a worker "
+            "process per core / N of them (needs the [dask] extra; paths must be readable "
+            "by the workers)",
+        )
+
     demo = command(
         "demo",
         _demo,
@@ -419,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(unless --mode converts them).",
         "  histmatch fit refs/ -o model.npz\n"
         "  histmatch fit 'refs/**/*.png' -o model.npz --mode RGB --method exact\n"
-        "  histmatch fit refs/ -o model.npz --mask-dir masks/ --keep-going\n",
+        "  histmatch fit refs/ -o model.npz --mask-dir masks/ --keep-going\n"
+        "  histmatch fit refs/ -o model.npz --scheduler local:4\n",
     )
     fit.add_argument("references", nargs="+", metavar="REFS", help="files, directories, globs")
     fit.add_argument(
@@ -442,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode(fit)
     follow_links(fit)
     max_pixels(fit)
+    scheduler(fit, "read the references and learn from them")
     add_matcher_options(fit)
 
     transform = command(
@@ -452,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
         "model and write them under OUTDIR with the same relative paths and formats.",
         "  histmatch transform -m model.npz photos/ -o matched/ --jobs 4\n"
         "  histmatch transform -m model.npz 'photos/**/*.jpg' -o matched/ --mode RGB\n"
-        "  histmatch transform -m model.npz photos/ -o matched/ --skip-existing  # resume\n",
+        "  histmatch transform -m model.npz photos/ -o matched/ --skip-existing  # resume\n"
+        "  histmatch transform -m model.npz photos/ -o matched/ --scheduler tcp://host:8786\n",
     )
     transform.add_argument(
         "-m", "--model", required=True, metavar="MODEL.npz", help="model file (from fit)"
@@ -496,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     follow_links(transform)
     png_compression(transform)
     max_pixels(transform)
+    scheduler(transform, "read, match and write the files")
 
     inspect = command(
         "inspect",

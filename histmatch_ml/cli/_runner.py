@@ -419,12 +419,20 @@ def _run_tasks(
     *,
     fail_fast: bool,
     desc: str,
+    executor: Any = None,
+    stop: Any = None,
 ) -> _Outcome:
     """Run ``_transform_one`` over ``tasks``; report errors; say how it went.
 
     Stops at the first error with ``fail_fast``, at the first "no space left
     on device" error, and on ``SIGINT``: the files being processed are
     finished and counted, the others are not begun.
+
+    With ``executor`` (a ``concurrent.futures`` executor whose workers the
+    caller has set up with ``init``, such as a dask cluster's) the tasks go
+    there, ``jobs`` at a time (times 4), and ``stop`` (an event its workers
+    read) tells them to skip the files not begun; otherwise a pool of
+    ``jobs`` worker processes is started.
     """
     outcome = _Outcome()
     with _progress(len(tasks), desc) as bar, _deferred_interrupt() as interrupted:
@@ -455,13 +463,17 @@ def _run_tasks(
                 )
             return outcome.stopped is not None
 
-        if jobs == 1:
+        if jobs == 1 and executor is None:
             _WORKER.pop("stop", None)
             init(*initargs)
             for task in tasks:
                 if stopping():
                     break
                 finish(_transform_one(task))
+            stopping()
+            return outcome
+        if executor is not None:
+            _submit_all(executor, stop, tasks, jobs, finish, stopping, cancel=False)
             stopping()
             return outcome
         ctx = _pool_context()
@@ -473,29 +485,49 @@ def _run_tasks(
             initializer=_start_worker,
             initargs=(os.getpid(), via_server, stop, init, initargs),
         ) as pool:
-            pending: set = set()
-            queue = iter(tasks)
-            while True:
-                if stopping():
-                    stop.set()  # the files handed to the workers but not begun are skipped
-                    for future in pending:
-                        future.cancel()  # only the queued ones: those running are finished
-                    pending = {future for future in pending if not future.cancelled()}
-                else:
-                    while len(pending) < 4 * jobs:
-                        task = next(queue, None)
-                        if task is None:
-                            break
-                        pending.add(pool.submit(_transform_one, task))
-                if not pending:
-                    break
-                finished, pending = wait(
-                    pending, timeout=_INTERRUPT_CHECK_INTERVAL, return_when=FIRST_COMPLETED
-                )
-                for future in finished:
-                    finish(future.result())
+            _submit_all(pool, stop, tasks, jobs, finish, stopping, cancel=True)
         stopping()
     return outcome
+
+
+def _submit_all(
+    pool: Any,
+    stop: Any,
+    tasks: list,
+    jobs: int,
+    finish: Callable[[_Result], None],
+    stopping: Callable[[], bool],
+    *,
+    cancel: bool,
+) -> None:
+    """Hand ``tasks`` to ``pool``, at most ``4 * jobs`` at a time, until done or stopping.
+
+    ``cancel``: queued futures can be cancelled without touching running ones
+    (a process pool's; a dask cluster's cancel running tasks too, so there the
+    workers skip them through ``stop`` instead).
+    """
+    pending: set = set()
+    queue = iter(tasks)
+    while True:
+        if stopping():
+            stop.set()  # the files handed to the workers but not begun are skipped
+            if cancel:
+                for future in pending:
+                    future.cancel()  # only the queued ones: those running are finished
+                pending = {future for future in pending if not future.cancelled()}
+        else:
+            while len(pending) < 4 * jobs:
+                task = next(queue, None)
+                if task is None:
+                    break
+                pending.add(pool.submit(_transform_one, task))
+        if not pending:
+            break
+        finished, pending = wait(
+            pending, timeout=_INTERRUPT_CHECK_INTERVAL, return_when=FIRST_COMPLETED
+        )
+        for future in finished:
+            finish(future.result())
 
 
 def _default_jobs() -> int:

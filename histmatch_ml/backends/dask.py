@@ -1,0 +1,577 @@
+"""Dask backend: fit as a tree of merges, transform by blocks of whole images.
+
+:class:`~histmatch_ml.HistogramMatcher` hands a dask collection here (see
+:func:`histmatch_ml._images.is_dask_collection`); everything else stays in
+memory. Only the method hooks are used, so every method and every state
+(exact histograms, exact float bins, lab's projections) scales out alike:
+
+* **fit** (:func:`learn_graph`): every block of a ``dask.array.Array``
+  (``(N, H, W[, C])``, rechunked to whole images along the spatial axes) or
+  partition of a ``dask.bag.Bag`` (images, ``(n, H, W[, C])`` arrays or file
+  paths, read chunk by chunk as an in-memory stream is) is learned with the
+  method's ``learn`` on the worker that holds it; the states are merged with
+  the method's ``merge`` in a tree (``Bag.reduction`` with ``split_every``,
+  dask's ``split_every`` setting or 8). A worker holds one block and one
+  state; only the final state (a few arrays) comes back to the client.
+  Without an active ``distributed.Client`` the graph runs on dask's threaded
+  scheduler (or the one set with ``dask.config.set(scheduler=...)``).
+* **transform** (:func:`transform`): ``map_blocks`` over blocks of whole
+  images, each image matched on its own: a lazy dask array of the input's
+  shape, chunks and dtype.
+
+Randomness: at a first fit every block is learned with a generator seeded
+identically (the seed the in-memory fit gives its first chunk), so the random
+choices a state carries (lab's rotations) agree across blocks and the states
+merge; at ``partial_fit`` every block is learned ``like`` the fitted state.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import _images
+
+__all__ = ["Learned", "learn", "learn_graph", "transform", "transform_files"]
+
+#: fan-in of the merge tree when dask's ``split_every`` setting is not set
+SPLIT_EVERY = 8
+
+
+class Learned(NamedTuple):
+    """A state learned from part of the references, with what it was learned from.
+
+    Attributes
+    ----------
+    state : dict of str to ndarray
+        The method's state (plain arrays).
+    n_images, n_pixels : int
+        Images and (masked) pixels it was learned from.
+    dtype : str
+        Their dtype.
+    n_channels : int
+        Their channel count.
+    """
+
+    state: dict
+    n_images: int
+    n_pixels: int
+    dtype: str
+    n_channels: int
+
+
+# ------------------------------------------------------------------ worker side
+def _chunks(images: Any, masks: Any, name: str):
+    """``(images, masks)`` batches of one block or partition, one chunk in memory at a time."""
+    if isinstance(images, np.ndarray):
+        return [(images, masks)] if len(images) else []
+    images = list(images)
+    if not images:
+        return []
+    return _images.stream_chunks(images, None if masks is None else list(masks), name)
+
+
+def _merged(method: Any, params: dict, a: Learned | None, b: Learned, name: str) -> Learned:
+    """``a`` and ``b`` as one :class:`Learned` (the method's ``merge``); refuses mixed images."""
+    if a is None:
+        return b
+    if a.dtype != b.dtype:
+        raise TypeError(f"{name} must hold images of one dtype; got {sorted({a.dtype, b.dtype})}")
+    if a.n_channels != b.n_channels:
+        raise ValueError(
+            f"{name} must hold images with one channel count; got "
+            f"{sorted({a.n_channels, b.n_channels})}"
+        )
+    state = method.merge(a.state, a.n_pixels, b.state, b.n_pixels, params)
+    return Learned(state, a.n_images + b.n_images, a.n_pixels + b.n_pixels, a.dtype, a.n_channels)
+
+
+def _learn_part(
+    images: Any,
+    masks: Any,
+    method: Any,
+    params: dict,
+    seed: int | None,
+    like: dict | None,
+    name: str,
+) -> Learned | None:
+    """The state of one block or partition, None when it is empty."""
+    learned = None
+    for chunk, chunk_masks in _chunks(images, masks, name):
+        batch = _images.to_batch(chunk, chunk_masks, name=name)
+        method.check_channels(batch.n_channels, name)
+        if like is None and learned is None:
+            state = method.learn(batch, params, np.random.default_rng(seed))
+        else:
+            state = method.learn(
+                batch, params, None, like=like if like is not None else learned.state
+            )
+        piece = Learned(
+            state, len(batch.images), batch.n_pixels, batch.dtype.name, batch.n_channels
+        )
+        learned = _merged(method, params, learned, piece, name)
+    return learned
+
+
+def _merge_all(pieces: Any, method: Any, params: dict, name: str) -> Learned | None:
+    """Merge the states of a tree node's children (:class:`Learned` or None), in order."""
+    total = None
+    for piece in pieces:
+        if piece is not None:
+            total = _merged(method, params, total, piece, name)
+    return total
+
+
+def _required(total: Learned | None, name: str) -> Learned:
+    if total is None:
+        raise ValueError(f"{name} must hold at least one image; got an empty dask collection")
+    return total
+
+
+def _transform_block(block: np.ndarray, masks: np.ndarray | None, matcher: Any) -> np.ndarray:
+    return matcher.transform(block, mask=masks)
+
+
+def _transform_part(part: Any, matcher: Any) -> list:
+    part = list(part)
+    return list(matcher.transform(part)) if part else []
+
+
+# ------------------------------------------------------------------ client side
+def _is_bag(X: Any) -> bool:
+    import dask.bag
+
+    return isinstance(X, dask.bag.Bag)
+
+
+def _whole_images(X: Any, name: str) -> Any:
+    """``X`` (a dask array of images) checked and rechunked to whole images."""
+    import dask.array as da
+
+    if not isinstance(X, da.Array):
+        raise TypeError(
+            f"{name} must be a dask.array.Array or a dask.bag.Bag; got {type(X).__name__}"
+        )
+    if X.ndim not in (3, 4):
+        raise ValueError(
+            f"{name} as a dask array must have shape (N, H, W) or (N, H, W, C); got shape "
+            f"{X.shape}"
+        )
+    if any(math.isnan(s) for s in X.shape[1:]):
+        raise ValueError(
+            f"{name} must have known image sizes; got shape {X.shape} (call "
+            f"{name}.compute_chunk_sizes() first)"
+        )
+    _images.check_dtype(np.empty(0, dtype=X.dtype), name)
+    return X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+
+
+def _aligned_mask(mask: Any, X: Any, name: str) -> Any:
+    """``mask`` as a boolean dask array chunked along N as ``X`` (whole images), or None."""
+    import dask.array as da
+
+    if mask is None:
+        return None
+    if not isinstance(mask, da.Array):
+        mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"mask must be boolean; got dtype {mask.dtype}")
+    if mask.shape != X.shape[:3]:
+        raise ValueError(
+            f"mask must be one (H, W) mask per image of {name}, of shape {X.shape[:3]}; got "
+            f"{mask.shape}"
+        )
+    if isinstance(mask, da.Array):
+        return mask.rechunk((X.chunks[0], -1, -1))
+    return da.from_array(mask, chunks=(X.chunks[0], -1, -1))
+
+
+def _checked(X: Any, mask: Any, name: str) -> tuple[Any, Any]:
+    """``X`` and ``mask`` checked: a bag and a bag of masks partitioned alike, or an array
+    rechunked to whole images and its mask chunked as it."""
+    if _is_bag(X):
+        if mask is not None and (not _is_bag(mask) or mask.npartitions != X.npartitions):
+            raise TypeError(
+                f"mask of a dask.bag {name} must be a dask.bag of one mask per image, "
+                f"partitioned as {name} ({X.npartitions} partitions); got "
+                f"{type(mask).__name__}"
+            )
+        return X, mask
+    X = _whole_images(X, name)
+    return X, _aligned_mask(mask, X, name)
+
+
+def _leaves(X: Any, mask: Any, start: int = 0, stop: int | None = None) -> tuple:
+    """The keys of blocks ``start:stop`` of images (and masks), and their collections.
+
+    A bag's partitions; a checked array's blocks along ``N``, taken as a
+    collection of their own (``Array.blocks``), so that a window's graph holds
+    its blocks only.
+    """
+    from dask.core import flatten
+
+    if not _is_bag(X):
+        X = X.blocks[start:stop]
+        mask = None if mask is None else mask.blocks[start:stop]
+        start, stop = 0, None
+    keys = list(flatten(X.__dask_keys__()))[start:stop]
+    mask_keys = None if mask is None else list(flatten(mask.__dask_keys__()))[start:stop]
+    return keys, mask_keys, [X] if mask is None else [X, mask]
+
+
+def _n_blocks(X: Any) -> int:
+    return X.npartitions if _is_bag(X) else X.numblocks[0]
+
+
+def _split_every(split_every: int | None) -> int:
+    if split_every is None:
+        import dask
+
+        configured = dask.config.get("split_every", None)
+        split_every = configured if isinstance(configured, int) else SPLIT_EVERY
+    if not isinstance(split_every, int) or split_every < 2:
+        raise ValueError(f"split_every must be an integer >= 2; got {split_every!r}")
+    return split_every
+
+
+def _tree(
+    keys: list,
+    mask_keys: list | None,
+    collections: list,
+    method: Any,
+    params: dict,
+    seed: int | None,
+    like: dict | None,
+    name: str,
+    split_every: int,
+) -> Any:
+    """The graph learning the blocks ``keys`` (one task each) and merging them in a tree.
+
+    Tasks ``(layer, 0, i)`` learn block ``i``; ``(layer, d, j)`` merge up to
+    ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of the root.
+    """
+    import uuid
+
+    import dask
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer = f"histmatch-fit-{uuid.uuid4().hex}"
+    dependencies = list(collections)
+    like_key = None
+    if like is not None:
+        state = dask.delayed(like, traverse=False)
+        dependencies.append(state)
+        like_key = state.key
+    leaf = functools.partial(_learn_part, method=method, params=params, seed=seed, name=name)
+    merge = functools.partial(_merge_all, method=method, params=params, name=name)
+    if not keys:
+        return dask.delayed(None)
+    dsk: dict = {}
+    level = []
+    for i, key in enumerate(keys):
+        mask_key = None if mask_keys is None else mask_keys[i]
+        dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
+        level.append((layer, 0, i))
+    depth = 0
+    while len(level) > 1 or depth == 0:
+        depth += 1
+        groups = [level[j : j + split_every] for j in range(0, len(level), split_every)]
+        level = []
+        for j, group in enumerate(groups):
+            dsk[(layer, depth, j)] = (merge, group)
+            level.append((layer, depth, j))
+    graph = HighLevelGraph.from_collections(layer, dsk, dependencies=dependencies)
+    return Delayed(level[0], graph, layer=layer)
+
+
+def _apply_leaf(leaf: Any, images: Any, masks: Any, like: dict | None) -> Learned | None:
+    return leaf(images, masks, like=like)
+
+
+def learn_graph(
+    X: Any,
+    mask: Any,
+    method: Any,
+    params: dict,
+    *,
+    seed: int | None,
+    like: dict | None = None,
+    name: str = "X",
+    split_every: int | None = None,
+) -> Any:
+    """The lazy fit of ``X``: a ``dask.delayed`` object whose value is a :class:`Learned`.
+
+    One task per block learns it with the method's ``learn``; tasks of
+    ``split_every`` states merge them with its ``merge``, level by level,
+    up to one state. :func:`learn` computes such trees over windows of
+    blocks, so that the graph on the client stays small.
+
+    Parameters
+    ----------
+    X : dask.array.Array or dask.bag.Bag
+        Reference images: an array ``(N, H, W[, C])`` (any chunks; rechunked
+        to whole images), or a bag of images, ``(n, H, W[, C])`` arrays or
+        file paths.
+    mask : dask or numpy array of bool, dask.bag.Bag or None
+        For an array, one ``(H, W)`` mask per image, shape ``(N, H, W)``; for
+        a bag, a bag of masks partitioned as ``X``.
+    method : MatchingMethod
+        The method whose ``learn`` and ``merge`` are run.
+    params : dict
+        The parameters its hooks read.
+    seed : int or None
+        Seeds the generator every block is learned with at a first fit.
+    like : dict or None
+        The fitted state (``partial_fit``): every block is learned like it.
+    name : str
+        The argument's name in errors.
+    split_every : int or None
+        Fan-in of the merge tree: states merged per task. None means dask's
+        ``split_every`` setting, else 8.
+
+    Returns
+    -------
+    learned : dask.delayed.Delayed
+        Computes to a :class:`Learned` (an empty collection raises
+        ``ValueError``), on the active ``distributed.Client`` if any, else on
+        dask's threaded scheduler (or the one configured).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from histmatch_ml.backends.dask import learn_graph
+    >>> from histmatch_ml.methods import get_method
+    >>> refs = da.from_array(np.arange(96, dtype=np.uint8).reshape(6, 4, 4), chunks=2)
+    >>> lazy = learn_graph(refs, None, get_method("per_channel"), {"n_quantiles": 8}, seed=0)
+    >>> learned = lazy.compute()
+    >>> learned.n_images, learned.n_pixels, int(learned.state["histograms"].sum())
+    (6, 96, 96)
+    """
+    import dask
+
+    keys, mask_keys, collections = _leaves(*_checked(X, mask, name))
+    every = _split_every(split_every)
+    root = _tree(keys, mask_keys, collections, method, params, seed, like, name, every)
+    return dask.delayed(_required)(root, name)
+
+
+#: blocks per window of :func:`learn`: one graph of at most this many leaves at a time
+WINDOW_BLOCKS = 256
+
+
+def learn(
+    X: Any,
+    mask: Any,
+    method: Any,
+    params: dict,
+    *,
+    seed: int | None,
+    like: dict | None = None,
+    name: str = "X",
+    split_every: int | None = None,
+    window: int = WINDOW_BLOCKS,
+) -> Learned:
+    """The :class:`Learned` state of ``X``, computed as trees over windows of blocks.
+
+    Each window of ``window`` blocks is one graph (:func:`learn_graph`'s
+    tree); on a ``distributed`` cluster two windows are in flight at a time,
+    so workers do not wait at the boundaries. The windows' states are merged
+    on the client in a balanced way (states of equal weight first), holding
+    a few states. The client's memory thus depends on ``window``, not on the
+    number of blocks.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.bag as db
+    >>> from histmatch_ml.backends.dask import learn
+    >>> from histmatch_ml.methods import get_method
+    >>> images = [np.full((4, 4, 3), v, dtype=np.uint8) for v in range(5)]
+    >>> bag = db.from_sequence(images, npartitions=5)
+    >>> learn(bag, None, get_method("per_channel"), {"n_quantiles": 8}, seed=0, window=2).n_images
+    5
+    """
+    import dask
+    from dask.base import get_scheduler
+
+    X, mask = _checked(X, mask, name)
+    every = _split_every(split_every)
+    roots = (  # (built one window at a time: the client holds the graphs of two)
+        _tree(*_leaves(X, mask, start, start + window), method, params, seed, like, name, every)
+        for start in range(0, _n_blocks(X), window)
+    )
+    scheduler = get_scheduler(collections=[X])
+    distributed = sys.modules.get("distributed")
+    client = getattr(scheduler, "__self__", None)
+    if distributed is None or not isinstance(client, distributed.Client):
+        client = None
+    stack: list[tuple[Learned, int]] = []  # (state, level): a binary counter of merges
+
+    def push(learned: Learned | None) -> None:
+        level = 0
+        while learned is not None and stack and stack[-1][1] == level:
+            learned = _merged(method, params, stack.pop()[0], learned, name)
+            level += 1
+        if learned is not None:
+            stack.append((learned, level))
+
+    if client is not None:
+        pending = []
+        for root in roots:
+            pending.append(client.compute(root))
+            if len(pending) > 1:
+                push(pending.pop(0).result())
+        for future in pending:
+            push(future.result())
+    else:
+        for root in roots:
+            (learned,) = dask.compute(root)
+            push(learned)
+    total = None
+    for learned, _ in stack:
+        total = _merged(method, params, total, learned, name)
+    return _required(total, name)
+
+
+def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
+    """``matcher.transform`` of a dask collection, lazily, block by block.
+
+    Parameters
+    ----------
+    matcher : HistogramMatcher
+        A fitted matcher; a copy travels to the workers once, as one task.
+    X : dask.array.Array or dask.bag.Bag
+        Images ``(N, H, W[, C])`` in any chunks, or a bag of images.
+    mask : dask or numpy array of bool or None
+        One ``(H, W)`` mask per image (arrays only), shape ``(N, H, W)``.
+    name : str
+        The argument's name in errors.
+
+    Returns
+    -------
+    matched : dask.array.Array or dask.bag.Bag
+        For an array: lazy, of ``X``'s shape, chunks and dtype, each image
+        matched on its own (blocks of whole images are matched and cut back
+        to ``X``'s chunks). For a bag: a bag of the matched images.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from histmatch_ml import HistogramMatcher
+    >>> from histmatch_ml.backends.dask import transform
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    >>> matcher = HistogramMatcher().fit(images[:2])
+    >>> lazy = transform(matcher, da.from_array(images, chunks=(4, 8, 8, 3)))
+    >>> lazy.chunks[0], bool((lazy.compute() == matcher.transform(images)).all())
+    ((4, 2), True)
+    """
+    import dask
+    import dask.array as da
+
+    from ..io import fingerprint
+
+    # a copy, named by its fingerprint: the lazy result does not change if the matcher does
+    model = dask.delayed(
+        copy.deepcopy(matcher), name=f"histmatch-matcher-{fingerprint(matcher)}", traverse=False
+    )
+    if _is_bag(X):
+        if mask is not None:
+            raise TypeError(
+                f"mask is not supported for a dask.bag {name}; got {type(mask).__name__}"
+            )
+        return X.map_partitions(_transform_part, model)
+    whole = _whole_images(X, name)
+    channels = whole.shape[3] if whole.ndim == 4 else 1
+    if channels != matcher.n_channels_:
+        raise _images.channel_mismatch(name, channels, matcher.n_channels_)
+    masks = _aligned_mask(mask, whole, name)
+    index = "nhwc"[: whole.ndim]
+    meta = np.empty((0,) * whole.ndim, dtype=whole.dtype)
+    out = da.blockwise(
+        _transform_block,
+        index,
+        whole,
+        index,
+        masks,
+        None if masks is None else "nhw",
+        model,
+        None,
+        dtype=whole.dtype,
+        meta=meta,
+    )
+    return out if out.chunks == X.chunks else out.rechunk(X.chunks)
+
+
+def transform_files(
+    matcher: Any,
+    inputs: Any,
+    output_dir: Any,
+    *,
+    overwrite: bool = False,
+    png_compression: int = 1,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Match image files on a dask cluster and write them: ``histmatch transform``'s twin.
+
+    Every worker receives ``matcher`` once; each reads its files, matches and
+    writes them atomically under ``output_dir`` with the same relative paths
+    and formats as the command line (16-bit stays 16-bit, alpha is kept). A
+    file that fails is reported on stderr as ``error: <file>: <why>`` and the
+    others go on.
+
+    Parameters
+    ----------
+    matcher : HistogramMatcher
+        A fitted matcher.
+    inputs : list of str or os.PathLike
+        Image files, directories (read recursively) or glob patterns; the
+        paths must be readable by the workers.
+    output_dir : str or os.PathLike
+        Where to write (outside the inputs); created if missing.
+    overwrite : bool, default=False
+        Replace existing outputs (otherwise an existing output is an error
+        before anything is written).
+    png_compression : int, default=1
+        zlib level of PNG outputs.
+    client : distributed.Client, optional
+        The cluster to run on; default: the active client.
+
+    Returns
+    -------
+    summary : dict
+        ``"written"`` (int), ``"failed"`` (the paths that failed) and
+        ``"stopped"`` (why the run stopped early, or None).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from distributed import Client
+    >>> from histmatch_ml import HistogramMatcher
+    >>> from histmatch_ml.backends.dask import transform_files
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "a.png")
+    >>> matcher = HistogramMatcher().fit(rng.integers(0, 128, (2, 8, 8, 3), dtype=np.uint8))
+    >>> with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+    ...     summary = transform_files(matcher, [folder / "a.png"], folder / "out")
+    >>> summary["written"], summary["failed"], sorted(p.name for p in (folder / "out").iterdir())
+    (1, [], ['a.png'])
+    """
+    from ..cli import _dask_runner
+
+    return _dask_runner.transform_files(
+        matcher,
+        list(inputs),
+        output_dir,
+        overwrite=overwrite,
+        png_compression=png_compression,
+        client=client,
+    )
