@@ -672,55 +672,7 @@ def quantile_knots(state: dict) -> dict[str, np.ndarray]:
     for c, (p, v) in enumerate(rows):
         probs[c, : len(p)], probs[c, len(p) :] = p, p[-1]
         knots[c, : len(v)], knots[c, len(v) :] = v, v[-1]
-    out = {"probs": probs, "values": knots}
-    if "keys" in state and width > INDEXED_KNOTS:
-        out["index"] = knot_index(out)
-    return out
-
-
-#: knots per channel past which a float-bins state's knots get a :func:`knot_index`
-INDEXED_KNOTS = 4096
-
-
-def knot_index(knots: dict) -> np.ndarray:
-    """``(C, B + 1)`` int64: per channel, the knot segment holding each probability ``b / B``.
-
-    ``B`` is a quarter of the knots, so a probability's segment lies a few
-    knots past its bucket's: with it a lookup walks those few knots instead
-    of searching all of them (:func:`quantile_values`), which for hundreds of
-    thousands of knots is several times faster.
-    """
-    n_buckets = max(1, knots["values"].shape[1])
-    edges = np.arange(n_buckets + 1) / n_buckets
-    rows = []
-    for c in range(len(knots["values"])):
-        p, _ = quantile_points(knots, c)
-        rows.append(np.maximum(np.searchsorted(p, edges, side="right") - 1, 0))
-    return np.array(rows, dtype=np.int32)
-
-
-def _segments(q: np.ndarray, p: np.ndarray, index: np.ndarray | None) -> np.ndarray:
-    """``j`` in ``[0, len(p) - 2]`` with ``p[j] <= q < p[j + 1]`` where one exists.
-
-    ``np.searchsorted(p, q, side="right") - 1``, clipped; with a
-    :func:`knot_index` row, a walk of a few knots from each bucket's segment
-    (the few that walk further are searched).
-    """
-    last = len(p) - 2
-    if index is None:
-        return np.clip(np.searchsorted(p, q, side="right") - 1, 0, last)
-    buckets = len(index) - 1
-    b = np.clip((q * buckets).astype(np.intp), 0, buckets - 1)
-    j = np.minimum(index[b], last)
-    for _ in range(8):
-        ahead = p[j + 1] <= q
-        ahead &= j < last
-        if not ahead.any():
-            return j
-        j += ahead
-    far = np.flatnonzero((p[j + 1] <= q) & (j < last))
-    j[far] = np.clip(np.searchsorted(p, q[far], side="right") - 1, 0, last)
-    return j
+    return {"probs": probs, "values": knots}
 
 
 def rescaled_knots(knots: dict, factor: float, limit: float) -> dict[str, np.ndarray]:
@@ -746,46 +698,24 @@ def quantile_points(knots: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     return p[:end], v[:end]
 
 
-def _interp(
-    q: np.ndarray, p: np.ndarray, v: np.ndarray, index: np.ndarray | None = None
-) -> np.ndarray:
+def _interp(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``np.interp(q, p, v)``, without overflow for knots near float64's limits.
 
     ``np.interp`` forms slopes ``dv / dp``, which overflow when the knots span
     more than ``finfo.max * dp`` (sketches of values near +-1e308). Such knots
     are interpolated fraction first, on halved values (halving is exact), and
-    doubled back. With a :func:`knot_index` row, segments are found by
-    :func:`_segments` and interpolated the same way.
+    doubled back.
     """
     with np.errstate(over="ignore"):
         fits = np.isfinite((v[-1] - v[0]) * (len(v) - 1))
-    if len(v) < 2 or (fits and index is None):
+    if fits or len(v) < 2:
         return np.interp(q, p, v)
-    j = _segments(q, p, index)
-    if fits:  # np.interp's arithmetic, to the bit
-        return _interp_at(q, p, v, j)
+    j = np.clip(np.searchsorted(p, q, side="right") - 1, 0, len(p) - 2)
     dp = p[j + 1] - p[j]
     frac = np.divide(q - p[j], dp, out=np.zeros(np.shape(q)), where=dp > 0)
     np.clip(frac, 0.0, 1.0, out=frac)
     half = v * 0.5
     return (half[j] + (half[j + 1] - half[j]) * frac) * 2.0
-
-
-def _interp_at(q: np.ndarray, p: np.ndarray, v: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``np.interp(q, p, v)`` given each query's segment ``j`` (:func:`_segments`), to the bit.
-
-    numpy's formula: ``slope * (q - p[j]) + v[j]``, the knot's value where
-    ``q`` is a knot, the end values beyond the ends.
-    """
-    q = np.asarray(q, dtype=np.float64)
-    p0, v0 = p[j], v[j]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = (v[j + 1] - v0) / (p[j + 1] - p0)
-        out = slope * (q - p0) + v0
-    np.copyto(out, v0, where=q == p0)
-    np.copyto(out, v[-1], where=q >= p[-1])
-    np.copyto(out, v[0], where=q < p[0])
-    return out
 
 
 def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
@@ -797,12 +727,8 @@ def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
     """
     out = np.empty(probs.shape)
     for c, row in enumerate(probs):
-        out[c] = _interp(row, *quantile_points(knots, c), _index_row(knots, c))
+        out[c] = _interp(row, *quantile_points(knots, c))
     return _monotone(out)
-
-
-def _index_row(knots: dict, channel: int) -> np.ndarray | None:
-    return knots["index"][channel] if "index" in knots else None
 
 
 def quantile_values(
@@ -818,7 +744,7 @@ def quantile_values(
     """
     probs = np.asarray(probs, dtype=np.float64)
     p, v = quantile_points(knots, channel)
-    result = _interp(probs, p, v, _index_row(knots, channel))
+    result = _interp(probs, p, v)
     if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
         _monotone(result)
     else:  # cap each value by the right end of its segment

@@ -437,20 +437,3 @@ def test_float_bins_state_validation():
     for change, message in cases:
         with pytest.raises(ValueError, match=message):
             _reference.check_state({**good, **change}, 2)
-
-
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), atoms=st.booleans())
-def test_indexed_knots_look_up_as_np_interp(seed, atoms):
-    rng = np.random.default_rng(seed)
-    x = rng.lognormal(size=(1, 90, 100, 2))
-    if atoms:  # repeated values: knots far apart in probability
-        x[0, :30] = np.round(x[0, :30], 1)
-    knots = _reference.quantile_knots(_reference.learn(list(x), None))
-    assert "index" in knots  # (more than INDEXED_KNOTS knots)
-    queries = np.concatenate([rng.random(5000), [0.0, 1.0], np.sort(rng.random(3000))])
-    for c in range(2):
-        p, v = _reference.quantile_points(knots, c)
-        expected = np.interp(queries, p, v)
-        got = _reference.quantile_values(knots, c, queries)
-        np.testing.assert_array_equal(got, expected)  # np.interp's arithmetic, to the bit
