@@ -299,7 +299,6 @@ def test_a_level_histogram_merges_exactly_with_its_kind_and_with_float_bins():
 
 def test_uint8_and_the_same_data_as_floats_match_alike_within_rounding():
     from conftest import load
-
     from histmatch_ml import match_histograms
 
     src, ref = load("astronaut"), load("coffee")
