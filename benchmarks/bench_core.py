@@ -161,7 +161,7 @@ def float_error(
     """Mean per-channel W1 between our output and the exact answer, over the value range.
 
     With ``knots=None`` the exact answer uses the exact quantile function of
-    every reference pixel (end to end: grid path and quantile sketch);
+    every reference pixel (end to end: the grid path and the reference's state);
     otherwise it uses the fitted knots (``matcher.tables_``), which isolates
     the error of the sort-free grid path.
     """
@@ -295,7 +295,8 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
             report.time_row(case, "albumentations (quantises to 8 bits)", t["ours"], t["alb"])
 
     # (3b) a continuous float reference too (blurred as the source): the reference is a
-    # quantile sketch, where the /255 reference above keeps exact 8-bit-level histograms
+    # float bins (its distinct values), where the /255 reference above keeps exact
+    # 8-bit-level histograms
     ref_blurred = _float_sources(ref)["blurred"]
     matcher_s = _fitted(ref_blurred)
     src_blurred = _float_sources(src)["blurred"]
@@ -307,7 +308,7 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
         **timing,
     )
     report.time_row(
-        f"float32 RGB {shape} blurred, blurred reference (a quantile sketch), fitted transform",
+        f"float32 RGB {shape} blurred, blurred reference (its distinct values), fitted transform",
         "skimage", t["ours"], t["skimage"],
     )  # fmt: skip
 
