@@ -8,8 +8,6 @@ the fitted quantiles are checked against the pooled data's exact ranks.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,9 @@ distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import cli_in_process  # noqa: E402
 from histmatch_ml import HistogramMatcher  # noqa: E402
 from histmatch_ml.backends.dask import learn, learn_graph, transform_files  # noqa: E402
-from histmatch_ml.cli import main  # noqa: E402
 from histmatch_ml.io import fingerprint  # noqa: E402
 from histmatch_ml.methods import get_method  # noqa: E402
 
@@ -255,13 +253,8 @@ def test_errors_name_the_argument_and_what_was_got():
 # ----------------------------------------------------------- command line: --scheduler
 def _cli(*args) -> tuple[int, str, str]:
     """``histmatch ARGS`` run in this process: ``(status, stdout, stderr)``."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    result = cli_in_process(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture
