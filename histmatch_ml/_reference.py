@@ -380,16 +380,26 @@ def _has_subnormals(values: np.ndarray, extremes: np.ndarray) -> bool:
 
 
 def _channel_groups(images: list[np.ndarray], masks: list[np.ndarray] | None):
-    """Yield contiguous ``(C, n)`` arrays of the (masked) values of images, by LEARN_GROUP."""
+    """Yield contiguous ``(C, n)`` arrays of the (masked) values of images, by LEARN_GROUP.
+
+    The arrays are views of one work buffer, overwritten by the next group
+    (each is consumed, and may be sorted in place, before the next is made).
+    """
     group: list[np.ndarray] = []
     size = 0
+    buffer = None
 
     def planes() -> np.ndarray:
-        out = np.empty((group[0].shape[1], size), dtype=group[0].dtype)
+        nonlocal buffer
+        n_channels = group[0].shape[1]
+        if buffer is None or buffer.shape[1] < size or buffer.dtype != group[0].dtype:
+            buffer = np.empty((n_channels, size), dtype=group[0].dtype)
+        out = buffer[:, :size]
         start = 0
-        for pixels in group:
-            out[:, start : start + len(pixels)] = pixels.T
-            start += len(pixels)
+        for pixels in group:  # (OpenCV's channel split beats numpy's strided copy)
+            n = len(pixels)
+            _images.split_into(pixels.reshape(n, 1, n_channels), out[:, start : start + n, None])
+            start += n
         return out
 
     limit = min(FIRST_GROUP, LEARN_GROUP)
