@@ -130,6 +130,21 @@ def _remove_stale(directory: Path, command: str, *, recursive: bool) -> None:
         )
 
 
+def _item_mask(mask_dir: Any, item: Any, failed: list[str]) -> tuple[str | None, bool]:
+    """``(mask path, True)`` for an input (``None`` without ``mask_dir``), or ``(None, False)``.
+
+    A missing or unreadable mask is reported on stderr and the input named in ``failed``.
+    """
+    if mask_dir is None:
+        return None, True
+    try:
+        return str(find_mask(mask_dir, item.rel)), True
+    except (OSError, ValueError) as exc:
+        print(f"error: {item.path}: {exc}", file=sys.stderr)
+        failed.append(str(item.path))
+        return None, False
+
+
 def _transform(args: argparse.Namespace) -> int:
     from ..io import fingerprint
 
@@ -157,16 +172,11 @@ def _transform(args: argparse.Namespace) -> int:
         if args.skip_existing and (out.exists() or out.is_symlink()):
             existing += 1  # written whole by an earlier run: outputs are written atomically
             continue
-        mask = None
-        if mask_dir is not None:
-            try:
-                mask = str(find_mask(mask_dir, item.rel))
-            except (OSError, ValueError) as exc:
-                print(f"error: {item.path}: {exc}", file=sys.stderr)
-                failed_masks.append(str(item.path))
-                if args.fail_fast:
-                    return 1
-                continue
+        mask, found = _item_mask(mask_dir, item, failed_masks)
+        if not found:
+            if args.fail_fast:
+                return 1
+            continue
         tasks.append((str(item.path), str(out), mask))
     if existing:
         print(
@@ -264,16 +274,11 @@ def _fit_tasks(
     """
     tasks = {}
     for index, item in enumerate(items):
-        mask = None
-        if mask_dir is not None:
-            try:
-                mask = str(find_mask(mask_dir, item.rel))
-            except (OSError, ValueError) as exc:
-                print(f"error: {item.path}: {exc}", file=sys.stderr)
-                failed.append(str(item.path))
-                if fail_fast:
-                    break
-                continue
+        mask, found = _item_mask(mask_dir, item, failed)
+        if not found:
+            if fail_fast:
+                break
+            continue
         tasks[index] = (str(item.path), mask)
     return tasks
 
