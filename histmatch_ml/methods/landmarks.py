@@ -138,8 +138,42 @@ def image_landmarks(image: np.ndarray, mask: np.ndarray | None, probs: np.ndarra
     for c in range(image.shape[2]):
         values = image[:, :, c]
         values = values.ravel() if mask is None else values[mask]
-        rows.append(np.quantile(values.astype(np.float64, copy=False), probs, method="hazen"))
+        rows.append(sorted_quantiles(np.sort(values), probs))
     return np.stack(rows)
+
+
+def sorted_quantiles(ordered: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """numpy's ``"hazen"`` quantiles at ``probs`` of the sorted 1-D ``ordered``, in float64.
+
+    The same result as ``np.quantile(ordered.astype(np.float64), probs,
+    method="hazen")`` (the same virtual index and interpolation, term by
+    term), read from values already in order: the image's own dtype is
+    sorted (numpy's SIMD sort, faster than the selection ``np.quantile``
+    runs for a dozen probabilities; the "fit, 10 volumes" row of the volumes
+    benchmark) and only the two neighbours of each landmark are cast.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml.methods.landmarks import sorted_quantiles
+    >>> sorted_quantiles(np.arange(10, dtype=np.float32), np.array([0.0, 0.25, 1.0])).tolist()
+    [0.0, 2.0, 9.0]
+    """
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("landmarks need at least one (masked) value per channel; got none")
+    probs = np.asarray(probs, dtype=np.float64)
+    virtual = n * probs + (0.5 + probs * (1 - 0.5 - 0.5)) - 1  # numpy's hazen index
+    below = np.floor(virtual)
+    gamma = virtual - below
+    below = np.clip(below, 0, n - 1).astype(np.intp)
+    above = np.clip(below + 1, 0, n - 1)
+    below[virtual >= n - 1] = n - 1  # beyond the ends: the extreme values
+    above[virtual < 0] = 0
+    a = ordered[below].astype(np.float64)
+    b = ordered[above].astype(np.float64)
+    diff = b - a  # numpy's lerp: from the nearer end
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def to_range(landmarks: np.ndarray, standard_range: tuple[float, float] | None) -> np.ndarray:
