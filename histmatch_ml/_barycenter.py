@@ -25,6 +25,7 @@ their average weighted by the numbers of images (:func:`merge`), so
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ def learn(
     params: dict[str, Any],
     rng: np.random.Generator | None,
     like: dict | None = None,
+    n_threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """The barycentre of the images of ``batch``: their summaries' average.
 
@@ -70,25 +72,38 @@ def learn(
     in ``method.barycenter_keys`` are averaged, the others (a dtype, shared
     projection axes) are the first image's. ``rng`` draws what the first
     summary draws (lab's axes); later images, and every image when ``like``
-    (the state so far, for ``partial_fit``) is given, reuse it.
+    (the state so far, for ``partial_fit``) is given, reuse it. With
+    ``n_threads`` above 1 the images after the first are summarised in that
+    many threads; the sum runs in image order, so the result does not depend
+    on it.
     """
     keys = method.barycenter_keys
-    total: dict[str, np.ndarray] | None = None
-    first = like
-    for i, image in enumerate(batch.images):
+
+    def summary(i: int, rng: np.random.Generator | None, first: dict | None) -> dict:
         masks = None if batch.masks is None else [batch.masks[i]]
-        one = Batch([image], masks, batch.kind, {})
-        part = method.image_summary(one, params, rng if first is None else None, like=first)
-        if total is None:
-            total = {
-                k: (np.asarray(v, dtype=np.float64) if k in keys else v) for k, v in part.items()
-            }
-            first = part if first is None else first
-        else:
-            for k in keys:
-                total[k] = total[k] + part[k]
+        one = Batch([batch.images[i]], masks, batch.kind, {})
+        return method.image_summary(one, params, rng, like=first)
+
+    head = summary(0, rng if like is None else None, like)
+    first = head if like is None else like
+    rest = range(1, len(batch.images))
+    if n_threads > 1 and len(rest) > 1:
+        with ThreadPoolExecutor(min(n_threads, len(rest))) as pool:
+            parts = pool.map(lambda i: summary(i, None, first), rest)
+            total = _summed(head, parts, keys)
+    else:
+        total = _summed(head, (summary(i, None, first) for i in rest), keys)
     n = len(batch.images)
     return {k: (v / n if k in keys else v) for k, v in total.items()}
+
+
+def _summed(head: dict, parts: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``head`` with the ``keys`` entries of every one of ``parts`` added, in order."""
+    total = {k: (np.asarray(v, dtype=np.float64) if k in keys else v) for k, v in head.items()}
+    for part in parts:
+        for k in keys:
+            total[k] = total[k] + part[k]
+    return total
 
 
 def merge(method: Any, a: dict, na: int, b: dict, nb: int) -> dict[str, np.ndarray]:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -666,32 +668,66 @@ def is_stream(X: Any) -> bool:
     return hasattr(X, "__iter__")
 
 
-def read_file(path: str | os.PathLike, name: str) -> Any:
-    """An image file read as the command line reads it (modes, bit depths), for matching.
-
-    Returns a PIL image, or an ``(H, W, 3)`` uint16 array for 16-bit colour
-    files (their alpha, if any, left out); NIfTI volumes come as arrays
-    (:func:`histmatch_ml.io.read_volume`). Errors name the file.
-    """
+def _read_pixels(path: str | os.PathLike) -> Any:
+    """:func:`read_file`'s read, its errors as the readers raise them."""
     from .io import read_image
     from .io._volume_files import is_volume_file, read_volume
 
     if is_volume_file(path):
-        try:
-            return read_volume(path).data
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{name}: cannot read {os.fspath(path)!r}: {exc}") from None
-    try:
-        pixels = read_image(path).pixels
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot read {os.fspath(path)!r}: {exc}") from None
+        return read_volume(path).data
+    pixels = read_image(path).pixels
     if isinstance(pixels, np.ndarray) and pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = np.ascontiguousarray(pixels[:, :, :3])
     return pixels
 
 
+def read_file(path: str | os.PathLike, name: str, pending: Future | None = None) -> Any:
+    """An image file read as the command line reads it (modes, bit depths), for matching.
+
+    Returns a PIL image, or an ``(H, W, 3)`` uint16 array for 16-bit colour
+    files (their alpha, if any, left out); NIfTI volumes come as arrays
+    (:func:`histmatch_ml.io.read_volume`). ``pending``: the same read already
+    started in a thread (its result is taken). Errors name the file.
+    """
+    try:
+        return _read_pixels(path) if pending is None else pending.result()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot read {os.fspath(path)!r}: {exc}") from None
+
+
+def read_ahead(items: Any, n_threads: int, read: Callable[[Any], Any] = _read_pixels) -> Any:
+    """``(item, pending)`` pairs in ``items``' order, where ``pending`` is the
+    ``read(item)`` of a path item started in one of ``n_threads`` threads, up
+    to ``n_threads`` items ahead (decompression and decoding release the GIL),
+    and None for other items and with one thread. Stopped early, the reads not
+    yet begun are dropped."""
+    if n_threads <= 1:
+        for item in items:
+            yield item, None
+        return
+    queue: deque = deque()
+    with ThreadPoolExecutor(n_threads) as pool:
+        try:
+            for item in items:
+                is_path = isinstance(item, (str, os.PathLike))
+                queue.append((item, pool.submit(read, item) if is_path else None))
+                if len(queue) > n_threads:
+                    yield queue.popleft()
+            while queue:
+                yield queue.popleft()
+        finally:
+            for _, pending in queue:
+                if pending is not None:
+                    pending.cancel()
+
+
 def stream_chunks(
-    X: Any, mask: Any, name: str, max_pixels: int = STREAM_CHUNK_PIXELS, spatial_dims: int = 2
+    X: Any,
+    mask: Any,
+    name: str,
+    max_pixels: int = STREAM_CHUNK_PIXELS,
+    spatial_dims: int = 2,
+    n_threads: int = 1,
 ) -> Any:
     """Yield ``(images, masks)`` lists of at most about ``max_pixels`` pixels from a stream.
 
@@ -700,6 +736,8 @@ def stream_chunks(
     None or an iterable of one mask per image, in the same order. Only one
     chunk is held at a time. With ``spatial_dims=3`` items are volumes (and
     ``(N, D, H, W, C)`` arrays of them), and volume files are read as volumes.
+    ``n_threads`` above 1 reads files that many at a time, in threads, ahead
+    of the chunk being gathered.
     """
     from .io._volume_files import is_volume_file as item_is_volume
 
@@ -710,13 +748,13 @@ def stream_chunks(
     chunk_masks: list = []
     pixels = 0
     count = 0
-    for item in items:
+    for item, pending in read_ahead(items, n_threads):
         if isinstance(item, (str, os.PathLike)):
             if spatial_dims != 3 and item_is_volume(item):
                 raise ValueError(
                     f"{name}[{count}]: {os.fspath(item)!r} is a volume file; pass spatial_dims=3"
                 )
-            parts = [read_file(item, f"{name}[{count}]")]
+            parts = [read_file(item, f"{name}[{count}]", pending)]
         elif isinstance(item, np.ndarray) and item.ndim == batched:
             parts = list(item)
         else:

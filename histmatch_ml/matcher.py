@@ -95,7 +95,8 @@ def _own_params() -> tuple[Param, ...]:
             "n_jobs",
             None,
             [Interval(Integral, -1, None, closed="left"), None],
-            "Threads used by ``transform`` to match the images of a batch in parallel (the "
+            "Threads used by ``transform`` to match the images of a batch in parallel, and by "
+            "``fit`` to read files and to summarise the references of a barycentre (the "
             "kernels release the GIL); None means 1 and -1 all cores. Results do not depend "
             "on it.",
             "int or None",
@@ -450,7 +451,9 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         from tqdm.auto import tqdm
 
         with tqdm(desc="fit", unit="img", disable=not self.verbose) as bar:
-            chunks = _images.stream_chunks(X, mask, name, spatial_dims=self.spatial_dims)
+            chunks = _images.stream_chunks(
+                X, mask, name, spatial_dims=self.spatial_dims, n_threads=self._n_threads()
+            )
             for images, masks in chunks:
                 self._learn(images, masks, name)
                 bar.update(len(images))
@@ -467,17 +470,23 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if first:
             rng = np.random.default_rng(self._first_seed())
             if self.reference == "barycenter":
-                state = _barycenter.learn(method, batch, params, rng)
+                state = _barycenter.learn(method, batch, params, rng, n_threads=self._n_threads())
             else:
                 state = method.learn(batch, params, rng)
         else:
             self._check_more(batch.dtype.name, batch.n_channels, name)
             if self.reference_mode_ == "barycenter":
-                state = _barycenter.learn(method, batch, params, None, like=self.reference_)
+                state = _barycenter.learn(
+                    method, batch, params, None, like=self.reference_, n_threads=self._n_threads()
+                )
             else:
                 state = method.learn(batch, params, None, like=self.reference_)
         n_images, n_pixels = len(batch.images), batch.n_pixels
         return self._absorb(state, n_images, n_pixels, batch.dtype.name, batch.n_channels)
+
+    def _n_threads(self) -> int:
+        """The threads ``n_jobs`` asks for (None: 1, -1: all cores)."""
+        return 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
 
     def _first_seed(self) -> int:
         """The seed of the generator a first fit learns with (from ``random_state``)."""
@@ -595,8 +604,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 image, image_mask, out = (batch.volume(i, a) for a in (image, image_mask, out))
             method.apply(image, image_mask, self.reference_, tables, params, out)
 
-        n_threads = 1 if self.n_jobs in (None, 1) else effective_n_jobs(self.n_jobs)
-        n_threads = min(n_threads, len(batch.images))
+        n_threads = min(self._n_threads(), len(batch.images))
         if n_threads > 1:
             with ThreadPoolExecutor(n_threads) as pool:
                 list(pool.map(match, range(len(batch.images))))

@@ -25,7 +25,8 @@ Volume files (``_volume_files``)
     nibabel: the ``[medical]`` extra) into :class:`VolumeData` (voxels in the
     file's dtype, affine, header); :func:`write_volume` writes a result with
     the affine, header and dtype of its input; :func:`read_volume_mask` reads
-    a mask volume.
+    a mask volume; :func:`iter_volumes` streams many files to a fit, read in
+    threads and cast to one dtype.
 
 Atomic writes (``_atomic``)
     :func:`atomic_write` writes to a temporary file in the destination
@@ -52,7 +53,14 @@ from ._model import (
     model_summary,
     save_model,
 )
-from ._volume_files import VolumeData, is_volume_file, read_volume, read_volume_mask, write_volume
+from ._volume_files import (
+    VolumeData,
+    is_volume_file,
+    iter_volumes,
+    read_volume,
+    read_volume_mask,
+    write_volume,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -70,6 +78,7 @@ __all__ = [
     "model_summary",
     "read_image",
     "read_mask",
+    "iter_volumes",
     "read_volume",
     "read_volume_mask",
     "save_model",

@@ -16,9 +16,11 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._atomic import PathLike, atomic_write
 
@@ -148,6 +150,68 @@ def read_volume(path: PathLike) -> VolumeData:
     # in native byte order (files may be big-endian), so the dtype is a plain one
     data = np.asarray(data, dtype=data.dtype.newbyteorder("="))
     return VolumeData(data, np.asarray(image.affine), image.header, path)
+
+
+def iter_volumes(
+    paths: Iterable[PathLike], *, dtype: DTypeLike | None = None, n_jobs: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the voxel arrays of NIfTI files in order, read ``n_jobs`` at a time.
+
+    A stream for :meth:`HistogramMatcher.fit <histmatch_ml.HistogramMatcher.fit>`
+    (``spatial_dims=3``) that reads the next files in threads while the
+    current ones are learned from, and can give files stored in different
+    dtypes one dtype (TorchIO reads every volume as float32), which a fit
+    needs. Memory holds at most ``n_jobs + 1`` volumes.
+
+    Parameters
+    ----------
+    paths : iterable of str or os.PathLike
+        The ``.nii`` / ``.nii.gz`` files.
+    dtype : dtype, optional
+        Cast every volume to it (``"float32"`` keeps int16/uint16 values
+        exactly); None keeps each file's own dtype.
+    n_jobs : int, optional
+        Files read at the same time, in threads (decompression releases the
+        GIL); None means 1 and -1 all cores.
+
+    Yields
+    ------
+    ndarray
+        The voxels of each file, ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
+
+    Raises
+    ------
+    ValueError
+        If a file is not a readable NIfTI volume (naming the file).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from histmatch_ml.io import iter_volumes, write_volume
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> paths = [write_volume(folder / "a.nii.gz", np.ones((2, 3, 4), np.int16)),
+    ...          write_volume(folder / "b.nii.gz", np.ones((2, 3, 4), np.float32))]
+    >>> [v.dtype.name for v in iter_volumes(paths, dtype="float32", n_jobs=2)]
+    ['float32', 'float32']
+    """
+    from joblib import effective_n_jobs
+
+    from .._images import read_ahead
+
+    cast = None if dtype is None else np.dtype(dtype)
+    n_threads = 1 if n_jobs in (None, 1) else effective_n_jobs(n_jobs)
+
+    def read(path: PathLike) -> np.ndarray:
+        data = read_volume(path).data
+        return data if cast is None else data.astype(cast, copy=False)
+
+    for path, pending in read_ahead(iter(paths), n_threads, read):
+        try:
+            data = read(path) if pending is None else pending.result()
+        except ValueError as exc:
+            raise ValueError(f"cannot read {os.fspath(path)!r}: {exc}") from None
+        yield data
 
 
 def read_volume_mask(path: PathLike, shape: tuple[int, ...] | None = None) -> np.ndarray:
