@@ -14,9 +14,9 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
