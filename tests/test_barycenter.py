@@ -65,6 +65,23 @@ def test_partial_fit_equals_fit_and_merges_by_images(method):
     assert np.abs(a - b).max() <= 1  # (float rounding of the averages, then to uint8)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_n_jobs_does_not_change_the_barycentre(method):
+    """References summarised in threads give the state of one thread, bit for bit."""
+    rng = np.random.default_rng(5)
+    refs = [rng.integers(0, 256, (6 + 3 * i, 9, 3), dtype=np.uint8) for i in range(6)]
+    kw = {"reference": "barycenter", "n_iter": 3, "random_state": 0}
+    one = HistogramMatcher(method, **kw).fit(refs)
+    threads = HistogramMatcher(method, n_jobs=3, **kw).fit(refs)
+    more = HistogramMatcher(method, n_jobs=3, **kw).fit(refs[:1]).partial_fit(refs[1:])
+    for key, value in one.reference_.items():
+        np.testing.assert_array_equal(threads.reference_[key], value)
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(more.reference_[key], value, atol=1e-9)
+        else:
+            np.testing.assert_array_equal(more.reference_[key], value)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**16), split=st.integers(1, 3))
 def test_merge_order_does_not_matter(seed, split):

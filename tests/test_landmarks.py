@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from histmatch_ml import HistogramMatcher
 from histmatch_ml.methods.landmarks import (
@@ -13,6 +14,7 @@ from histmatch_ml.methods.landmarks import (
     check_landmarks,
     image_landmarks,
     piecewise_map,
+    sorted_quantiles,
 )
 
 
@@ -42,6 +44,29 @@ def test_landmarks_are_the_midpoint_percentiles():
     np.testing.assert_allclose(
         image_landmarks(image.astype(np.uint16), None, probs),
         image_landmarks(image, None, probs),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]),
+        st.integers(1, 300),
+        elements=st.floats(-1e4, 1e4, width=16),
+    ),
+    probs=st.lists(st.floats(0, 1), min_size=1, max_size=14),
+)
+def test_sorted_quantiles_are_numpys_hazen_quantiles_exactly(values, probs):
+    """The landmarks kernel gives np.quantile's float64 result bit for bit (ties, ends)."""
+    probs = np.sort(np.array(probs))
+    expected = np.quantile(values.astype(np.float64), probs, method="hazen")
+    np.testing.assert_array_equal(sorted_quantiles(np.sort(values), probs), expected)
+    image = values.reshape(1, -1, 1)
+    np.testing.assert_array_equal(image_landmarks(image, None, probs)[0], expected)
+    mask = np.arange(values.size).reshape(1, -1) % 2 == 0
+    np.testing.assert_array_equal(
+        image_landmarks(image, mask, probs)[0],
+        np.quantile(values[mask[0]].astype(np.float64), probs, method="hazen"),
     )
 
 

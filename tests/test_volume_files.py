@@ -12,6 +12,7 @@ nib = pytest.importorskip("nibabel")
 
 from histmatch_ml.io import (  # noqa: E402
     is_volume_file,
+    iter_volumes,
     read_volume,
     read_volume_mask,
     write_volume,
@@ -70,6 +71,68 @@ def test_unreadable_and_wrong_shaped_volumes_are_refused(tmp_path):
     mask = _write(tmp_path / "mask.nii", np.ones((3, 3, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="shape"):
         read_volume_mask(mask, (3, 3, 4))
+
+
+def test_gzip_members_nifti2_and_broken_streams(tmp_path):
+    """A .nii.gz is read whole: several gzip members, NIfTI-2, and truncation refused."""
+    import gzip
+
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    one = _write(tmp_path / "one.nii", data, seed=2)
+    raw = one.read_bytes()
+    members = tmp_path / "members.nii.gz"  # (as `cat a.gz b.gz` makes)
+    members.write_bytes(gzip.compress(raw[:200]) + gzip.compress(raw[200:]))
+    volume = read_volume(members)
+    np.testing.assert_array_equal(volume.data, data)
+    np.testing.assert_allclose(volume.affine, _affine(2))
+    assert volume.header["descrip"] == b"test volume"
+    nib.save(nib.Nifti2Image(data, _affine(3)), tmp_path / "two.nii.gz")
+    two = read_volume(tmp_path / "two.nii.gz")
+    np.testing.assert_array_equal(two.data, data)
+    assert isinstance(two.header, nib.Nifti2Header)
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(gzip.compress(raw)[:-20])
+    for bad in (truncated, tmp_path / "empty.nii.gz"):
+        bad.touch()
+        with pytest.raises(ValueError, match="NIfTI"):
+            read_volume(bad)
+
+
+def test_iter_volumes_reads_in_order_in_threads_and_casts(tmp_path):
+    rng = np.random.default_rng(3)
+    dtypes = [np.int16, np.uint16, np.float32, np.int16]
+    volumes = [(rng.random((4, 5, 3)) * 1000).astype(d) for d in dtypes]
+    paths = [_write(tmp_path / f"v{i}.nii.gz", v) for i, v in enumerate(volumes)]
+    kept = list(iter_volumes(paths, n_jobs=2))
+    assert [v.dtype for v in kept] == [np.dtype(d) for d in dtypes]
+    cast = list(iter_volumes(iter(paths), dtype="float32", n_jobs=3))
+    assert all(v.dtype == np.float32 for v in cast)
+    for got, want in zip(cast, volumes):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+    (tmp_path / "broken.nii.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="broken.nii.gz"):
+        list(iter_volumes([*paths, tmp_path / "broken.nii.gz"], n_jobs=2))
+    # a fit through it: references stored in different dtypes, one standard
+    matcher = HistogramMatcher("landmarks", reference="barycenter", spatial_dims=3)
+    fitted = matcher.fit(iter_volumes(paths, dtype=np.float32, n_jobs=2))
+    assert fitted.dtype_ == "float32" and fitted.n_images_seen_ == 4
+
+
+@pytest.mark.parametrize("reference", ["pooled", "barycenter"])
+def test_fit_reads_paths_in_threads_with_the_same_result(tmp_path, reference):
+    rng = np.random.default_rng(4)
+    subjects = [_subject(rng, scale=s) for s in (1.0, 1.3, 1.7, 2.0, 2.4)]
+    paths = [_write(tmp_path / f"s{i}.nii.gz", d) for i, (d, _) in enumerate(subjects)]
+    masks = [m for _, m in subjects]
+    kw = {"reference": reference, "spatial_dims": 3}
+    one = HistogramMatcher("landmarks", **kw).fit(paths, mask=masks)
+    threads = HistogramMatcher("landmarks", n_jobs=2, **kw).fit(paths, mask=masks)
+    for key, value in one.reference_.items():
+        np.testing.assert_array_equal(threads.reference_[key], value)
+    assert threads.n_images_seen_ == 5
+    (tmp_path / "s9.nii.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match=r"X\[5\].*s9.nii.gz"):  # the file that failed
+        HistogramMatcher("landmarks", n_jobs=2, **kw).fit([*paths, tmp_path / "s9.nii.gz"])
 
 
 def test_fit_takes_paths_of_volumes(tmp_path):
