@@ -197,3 +197,97 @@ def test_cli_match_volumes(tmp_path):
     )
     wrong = cli("match", source, reference, "-o", tmp_path / "out.png")
     assert wrong.returncode == 2 and "volume" in wrong.stderr
+
+
+# ------------------------------------------------------------------ SimpleITK's formats
+def _itk_image(sitk, data, seed=0):
+    """A SimpleITK image of ``(X, Y, Z)`` voxels with a non-trivial spacing, origin, direction."""
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    image.SetSpacing(tuple(rng.uniform(0.5, 2.0, 3)))
+    image.SetOrigin(tuple(rng.uniform(-100, 100, 3)))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    return image
+
+
+def _same_geometry(a, b):
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing())
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-9)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-12)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.float32])
+def test_simpleitk_formats_keep_geometry_and_dtype(tmp_path, suffix, dtype):
+    sitk = pytest.importorskip("SimpleITK")
+    data = (np.random.default_rng(0).random((4, 5, 6)) * 1000).astype(dtype)
+    source = _itk_image(sitk, data, seed=1)
+    sitk.WriteImage(source, str(tmp_path / f"in{suffix}"))
+    volume = read_volume(tmp_path / f"in{suffix}")
+    assert is_volume_file(tmp_path / f"in{suffix}")
+    assert volume.data.dtype == dtype and volume.data.shape == (4, 5, 6)  # ITK's (i, j, k)
+    np.testing.assert_array_equal(volume.data, data)
+    out = write_volume(tmp_path / f"out{suffix}", volume.data[::-1] * 0.5, volume)
+    back = sitk.ReadImage(str(out))
+    _same_geometry(back, source)
+    assert back.GetPixelID() == source.GetPixelID()
+    expected = (data[::-1] * 0.5).astype(dtype)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back).transpose(2, 1, 0), expected)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    raw = ["in.raw", "out.raw"] if suffix == ".mhd" else []
+    assert left == sorted([f"in{suffix}", f"out{suffix}", *raw])  # no temporary files
+
+
+def test_simpleitk_and_nifti_geometry_agree(tmp_path):
+    """A volume written across the two families lies where SimpleITK reads it."""
+    sitk = pytest.importorskip("SimpleITK")
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    sitk.WriteImage(_itk_image(sitk, data, seed=2), str(tmp_path / "a.nrrd"))
+    volume = read_volume(tmp_path / "a.nrrd")
+    nifti = write_volume(tmp_path / "a.nii.gz", volume.data, volume)
+    _same_geometry(sitk.ReadImage(str(nifti)), sitk.ReadImage(str(tmp_path / "a.nrrd")))
+    assert nib.load(nifti).get_data_dtype() == np.int16
+    np.testing.assert_allclose(nib.load(nifti).affine, volume.affine)
+    again = write_volume(tmp_path / "b.mha", read_volume(nifti).data, read_volume(nifti))
+    _same_geometry(sitk.ReadImage(str(again)), sitk.ReadImage(str(nifti)))
+    bad = tmp_path / "bad.nrrd"
+    bad.write_bytes(b"NRRD0004\nnot a header\n")
+    with pytest.raises(ValueError, match="readable"):
+        read_volume(bad)
+
+
+def test_cli_transforms_simpleitk_volumes_with_masks_by_name(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    rng = np.random.default_rng(6)
+    train, test, masks, out = (tmp_path / d for d in ("train", "test", "masks", "out"))
+    for d in (train, test, masks):
+        d.mkdir()
+    for i in range(3):
+        data, mask = _subject(rng, scale=1.0 + i)
+        sitk.WriteImage(_itk_image(sitk, data, seed=i), str(train / f"sub-{i}.nrrd"))
+        sitk.WriteImage(_itk_image(sitk, mask.astype(np.uint8), i), str(masks / f"sub-{i}.nrrd"))
+    data, mask = _subject(rng, scale=3.0)
+    source = _itk_image(sitk, data, seed=9)
+    sitk.WriteImage(source, str(test / "sub-9.mha"))
+    sitk.WriteImage(_itk_image(sitk, mask.astype(np.uint8), 9), str(masks / "sub-9.mha"))
+    model = tmp_path / "standard.npz"
+    args = ("--method", "landmarks", "--reference", "barycenter", "--standard-range", "0,100")
+    fitted = cli("fit", train, "-o", model, "--mask-dir", masks, *args)
+    assert fitted.returncode == 0, fitted.stderr
+    matcher = HistogramMatcher.load(model)
+    assert matcher.n_images_seen_ == 3
+    done = cli("transform", "-m", model, test, "-o", out, "--mask-dir", masks, "-j", "1")
+    assert done.returncode == 0, done.stderr
+    result = sitk.ReadImage(str(out / "sub-9.mha"))
+    _same_geometry(result, source)
+    assert result.GetPixelID() == source.GetPixelID()
+    voxels = sitk.GetArrayFromImage(result).transpose(2, 1, 0)
+    np.testing.assert_array_equal(voxels, matcher.transform([data], mask=[mask])[0])
+    np.testing.assert_array_equal(voxels[~mask], data[~mask])
+    # the Python API takes the same paths
+    from_paths = HistogramMatcher(
+        "landmarks", reference="barycenter", standard_range=(0, 100), spatial_dims=3
+    ).fit(
+        sorted(train.iterdir()), mask=[read_volume_mask(p) for p in sorted(masks.glob("*.nrrd"))]
+    )
+    np.testing.assert_array_equal(from_paths.tables_["standard"], matcher.tables_["standard"])

@@ -339,7 +339,9 @@ def _fit_on(args: argparse.Namespace, client: Any) -> int:
     volumes = [is_volume_file(item.path) for item in items]
     if any(volumes):  # NIfTI references: a model of volumes (images and volumes do not mix)
         if not all(volumes):
-            raise UsageError("the references mix volume (.nii, .nii.gz) and image files")
+            raise UsageError(
+                "the references mix volume (.nii, .nii.gz, .nrrd, ...) and image files"
+            )
         matcher.set_params(spatial_dims=3)
 
     def load(item: Any) -> tuple[Any, np.ndarray | None, Any]:
@@ -534,7 +536,8 @@ def _match_volumes(args: argparse.Namespace, source: Path, reference: Path, out:
     for path in (source, reference, out):
         if not is_volume_file(path):
             raise UsageError(
-                f"{path} is not a volume file (.nii, .nii.gz): match volumes to volumes"
+                f"{path} is not a volume file (.nii, .nii.gz, .nrrd, .mha, .mhd): "
+                "match volumes to volumes"
             )
     matcher = _matcher(args).set_params(spatial_dims=3)
     if out.parent.is_dir():

@@ -1,4 +1,5 @@
-"""Volume files: NIfTI (``.nii``, ``.nii.gz``) through nibabel (the ``[medical]`` extra).
+"""Volume files: NIfTI (``.nii``, ``.nii.gz``) through nibabel (the ``[medical]`` extra),
+NRRD and MetaImage (``.nrrd``, ``.mha``, ``.mhd``) through SimpleITK (the ``[itk]`` extra).
 
 :func:`read_volume` reads a file into a :class:`VolumeData` (the voxel array in
 the file's own dtype, its affine and header); :func:`write_volume` writes a
@@ -6,7 +7,9 @@ result with the affine, header and dtype of the volume it came from, through
 :func:`~histmatch_ml.io.atomic_write`; :func:`read_volume_mask` reads a mask
 volume (non-zero voxels). The array's axes are the file's (``(X, Y, Z)``, or
 ``(X, Y, Z, C)`` for a 4-D file, whose last axis is read as channels); they
-are the ``(D, H, W)`` of ``spatial_dims=3``. nibabel is imported on use.
+are the ``(D, H, W)`` of ``spatial_dims=3``; SimpleITK's files are read in
+the same (ITK index) order, see :mod:`histmatch_ml.io._itk_files`. nibabel and
+SimpleITK are imported on use.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._atomic import PathLike, atomic_write
+from ._itk_files import ITK_SUFFIXES, ItkGeometry, read_itk, write_itk
 
+#: the file name endings read as NIfTI volumes
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: the file name endings read as volumes
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 
 
 def is_volume_file(path: Any) -> bool:
@@ -64,8 +70,10 @@ class VolumeData:
         (floats when the header scales the stored values).
     affine : ndarray of shape (4, 4)
         The voxel-to-world affine.
-    header : nibabel.nifti1.Nifti1Header
-        The file's header (its data type, units, description, ...).
+    header : nibabel.nifti1.Nifti1Header or ItkGeometry
+        A NIfTI file's header (its data type, units, description, ...); for
+        SimpleITK's formats the file's spacing, origin, direction and voxel
+        type.
     path : pathlib.Path
         The file read.
     """
@@ -104,7 +112,7 @@ def gunzip(data: bytes) -> bytes:
 
 
 def read_volume(path: PathLike) -> VolumeData:
-    """Read a NIfTI file (``.nii`` / ``.nii.gz``).
+    """Read a volume file: NIfTI (``.nii`` / ``.nii.gz``), NRRD or MetaImage.
 
     Parameters
     ----------
@@ -120,7 +128,8 @@ def read_volume(path: PathLike) -> VolumeData:
     Raises
     ------
     ValueError
-        If the file is not a 3-D or 4-D NIfTI volume.
+        If the file is not a 3-D or 4-D NIfTI volume (or a 3-D SimpleITK
+        image of one or more components).
 
     Examples
     --------
@@ -133,8 +142,11 @@ def read_volume(path: PathLike) -> VolumeData:
     >>> vol.data.shape, vol.data.dtype
     ((2, 3, 4), dtype('int16'))
     """
-    nib = _nibabel()
     path = Path(path)
+    if path.name.lower().endswith(ITK_SUFFIXES):
+        data, geometry = read_itk(path)
+        return VolumeData(data, geometry.affine, geometry, path)
+    nib = _nibabel()
     try:
         if path.name.lower().endswith(".gz"):  # one decompression of the whole file
             raw = gunzip(path.read_bytes())
@@ -155,7 +167,7 @@ def read_volume(path: PathLike) -> VolumeData:
 def iter_volumes(
     paths: Iterable[PathLike], *, dtype: DTypeLike | None = None, n_jobs: int | None = None
 ) -> Iterator[np.ndarray]:
-    """Yield the voxel arrays of NIfTI files in order, read ``n_jobs`` at a time.
+    """Yield the voxel arrays of volume files in order, read ``n_jobs`` at a time.
 
     A stream for :meth:`HistogramMatcher.fit <histmatch_ml.HistogramMatcher.fit>`
     (``spatial_dims=3``) that reads the next files in threads while the
@@ -166,7 +178,7 @@ def iter_volumes(
     Parameters
     ----------
     paths : iterable of str or os.PathLike
-        The ``.nii`` / ``.nii.gz`` files.
+        The volume files (NIfTI, NRRD, MetaImage).
     dtype : dtype, optional
         Cast every volume to it (``"float32"`` keeps int16/uint16 values
         exactly); None keeps each file's own dtype.
@@ -182,7 +194,7 @@ def iter_volumes(
     Raises
     ------
     ValueError
-        If a file is not a readable NIfTI volume (naming the file).
+        If a file is not a readable volume (naming the file).
 
     Examples
     --------
@@ -215,7 +227,7 @@ def iter_volumes(
 
 
 def read_volume_mask(path: PathLike, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """A boolean mask volume: the non-zero voxels of a NIfTI file.
+    """A boolean mask volume: the non-zero voxels of a volume file.
 
     ``shape``, if given, is the ``(X, Y, Z)`` the mask must have (its volume's).
 
@@ -240,15 +252,19 @@ def read_volume_mask(path: PathLike, shape: tuple[int, ...] | None = None) -> np
 def write_volume(
     path: PathLike, data: np.ndarray, like: VolumeData | None = None, *, overwrite: bool = True
 ) -> Path:
-    """Write ``data`` as a NIfTI file with the affine, header and dtype of ``like``.
+    """Write ``data`` as a volume file with the geometry, header and dtype of ``like``.
 
-    ``.nii.gz`` is gzip-compressed (without a timestamp, so the same volume
-    gives the same bytes). The write is atomic.
+    The format follows ``path``'s ending: NIfTI (``.nii.gz`` is
+    gzip-compressed without a timestamp, so the same volume gives the same
+    bytes), or NRRD / MetaImage through SimpleITK (spacing, origin and
+    direction kept; a ``like`` of the other family gives its affine and
+    dtype). The write is atomic.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Where to write; ``.nii`` or ``.nii.gz``.
+        Where to write; ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha`` or ``.mhd``
+        (with its ``.raw`` data file beside it).
     data : ndarray
         The voxels, ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
     like : VolumeData, optional
@@ -263,10 +279,20 @@ def write_volume(
     pathlib.Path
         The file written.
     """
-    nib = _nibabel()
     path = Path(path)
+    from_itk = like is not None and isinstance(like.header, ItkGeometry)
+    if path.name.lower().endswith(ITK_SUFFIXES):
+        if like is None or from_itk:
+            geometry = None if like is None else like.header
+        else:
+            geometry = ItkGeometry.from_affine(like.affine, like.header.get_data_dtype())
+        return write_itk(path, data, geometry, overwrite=overwrite)
+    nib = _nibabel()
     if like is None:
         image = nib.Nifti1Image(np.asarray(data), np.eye(4))
+    elif from_itk:
+        image = nib.Nifti1Image(np.asarray(data), like.affine)
+        image.set_data_dtype(like.header.dtype)
     else:
         header = like.header.copy()
         image = nib.Nifti1Image(np.asarray(data), like.affine, header)
