@@ -40,9 +40,15 @@ foreground voxels to 0 and 100):
 Quality is a median over 5 cohort seeds; times come from the first seed's
 cohort, interleaved.
 
+With ``--analysis`` a second table shows what bounds the WM CV: the best histogram
+method (``exact`` to the barycentre) and ``landmarks`` on the cohort's anatomy before
+the scanner, with only its bias field, on the cohort, and on the cohort with its
+true bias field divided out (the generator knows it).
+
 Run::
 
     python benchmarks/bench_volumes.py          # 5 seeds, full-size volumes (minutes)
+    python benchmarks/bench_volumes.py --analysis  # and what bounds the WM CV
     python benchmarks/bench_volumes.py --quick  # 1 seed, volumes at half size
 """
 
@@ -70,7 +76,7 @@ FIT_SPEED_TARGET = 2.0  # landmarks' fit from the same files at least this much 
 N_TRAIN = 10
 if importlib.util.find_spec("nilearn") is not None:  # (the cohort's source: no smoke test without)
     #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of seconds
-    SMOKE_ARGS = ("--quick", "--zoom", "0.25", "--subjects", "6", "--repeat", "1")
+    SMOKE_ARGS = ("--quick", "--zoom", "0.25", "--subjects", "6", "--repeat", "1", "--analysis")
 
 DTYPES = (np.int16, np.uint16, np.float32)
 LANDMARKS = "histmatch_ml landmarks (barycenter, 0..100)"
@@ -142,7 +148,35 @@ def _subject(templates: dict[str, np.ndarray], rng: np.random.Generator) -> dict
         "brain": brain,
         "wm": (warped["wm"] > 0.5) & brain,
         "gm": (warped["gm"] > 0.5) & brain,
+        # what the scanner did, for --analysis: the anatomy before it and its bias field
+        "anatomy": np.clip(warped["t1"], 0, None),
+        "bias": bias.astype(np.float32),
     }
+
+
+#: --analysis: what each method is given instead of the stored volumes
+ANALYSIS_INPUTS: dict[str, Callable[[dict], np.ndarray]] = {
+    "the anatomy alone (no scanner)": lambda s: s["anatomy"],
+    "the anatomy times its bias field": lambda s: s["anatomy"] * s["bias"],
+    "the cohort (every scanner effect)": lambda s: s["data"].astype(np.float32),
+    "the cohort, its true bias field divided out": lambda s: s["data"] / s["bias"],
+}
+
+
+def _analysis(subjects: list[dict], n_train: int) -> dict[str, tuple[float, float, float]]:
+    """Quality of the best histogram method (exact to the barycentre) and of landmarks
+    on inputs with parts of the scanner model left out: what bounds the WM CV."""
+    train, test = subjects[:n_train], subjects[n_train:]
+    found = {"no normalization of the anatomy alone": _quality([s["anatomy"] for s in test], test)}
+    for what, make in ANALYSIS_INPUTS.items():
+        fit_on = [make(s).astype(np.float32) for s in train]
+        apply_to = [make(s).astype(np.float32) for s in test]
+        for method, kw in (("exact", {}), ("landmarks", {"standard_range": (0, 100)})):
+            matcher = HistogramMatcher(method, reference="barycenter", spatial_dims=3, **kw)
+            matcher.fit(fit_on, mask=[s["brain"] for s in train])
+            out = matcher.transform(apply_to, mask=[s["brain"] for s in test])
+            found[f"{method} barycenter, on {what}"] = _quality(out, test)
+    return found
 
 
 def _common_scale(outputs: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
@@ -275,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> Report:
         default=None,
         help="ours: threads reading the files and summarising them (default: 2 or the cores)",
     )
+    parser.add_argument(
+        "--analysis",
+        action="store_true",
+        help="also print what bounds the WM CV (parts of the scanner model left out)",
+    )
     args = parser.parse_args(argv)
     zoom = args.zoom if args.zoom is not None else (0.5 if args.quick else 1.0)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 5)
@@ -285,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
 
     quality: dict[str, list[tuple[float, float, float]]] = {}
     times: dict[str, tuple[float, float, int]] = {}
+    analysis: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             subjects, paths, mask_paths = _cohort(templates, seed, args.subjects, Path(tmp))
@@ -298,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> Report:
                     for s, p, mp in zip(subjects[test], paths[test], mask_paths[test])
                 ]
                 quality.setdefault(name, []).append(_quality(outputs, subjects[test]))
+            if args.analysis:
+                for name, q in _analysis(subjects, n_train).items():
+                    analysis.setdefault(name, []).append(q)
             if seed == 0:  # times and memory on the first cohort, interleaved
                 fitted = {name: fit() for name, (fit, _) in methods.items()}
                 s, p, mp = subjects[test][0], paths[test][0], mask_paths[test][0]
@@ -385,6 +428,12 @@ def main(argv: Sequence[str] | None = None) -> Report:
         f"intensity-normalization: one thread); {machine()}\n"
     )
     print(table.markdown())
+    if args.analysis:
+        bounds = Table("input", "WM CV", "GM CV", "foreground JSD")
+        for name, q in analysis.items():
+            bounds.row(name, *(f"{v:.4f}" for v in np.median(np.array(q), axis=0)))
+        print(f"\nWhat bounds the WM CV (medians over {seeds} seed(s)):\n")
+        print(bounds.markdown())
     return report
 
 
