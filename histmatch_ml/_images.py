@@ -710,6 +710,9 @@ def read_ahead(items: Any, n_threads: int, read: Callable[[Any], Any] = _read_pi
         try:
             for item in items:
                 is_path = isinstance(item, (str, os.PathLike))
+                if not is_path and not queue:  # (in memory already: not held back)
+                    yield item, None
+                    continue
                 queue.append((item, pool.submit(read, item) if is_path else None))
                 if len(queue) > n_threads:
                     yield queue.popleft()

@@ -24,8 +24,9 @@ Volume files (``_volume_files``)
     :func:`read_volume` reads a NIfTI file (``.nii``, ``.nii.gz``, through
     nibabel: the ``[medical]`` extra), or an NRRD / MetaImage file
     (``.nrrd``, ``.mha``, ``.mhd``, through SimpleITK: the ``[itk]`` extra),
-    into :class:`VolumeData` (voxels in the file's dtype, affine, header); :func:`write_volume` writes a result with
-    the affine, header and dtype of its input; :func:`read_volume_mask` reads
+    into :class:`VolumeData` (voxels in the file's dtype, affine, header);
+    :func:`write_volume` writes a result with the affine (geometry), header
+    and dtype of its input; :func:`read_volume_mask` reads
     a mask volume; :func:`iter_volumes` streams many files to a fit, read in
     threads and cast to one dtype.
 
