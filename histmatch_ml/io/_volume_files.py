@@ -159,8 +159,10 @@ def read_volume(path: PathLike) -> VolumeData:
     data = np.asanyarray(image.dataobj)
     if data.ndim not in (3, 4):
         raise ValueError(f"a volume must have 3 or 4 dimensions; got shape {data.shape}")
-    # in native byte order (files may be big-endian), so the dtype is a plain one
-    data = np.asarray(data, dtype=data.dtype.newbyteorder("="))
+    # in native byte order (files may be big-endian), so the dtype is a plain one, and in
+    # C order, as the kernels read volumes (the copy then happens where the file is read:
+    # in the reading threads of iter_volumes and of a fit with n_jobs)
+    data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
     return VolumeData(data, np.asarray(image.affine), image.header, path)
 
 
