@@ -356,3 +356,17 @@ def test_fits_by_windows_of_blocks_learn_the_whole_state(client, window):
     )
     assert (learned.n_images, learned.n_pixels) == (11, int(mask.sum()))
     np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
+
+
+def test_blocks_are_learned_in_the_tasks_that_make_them():
+    """The learning is fused with the tasks that produce the blocks (and masks): no block of
+    images is a task of its own, whose result could travel to another worker."""
+    X = da.from_array(_rgb(n=24, size=32, seed=5), chunks=(3, -1, -1, -1)) + np.uint8(1)
+    mask = da.from_array(np.random.default_rng(5).random((24, 32, 32)) < 0.7, chunks=(3, -1, -1))
+    lazy = learn_graph(X, mask, get_method("per_channel"), {"n_quantiles": 1024}, seed=0)
+    tasks = dict(lazy.__dask_graph__())
+    layers = {key[0] for key in tasks if isinstance(key, tuple)}
+    assert not layers & {X.name, mask.name}
+    learned = lazy.compute(scheduler="sync")
+    expected = HistogramMatcher().fit(X.compute(), mask=mask.compute())
+    np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])

@@ -119,9 +119,15 @@ def _learn_part(
 
 
 def _merge_all(pieces: Any, method: Any, params: dict, name: str) -> Learned | None:
-    """Merge the states of a tree node's children (:class:`Learned` or None), in order."""
+    """Merge the states of a tree node's children, in order.
+
+    A child is a :class:`Learned`, None (an empty block), or an array leaf's
+    one-element object block holding one of those.
+    """
     total = None
     for piece in pieces:
+        if isinstance(piece, np.ndarray):
+            piece = piece.item()
         if piece is not None:
             total = _merged(method, params, total, piece, name)
     return total
@@ -207,21 +213,51 @@ def _checked(X: Any, mask: Any, name: str) -> tuple[Any, Any]:
 
 
 def _leaves(X: Any, mask: Any, start: int = 0, stop: int | None = None) -> tuple:
-    """The keys of blocks ``start:stop`` of images (and masks), and their collections.
-
-    A bag's partitions; a checked array's blocks along ``N``, taken as a
-    collection of their own (``Array.blocks``), so that a window's graph holds
-    its blocks only.
-    """
+    """The keys of partitions ``start:stop`` of a bag of images (and masks), and the bags."""
     from dask.core import flatten
 
-    if not _is_bag(X):
-        X = X.blocks[start:stop]
-        mask = None if mask is None else mask.blocks[start:stop]
-        start, stop = 0, None
     keys = list(flatten(X.__dask_keys__()))[start:stop]
     mask_keys = None if mask is None else list(flatten(mask.__dask_keys__()))[start:stop]
     return keys, mask_keys, [X] if mask is None else [X, mask]
+
+
+def _one(value: Any, ndim: int) -> np.ndarray:
+    """``value`` as the single element of an object array with ``ndim`` axes."""
+    out = np.empty((1,) * ndim, dtype=object)
+    out[(0,) * ndim] = value
+    return out
+
+
+def _learn_block(images: np.ndarray, *masks: np.ndarray, leaf: Any, like: dict | None):
+    """One block's :class:`Learned` (or None), as a one-element block of an object array."""
+    mask = masks[0].reshape(masks[0].shape[:3]) if masks else None
+    return _one(leaf(images, mask, like=like), images.ndim)
+
+
+def _array_leaves(X: Any, mask: Any, start: int, stop: int, leaf: Any, like: Any) -> list:
+    """Delayed :class:`Learned` states of blocks ``start:stop`` of a checked array of images.
+
+    The learning is a blockwise operation on the images (and masks), so that
+    dask fuses it with the tasks that produce each block: a block is learned
+    where it is made and never travels between workers.
+    """
+    import dask.array as da
+
+    X = X.blocks[start:stop]
+    arrays = [X]
+    if mask is not None:  # (N, H, W) masks with the images' trailing axes, to align blockwise
+        mask = mask.blocks[start:stop]
+        arrays.append(mask.reshape(mask.shape + (1,) * (X.ndim - mask.ndim)))
+    states = da.map_blocks(
+        _learn_block,
+        *arrays,
+        leaf=leaf,
+        like=like,
+        dtype=object,
+        chunks=((1,) * X.numblocks[0],) + ((1,),) * (X.ndim - 1),
+        meta=np.empty((0,) * X.ndim, dtype=object),
+    )
+    return list(states.to_delayed(optimize_graph=True).ravel())
 
 
 def _n_blocks(X: Any) -> int:
@@ -240,9 +276,10 @@ def _split_every(split_every: int | None) -> int:
 
 
 def _tree(
-    keys: list,
-    mask_keys: list | None,
-    collections: list,
+    X: Any,
+    mask: Any,
+    start: int,
+    stop: int | None,
     method: Any,
     params: dict,
     seed: int | None,
@@ -250,10 +287,11 @@ def _tree(
     name: str,
     split_every: int,
 ) -> Any:
-    """The graph learning the blocks ``keys`` (one task each) and merging them in a tree.
+    """The graph learning blocks ``start:stop`` (one task each) and merging them in a tree.
 
-    Tasks ``(layer, 0, i)`` learn block ``i``; ``(layer, d, j)`` merge up to
-    ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of the root.
+    Leaves learn one block or partition each; tasks ``(layer, d, j)`` merge
+    up to ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of
+    the root.
     """
     import uuid
 
@@ -262,22 +300,25 @@ def _tree(
     from dask.highlevelgraph import HighLevelGraph
 
     layer = f"histmatch-fit-{uuid.uuid4().hex}"
-    dependencies = list(collections)
-    like_key = None
-    if like is not None:
-        state = dask.delayed(like, traverse=False)
-        dependencies.append(state)
-        like_key = state.key
+    like_state = None if like is None else dask.delayed(like, traverse=False)
     leaf = functools.partial(_learn_part, method=method, params=params, seed=seed, name=name)
     merge = functools.partial(_merge_all, method=method, params=params, name=name)
-    if not keys:
-        return dask.delayed(None)
     dsk: dict = {}
-    level = []
-    for i, key in enumerate(keys):
-        mask_key = None if mask_keys is None else mask_keys[i]
-        dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
-        level.append((layer, 0, i))
+    if _is_bag(X):
+        keys, mask_keys, dependencies = _leaves(X, mask, start, stop)
+        if like_state is not None:
+            dependencies.append(like_state)
+        like_key = None if like_state is None else like_state.key
+        level = []
+        for i, key in enumerate(keys):
+            mask_key = None if mask_keys is None else mask_keys[i]
+            dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
+            level.append((layer, 0, i))
+    else:
+        dependencies = _array_leaves(X, mask, start, stop, leaf, like_state)
+        level = [state.key for state in dependencies]
+    if not level:
+        return dask.delayed(None)
     depth = 0
     while len(level) > 1 or depth == 0:
         depth += 1
@@ -355,9 +396,8 @@ def learn_graph(
     """
     import dask
 
-    keys, mask_keys, collections = _leaves(*_checked(X, mask, name))
-    every = _split_every(split_every)
-    root = _tree(keys, mask_keys, collections, method, params, seed, like, name, every)
+    X, mask = _checked(X, mask, name)
+    root = _tree(X, mask, 0, None, method, params, seed, like, name, _split_every(split_every))
     return dask.delayed(_required)(root, name)
 
 
@@ -402,7 +442,7 @@ def learn(
     X, mask = _checked(X, mask, name)
     every = _split_every(split_every)
     roots = (  # (built one window at a time: the client holds the graphs of two)
-        _tree(*_leaves(X, mask, start, start + window), method, params, seed, like, name, every)
+        _tree(X, mask, start, start + window, method, params, seed, like, name, every)
         for start in range(0, _n_blocks(X), window)
     )
     scheduler = get_scheduler(collections=[X])
