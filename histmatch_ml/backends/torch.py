@@ -1,14 +1,15 @@
-"""Torch kernels over the fitted tables: whole ``(N, C, H, W)`` batches on the tensor's device.
+"""Torch kernels over the fitted tables: whole ``(N, C, *spatial)`` batches on the tensor's device.
 
 :class:`~histmatch_ml.HistogramMatcher` and
 :class:`~histmatch_ml.RandomHistogramMatching` hand tensors here when their
-method has a kernel (:data:`KERNEL_METHODS`) and the tensor is on a device
-other than the CPU (CUDA, MPS); CPU tensors, volumes (``spatial_dims=3``), a
-non-default ``grid_cells`` and the other methods (``exact``, ``lab``, ...)
-go through the numpy kernels on the CPU, one image at a time, as every other
-input does. On the CPU the numpy kernels are the faster ones; set
-:data:`KERNELS_ON_CPU` to run these kernels there too (the tests do, to
-compare them with the numpy path).
+method has a kernel (:data:`KERNEL_METHODS`: ``per_channel``, ``exact``
+(:mod:`._torch_exact`) and ``landmarks`` (:mod:`._torch_landmarks`)) and the
+tensor is on a device other than the CPU (CUDA, MPS): 2-D batches
+``(N, C, H, W)`` and, with ``spatial_dims=3``, volumes ``(N, C, D, H, W)``.
+CPU tensors and the other methods (``lab``, ``luminance``) go through the
+numpy kernels on the CPU, one image at a time, as every other input does. On
+the CPU the numpy kernels are the faster ones; set :data:`KERNELS_ON_CPU` to
+run these kernels there too (the tests do, to compare them with the numpy path).
 
 ``per_channel`` is the arithmetic of :mod:`histmatch_ml.methods.per_channel`
 done for a whole batch at once:
@@ -18,13 +19,14 @@ done for a whole batch at once:
   own offset), per-image lookup tables over all levels (the midpoint CDF
   through the reference quantile knots, blended by strength, rounded and
   clipped), one gather;
-* floats: each channel of each image placed on the 65,536-cell grid over its
-  own range (:func:`~histmatch_ml.methods.per_channel.grid_cells`, in the
+* floats: each channel of each image placed on the grid of ``grid_cells``
+  cells over its own range (:func:`~histmatch_ml.methods.per_channel.grid_cells`, in the
   image's float dtype), then the same histograms, tables and gather, and the
   strength blend in the image's dtype;
 * float16/bfloat16 are matched as float32 and given back in their dtype.
 
-The knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
+Volumes are matched as their voxels (the method reads no neighbourhoods). The
+knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
 of each channel), turned into tensors once per device, dtype and scale rule
 and kept on the estimator (:class:`DeviceTables`, which pickles empty). The
 tables are ``np.interp``'s arithmetic in float64 over the same entries as the
@@ -150,7 +152,9 @@ def _tables(
     :func:`histmatch_ml._reference.midpoint_cdf` and a running maximum along
     each row, as :func:`histmatch_ml.methods.per_channel.cdf_lut` does: over
     all entries (``dense``, or a row with more than 1/8 of its entries
-    occupied), else over the occupied entries only (the others are never read).
+    occupied), else over the occupied entries only (the others are never read;
+    those below a row's first occupied entry hold 0, as in the numpy table, so
+    that no infinite entry takes the blend onto its overflow-safe form).
     """
     width = counts.shape[1]
     cum = counts.cumsum(-1, dtype=torch.float64)
@@ -160,6 +164,8 @@ def _tables(
         used = counts > 0
         used |= (used.sum(1) > width // 8)[:, None]
         matched = torch.where(used, matched, -torch.inf)
+        matched = torch.cummax(matched, -1).values
+        return torch.where(matched == -torch.inf, 0.0, matched)
     return torch.cummax(matched, -1).values
 
 
