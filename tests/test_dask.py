@@ -403,7 +403,7 @@ def test_barycenter_fit_equals_the_in_memory_barycenter(client, method):
     expected = HistogramMatcher(method, reference="barycenter", random_state=0).fit(X)
     with dask.config.set(split_every=2):
         fitted = HistogramMatcher(method, reference="barycenter", random_state=0).fit(
-            da.from_array(X, chunks=((1, 4, 2, 5),) + X.shape[1:])
+            da.from_array(X, chunks=((1, 4, 2, 5), *X.shape[1:]))
         )
     assert fitted.reference_mode_ == "barycenter" and fitted.n_images_seen_ == 12
     assert fitted.reference_.keys() == expected.reference_.keys()

@@ -6,12 +6,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from conftest import load
 from histmatch_ml import HistogramMatcher, _reference, match_histograms
 from histmatch_ml._ordering import strict_order
 from histmatch_ml.methods.exact import target_counts

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GREY, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from conftest import GREY, load
 from histmatch_ml import _ordering
 from histmatch_ml.metrics import strict_ordering_ratio
 
