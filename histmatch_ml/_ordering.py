@@ -44,19 +44,23 @@ source level is decided by the ordering keys. A counting sort groups the
 pixels by level, block by block of positions (each block's stable radix
 argsort is scattered into the level's slots, so every level keeps its pixels
 in raster order), and the groups are then sorted one bucket at a time, a
-bucket being a run of consecutive levels of at most about ``_BUCKET`` pixels
-(a larger level is a bucket of its own). Within a bucket an (unstable, SIMD)
-argsort of the packed word orders the pixels and a second pass orders the
-members of tied runs by position; keys of several words go through a stable
-``np.lexsort`` of the bucket. Single-word keys (uint8 ``local_means``, 8/16-bit
-``variational``) are computed in strips of rows
-with a halo (bit-identical, exact integer filters and the same floating-point
-operations per pixel), straight into one ``uint64`` array, and indices are
-int32 where they fit, so the work arrays stay a few bytes per pixel.
+bucket being a run of consecutive levels of a bounded number of pixels (a
+larger level is a bucket of its own). Within a bucket one (SIMD) sort of
+uint64 words holding the key's top bits above the pixel's place in the bucket
+gives the (key, position) order; where the key does not fit beside the place,
+the runs whose dropped low bits then step down are re-sorted
+(``variational``, where that is rare), or the key is sorted in two such
+passes, low bits first (``local_means``, whose last ring sum often decides).
+Keys of several words go through a stable ``np.lexsort`` of the bucket.
+Single-word keys (uint8 ``local_means``, 8/16-bit ``variational``) are
+computed in tiles with a halo (bit-identical: exact integer filters and the
+same floating-point operations per pixel), straight into one ``uint64`` array,
+with work buffers reused from tile to tile. Tiles, blocks and buckets hold a
+fraction of the channel's pixels, and indices are int32 where they fit, so
+the work arrays stay a few bytes per pixel at any size.
 
 Other dtypes (floats, wide integers) replace an overflowing word by its dense
-rank and sort the single packed key once, as one (unstable) argsort plus the
-tie pass.
+rank and sort the single packed key once, the same way.
 
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or
