@@ -171,18 +171,6 @@ def level_counts(
     return total
 
 
-def accumulate_counts(plane: np.ndarray, mask: np.ndarray | None, counts: np.ndarray) -> None:
-    """Add the histogram of an array of level (cell) indices to ``counts``, in place.
-
-    ``np.add.at`` (a scatter-add, without the per-call work of a
-    ``cv2.calcHist`` into an existing histogram): for arrays read band by
-    band. Float32 ``counts`` are exact while they total at most
-    :data:`EXACT_COUNTS` pixels; int64 ones always.
-    """
-    indices = plane.reshape(-1) if mask is None else plane[mask]
-    np.add.at(counts, indices, counts.dtype.type(1))
-
-
 def plane_histograms(planes: np.ndarray, mask: np.ndarray | None, n_levels: int) -> np.ndarray:
     """Histograms ``(C, n_levels)`` int64 of level-index planes ``(C, H, W)``."""
     return np.stack([level_counts(p, mask, n_levels) for p in planes]).astype(np.int64)
@@ -778,41 +766,11 @@ def quantile_values(
     return out
 
 
-#: table entries :func:`midpoint_quantiles` computes at once (its float64 work arrays)
-TABLE_CHUNK = 2048
-
-
 def midpoint_quantiles(
     counts: np.ndarray, knots: dict, channel: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``quantile_values(knots, channel, midpoint_cdf(counts))``: one histogram row's table.
-
-    Computed :data:`TABLE_CHUNK` entries at a time (the same values: integer
-    counts add up exactly, and the running maximum that keeps the table
-    monotone carries over), so its work arrays stay small whatever the
-    length of the table. ``out`` (float, of the shape of ``counts``) receives
-    the table; it may be ``counts`` itself, which the table then replaces.
-    """
-    p, v = quantile_points(knots, channel)
-    flat = counts.reshape(-1)
-    table = np.empty(len(flat)) if out is None else out.reshape(-1)
-    total2 = 2 * float(np.sum(flat, dtype=np.float64))
-    below, top = 0.0, -np.inf
-    for start in range(0, len(flat), TABLE_CHUNK):
-        part = flat[start : start + TABLE_CHUNK]
-        mid = np.cumsum(part, dtype=np.float64)
-        mid += below  # (integer counts: exact)
-        below = float(mid[-1])
-        mid += mid  # (the steps of midpoint_cdf)
-        mid -= part
-        mid /= total2
-        values = _interp(mid, p, v)
-        if values[0] < top or (values[1:] < values[:-1]).any():
-            values[0] = max(values[0], top)
-            np.maximum.accumulate(values, out=values)
-        top = float(values[-1])
-        table[start : start + len(part)] = values
-    return table.reshape(counts.shape) if out is None else out
+    """``quantile_values(knots, channel, midpoint_cdf(counts))``: one histogram row's table."""
+    return quantile_values(knots, channel, midpoint_cdf(counts), out=out)
 
 
 def learn(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict[str, np.ndarray]:

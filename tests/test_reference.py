@@ -268,22 +268,6 @@ def test_midpoint_quantiles_equal_quantile_values_at_the_midpoint_cdf(n, kind, d
     np.testing.assert_array_equal(out32, got.astype(np.float32))
 
 
-@pytest.mark.parametrize("kind", ["quantiles", "histograms"])
-def test_midpoint_quantiles_by_chunks_equal_the_whole_table_and_may_replace_the_counts(kind):
-    rng = np.random.default_rng(3)
-    state = _random_state(kind, rng, n_knots=1024)
-    knots = _reference.quantile_knots(state)
-    n = 5 * _reference.TABLE_CHUNK + 17  # several chunks and a short last one
-    counts = (rng.integers(0, 9, n) * (rng.random(n) < 0.7)).astype(np.float32)
-    counts[[0, -1]] = [3, 2]
-    # the whole table at once, as quantile_values computes it
-    expected = _reference.quantile_values(knots, 1, _reference.midpoint_cdf(counts))
-    np.testing.assert_array_equal(_reference.midpoint_quantiles(counts, knots, 1), expected)
-    in_place = counts.copy()
-    assert _reference.midpoint_quantiles(in_place, knots, 1, out=in_place) is in_place
-    np.testing.assert_array_equal(in_place, expected.astype(np.float32))
-
-
 # ------------------------------------------------------------ floats of 8-bit levels
 def test_float_references_of_8_bit_levels_keep_exact_level_histograms():
     rng = np.random.default_rng(0)

@@ -36,7 +36,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from .. import _images, _reference
-from .._images import channel_from, channel_into
+from .._images import channel_from, channel_into, interleave_into, split_into
 from ._base import N_QUANTILES, MatchingMethod, Param, blend, keep_unmasked, register
 
 #: cells of the float path's grid by default (the resolution of the source CDF)
@@ -66,8 +66,9 @@ def cdf_lut(
     whole, in place in work buffers. ``out`` is an optional buffer to fill.
     """
     out = np.empty(len(counts), dtype=dtype) if out is None else out
-    if np.count_nonzero(counts) <= len(counts) // 8:
-        return occupied_lut(counts, knots, channel, out, levels, strength)
+    present = counts > 0
+    if np.count_nonzero(present) <= len(counts) // 8:
+        return occupied_lut(counts, knots, channel, out, levels, strength, present)
     if levels is None:  # float cells: the quantiles are the table
         return _reference.midpoint_quantiles(counts, knots, channel, out=out)
     matched = _reference.midpoint_quantiles(counts, knots, channel)
@@ -117,18 +118,12 @@ def dense_luts(
     return blend(levels, matched, strength, dtype, out=out)
 
 
-#: the most pixels per band of rows in :func:`match_planes`
+#: pixels per band of rows in :func:`match_planes` (its work memory, whatever the image size)
 BAND_PIXELS = 2**18
-#: bands hold at least _LEAST_BAND pixels and otherwise a fraction of a channel (see
-#: :func:`_row_bands`), so that their work arrays stay a fraction of a small image
-_LEAST_BAND = 2**12
 
 
-def _row_bands(shape: tuple[int, int], parts: int = 16) -> list[slice]:
-    """Bands of rows of about ``1 / parts`` of the pixels, at most :data:`BAND_PIXELS`."""
-    n = shape[0] * shape[1]
-    size = min(BAND_PIXELS, max(_LEAST_BAND, n // parts))
-    rows = max(1, size // max(1, shape[1]))
+def _row_bands(shape: tuple[int, int]) -> list[slice]:
+    rows = max(1, BAND_PIXELS // max(1, shape[1]))
     return [slice(r, r + rows) for r in range(0, shape[0], rows)]
 
 
@@ -322,11 +317,11 @@ def match_planes(
     A channel's pixels become cells (their levels, or grid cells for floats
     and wide integers, those through float64 to be rounded once), one
     histogram of the cells gives the channel's lookup table (:func:`cdf_lut`),
-    and the table is gathered into the channel of ``out``. The image is read
-    and written by bands of rows (:func:`_row_bands`) through one band-sized
-    plane; the channel's cells are kept for the gather where they are small
-    beside the image, and computed again band by band otherwise, so the work
-    memory stays a fraction of the image.
+    and the table is gathered into the channel of ``out``. An image of one
+    band (:data:`BAND_PIXELS`) is split into channel planes at once and merged
+    back at the end (one pass each way over the interleaved image); a larger
+    one is read and written by bands of rows through one band-sized plane, so
+    its work memory is the cells (one or two bytes a pixel) and one band.
     """
     dtype, n_channels, shape = image.dtype, image.shape[2], image.shape[:2]
     exact = _reference.has_exact_levels(dtype)
@@ -338,65 +333,46 @@ def match_planes(
         cell_dtype = np.uint16 if n_cells <= 65536 else np.uint32
         levels = None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
-    # the histogram (float32 counts: exact up to EXACT_COUNTS pixels), which a float32
-    # table then replaces
-    exact_counts = shape[0] * shape[1] <= _reference.EXACT_COUNTS
-    hist = np.empty(n_cells, dtype=np.float32 if exact_counts else np.int64)
-    in_place = hist.dtype == plane_dtype and levels is None
-    table = hist if in_place else np.empty(n_cells, dtype=plane_dtype)
-    # a channel's cells are kept from the histogram to the gather where they and the
-    # table take at most a third of the image, and computed again band by band otherwise
-    keep = (shape[0] * shape[1] * np.dtype(cell_dtype).itemsize + table.nbytes) * 3
-    kept = np.empty(shape, dtype=cell_dtype) if keep <= image.nbytes else None
-    # (the bands' work arrays: the plane, the gather's indices and, unkept, the cells)
-    bands = _row_bands(shape, 16 if kept is None else 8)
-    band_plane = np.empty((bands[0].stop, shape[1]), dtype=plane_dtype)
-    band_cells = np.empty(band_plane.shape, dtype=cell_dtype) if kept is None else None
+    bands = _row_bands(shape)
+    whole = len(bands) == 1
+    if whole:
+        planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
+    else:
+        band_plane = np.empty((bands[0].stop, shape[1]), dtype=plane_dtype)
 
     def read(c: int, rows: slice) -> np.ndarray:
         """Channel ``c``'s band ``rows`` as a contiguous plane (a work array)."""
+        if whole:
+            return planes[c]
         return channel_into(image[rows], c, band_plane[: image[rows].shape[0]])
 
-    def cells(c: int, rows: slice, grid: tuple[float, float] | None) -> np.ndarray:
-        """The cells of channel ``c``'s band ``rows`` (a work array, or kept)."""
-        plane = read(c, rows)
-        found = band_cells[: len(plane)] if kept is None else kept[rows]
-        if exact:
-            return _reference.level_index(plane, out=found)
-        grid_cells(plane, grid, mask is not None, found, n_cells)
-        return found
-
+    cells = np.empty(shape, dtype=cell_dtype)
+    hist = np.empty((n_cells, 1), dtype=np.float32) if cell_dtype != np.uint32 else None
+    table = np.empty(n_cells, dtype=plane_dtype)
     for c in range(n_channels):
         grid = None if exact else _channel_range(read, c, mask, bands)
         if exact or grid is not None:
-            if kept is not None:  # the channel's cells, then their histogram at once
-                for rows in bands:
-                    cells(c, rows, grid)
-                out_hist = (
-                    hist.reshape(-1, 1) if exact_counts and cell_dtype != np.uint32 else None
-                )
-                counts = _reference.level_counts(kept, mask, n_cells, out=out_hist)
-            else:  # the histogram, band by band
-                counts = hist
-                counts.fill(0)
-                for rows in bands:
-                    band_mask = None if mask is None else mask[rows]
-                    _reference.accumulate_counts(cells(c, rows, grid), band_mask, counts)
+            for rows in bands:  # the channel's cells
+                if exact:
+                    _reference.level_index(read(c, rows), out=cells[rows])
+                else:
+                    grid_cells(read(c, rows), grid, mask is not None, cells[rows], n_cells)
+            counts = _reference.level_counts(cells, mask, n_cells, out=hist)
             lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, out=table)
         else:  # one value: it sits at the median of the reference
             median = _reference.quantile_values(knots, c, np.array([0.5]))[0]
         for rows in bands:  # the matched values
+            band = planes[c] if whole else band_plane[: len(cells[rows])]
             if exact or grid is not None:
-                found = cells(c, rows, grid) if kept is None else kept[rows]
-                band = band_plane[: len(found)]
-                np.take(lut, found, out=band, mode="clip")  # (indices always fit)
+                np.take(lut, cells[rows], out=band, mode="clip")  # (indices always fit)
             else:
-                band = band_plane[: len(image[rows])]
                 band.fill(median)
             if not (exact or dtype.kind == "f"):  # wide integers: blended, rounded, clipped
                 blend(image[rows, :, c], band, strength, dtype, out=out[rows, :, c])
-            else:
+            elif not whole:
                 channel_from(band, out[rows], c)
+    if whole and (exact or dtype.kind == "f"):
+        interleave_into(planes, out)
     if not exact and dtype.kind == "f" and strength != 1.0:
         blend(image, out, strength, dtype, out=out)
     keep_unmasked(out, image, mask)
