@@ -1,23 +1,31 @@
-"""Torch backend benchmark: a whole tensor batch through the torch kernel against the numpy path.
+"""Torch backend benchmark: a whole tensor batch through the torch kernels against the numpy path.
 
 Times, in one interleaved run on the same images, ``HistogramMatcher.transform``
-of an ``(N, 3, S, S)`` tensor (the torch kernel, on the CPU unless ``--device``
-names another) against the numpy path on the same batch as an ``(N, S, S, 3)``
-array with ``n_jobs=2`` (its best case: no tensor conversion), and against
-kornia's ``histogram_matching`` when kornia is installed (one call on the whole
-batch, which it pools into one histogram matched to one reference image: not
-the per-image task, shown for scale). "numpy path, tensors" is the same numpy
-path given the batch as a list of ``(C, H, W)`` CPU tensors (converted to
-arrays and back, as tensors were before the torch kernel). ``RandomHistogramMatching`` on the
-tensor batch (a reference and a strength drawn per image, one batched call)
-is timed in the same loop.
+of an ``(N, 3, S, S)`` tensor through the torch kernel (on the CPU unless
+``--device`` names another; on the CPU the kernels are switched on with
+``histmatch_ml.backends.torch.KERNELS_ON_CPU`` for these timings, since CPU
+tensors otherwise take the numpy path) against the numpy path on the same
+batch as an ``(N, S, S, 3)`` array with ``n_jobs=2`` (its best case: no tensor
+conversion), and against kornia's ``histogram_matching`` when kornia is
+installed (one call on the whole batch, which it pools into one histogram
+matched to one reference image: not the per-image task, shown for scale).
+"numpy path, tensors" is the same numpy path given the batch as a list of
+``(C, H, W)`` CPU tensors (converted to arrays and back, which is what CPU
+tensors get by default). ``RandomHistogramMatching`` on the tensor batch (a
+reference and a strength drawn per image, one batched call through the
+kernel) is timed in the same loop.
+
+Rows: ``per_channel`` (all the columns), then ``exact`` (both orderings) and
+``landmarks`` (torch kernel against the numpy path only), uint8 and float32.
+``exact`` rows use a batch of ``--exact-batch`` images (default 8) and at most
+3 rounds: a round of the default batch of 32 would take minutes on 2 cores.
 
 Images: scikit-image's ``astronaut``, ``coffee``, ``chelsea`` and ``rocket``
 resized to SxS, rolled and brightened into N distinct images; the matcher is
 fitted on ``hubble_deep_field`` and ``immunohistochemistry``; float32 rows
 hold the same images ``/ 255`` plus a little noise (not 8-bit levels).
 Target (issue 18, on CPU): the torch kernel at least as fast per image as the
-numpy path. Run::
+numpy path, on every row. Run::
 
     python benchmarks/bench_torch.py                 # batch 32, 512x512
     python benchmarks/bench_torch.py --batch 256     # the issue's batch
@@ -35,6 +43,7 @@ from _harness import Table, interleaved_medians, machine, print_targets
 from skimage import data
 
 from histmatch_ml import HistogramMatcher, RandomHistogramMatching
+from histmatch_ml.backends import torch as torch_backend
 
 #: torch kernel time per image over the numpy path's, at most (on CPU)
 CPU_TARGET = 1.0
@@ -42,6 +51,12 @@ SOURCES = ("astronaut", "coffee", "chelsea", "rocket")
 REFERENCES = ("hubble_deep_field", "immunohistochemistry")
 #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
 SMOKE_ARGS = ("--quick", "--batch", "2", "--size", "48")
+#: the methods timed after per_channel: (label, method, options)
+OTHER_METHODS = (
+    ("exact, variational", "exact", {"ordering": "variational"}),
+    ("exact, local_means", "exact", {"ordering": "local_means"}),
+    ("landmarks", "landmarks", {}),
+)
 
 
 def _resized(name: str, size: int) -> np.ndarray:
@@ -66,6 +81,28 @@ def _kornia():
     return histogram_matching
 
 
+def _on_kernel(fn):
+    """``fn`` with the torch kernels switched on for CPU tensors too (restored after)."""
+
+    def run():
+        before = torch_backend.KERNELS_ON_CPU
+        torch_backend.KERNELS_ON_CPU = True
+        try:
+            return fn()
+        finally:
+            torch_backend.KERNELS_ON_CPU = before
+
+    return run
+
+
+def _timed(fn, sync):
+    def run():
+        fn()
+        sync()
+
+    return run
+
+
 def _times(arrays: np.ndarray, references: list, device, repeat: int, kornia_match) -> dict:
     """Interleaved medians of the torch kernel, the numpy path, the augmenter and kornia."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -73,22 +110,28 @@ def _times(arrays: np.ndarray, references: list, device, repeat: int, kornia_mat
     aug = RandomHistogramMatching(p=1.0, random_state=0).fit(references)
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arrays, -1, 1))).to(device)
     template = torch.from_numpy(np.moveaxis(references[0], -1, 0).copy()).to(device)
-
-    def timed(fn):
-        def run():
-            fn()
-            sync()
-
-        return run
-
     fns = {
-        "torch": timed(lambda: matcher.transform(x)),
-        "numpy": timed(lambda: matcher.transform(arrays)),
-        "numpy_tensors": timed(lambda: matcher.transform(list(x))),
-        "aug": timed(lambda: aug(x)),
+        "torch": _timed(_on_kernel(lambda: matcher.transform(x)), sync),
+        "numpy": _timed(lambda: matcher.transform(arrays), sync),
+        "numpy_tensors": _timed(lambda: matcher.transform(list(x)), sync),
+        "aug": _timed(_on_kernel(lambda: aug(x)), sync),
     }
     if kornia_match is not None:
-        fns["kornia"] = timed(lambda: kornia_match(x, template))
+        fns["kornia"] = _timed(lambda: kornia_match(x, template), sync)
+    return interleaved_medians(fns, repeat=repeat, warmup=1)
+
+
+def _method_times(
+    arrays: np.ndarray, references: list, device, repeat: int, method: str, options: dict
+) -> dict:
+    """Interleaved medians of one method's torch kernel and its numpy path (``n_jobs=2``)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    matcher = HistogramMatcher(method, n_jobs=2, **options).fit(references)
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arrays, -1, 1))).to(device)
+    fns = {
+        "torch": _timed(_on_kernel(lambda: matcher.transform(x)), sync),
+        "numpy": _timed(lambda: matcher.transform(arrays), sync),
+    }
     return interleaved_medians(fns, repeat=repeat, warmup=1)
 
 
@@ -98,6 +141,9 @@ def main(argv: list[str] | None = None) -> Table:
     parser.add_argument("--batch", type=int, default=32, help="images per batch")
     parser.add_argument("--size", type=int, default=512, help="image side")
     parser.add_argument("--device", default="cpu", help="torch device of the tensors")
+    parser.add_argument(
+        "--exact-batch", type=int, default=8, help="images per batch of the exact rows"
+    )
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else 7
     device = torch.device(args.device)
@@ -118,30 +164,39 @@ def main(argv: list[str] | None = None) -> Table:
         "target",
     )
     verdicts = []
-    for label, arrays, references in (
-        ("uint8", images, refs),
-        ("float32", images / np.float32(255) + noise, [r / np.float32(255) for r in refs]),
-    ):
-        t = _times(arrays, references, device, repeat, kornia_match)
+
+    def add_row(label: str, n: int, t: dict) -> None:
         ratio = t["numpy"] / t["torch"]
         met = device.type != "cpu" or ratio >= CPU_TARGET
-        case = f"{label} RGB {args.size}x{args.size}, batch {args.batch}, {device.type}"
+        case = f"{label} RGB {args.size}x{args.size}, batch {n}, {device.type}"
         verdicts.append((case, met))
         table.row(
             case,
             t["torch"],
             t["numpy"],
-            t["numpy_tensors"],
+            t.get("numpy_tensors"),
             t.get("kornia"),
-            t["aug"],
-            f"{args.batch / t['torch']:.0f}",
-            f"{args.batch / t['numpy']:.0f}",
+            t.get("aug"),
+            f"{n / t['torch']:.0f}",
+            f"{n / t['numpy']:.0f}",
             f"{ratio:.2f}x",
             f">= {CPU_TARGET:.1f}x: {'met' if met else 'missed'}" if device.type == "cpu" else "-",
         )
+
+    floats = images / np.float32(255) + noise
+    float_refs = [r / np.float32(255) for r in refs]
+    cases = (("uint8", images, refs), ("float32", floats, float_refs))
+    for label, arrays, references in cases:
+        add_row(label, args.batch, _times(arrays, references, device, repeat, kornia_match))
+    for name, method, options in OTHER_METHODS:
+        n = min(args.batch, args.exact_batch) if method == "exact" else args.batch
+        rounds = min(repeat, 3) if method == "exact" else repeat
+        for label, arrays, references in cases:
+            t = _method_times(arrays[:n], references, device, rounds, method, options)
+            add_row(f"{name}: {label}", n, t)
     print(
         f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"medians of {repeat} interleaved runs\n"
+        f"medians of {repeat} interleaved runs ({min(repeat, 3)} for the exact rows)\n"
     )
     print(table.markdown())
     print_targets(verdicts)

@@ -44,19 +44,23 @@ source level is decided by the ordering keys. A counting sort groups the
 pixels by level, block by block of positions (each block's stable radix
 argsort is scattered into the level's slots, so every level keeps its pixels
 in raster order), and the groups are then sorted one bucket at a time, a
-bucket being a run of consecutive levels of at most about ``_BUCKET`` pixels
-(a larger level is a bucket of its own). Within a bucket an (unstable, SIMD)
-argsort of the packed word orders the pixels and a second pass orders the
-members of tied runs by position; keys of several words go through a stable
-``np.lexsort`` of the bucket. Single-word keys (uint8 ``local_means``, 8/16-bit
-``variational``) are computed in strips of rows
-with a halo (bit-identical, exact integer filters and the same floating-point
-operations per pixel), straight into one ``uint64`` array, and indices are
-int32 where they fit, so the work arrays stay a few bytes per pixel.
+bucket being a run of consecutive levels of a bounded number of pixels (a
+larger level is a bucket of its own). Within a bucket one (SIMD) sort of
+uint64 words holding the key's top bits above the pixel's place in the bucket
+gives the (key, position) order; where the key does not fit beside the place,
+the runs whose dropped low bits then step down are re-sorted
+(``variational``, where that is rare), or the key is sorted in two such
+passes, low bits first (``local_means``, whose last ring sum often decides).
+Keys of several words go through a stable ``np.lexsort`` of the bucket.
+Single-word keys (uint8 ``local_means``, 8/16-bit ``variational``) are
+computed in tiles with a halo (bit-identical: exact integer filters and the
+same floating-point operations per pixel), straight into one ``uint64`` array,
+with work buffers reused from tile to tile. Tiles, blocks and buckets hold a
+fraction of the channel's pixels, and indices are int32 where they fit, so
+the work arrays stay a few bytes per pixel at any size.
 
 Other dtypes (floats, wide integers) replace an overflowing word by its dense
-rank and sort the single packed key once, as one (unstable) argsort plus the
-tie pass.
+rank and sort the single packed key once, the same way.
 
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or
@@ -193,31 +197,45 @@ def ring_sums(channel: np.ndarray) -> list[np.ndarray]:
     return [cv2.filter2D(plane, depth, kernel, borderType=cv2.BORDER_REFLECT) for kernel in _RINGS]
 
 
-def _packed_key_uint8(channel: np.ndarray) -> np.ndarray:
+def _packed_key_uint8(channel: np.ndarray, work: dict | None = None) -> np.ndarray:
     """The 59-bit ``local_means`` key of a uint8 channel: value and five ring sums.
 
     Bits, most significant first: value 8, then the rings of 4, 4, 4, 8 and 4
     pixels in 10, 10, 10, 11 and 10 bits. Ring sums come from ``CV_16S``
     filters (exact: at most 2040), the two halves are packed in uint32 first.
+    Returns the flat key; with ``work`` (see :func:`_scratch`) a view of one
+    of its buffers.
     """
     plane = np.ascontiguousarray(channel)
+    shape, n = plane.shape, plane.size
     r2, r3, r4, r5, r6 = (
-        cv2.filter2D(plane, cv2.CV_16S, kernel, borderType=cv2.BORDER_REFLECT).view(np.uint16)
-        for kernel in _RINGS
+        cv2.filter2D(
+            plane,
+            cv2.CV_16S,
+            kernel,
+            dst=_scratch(work, f"ring{i}", n, np.int16).reshape(shape),
+            borderType=cv2.BORDER_REFLECT,
+        )
+        .view(np.uint16)
+        .ravel()
+        for i, kernel in enumerate(_RINGS)
     )
-    high = plane.astype(np.uint32)  # value, r2, r3: 28 bits
+    high = _scratch(work, "high", n, np.uint32)  # value, r2, r3: 28 bits
+    np.copyto(high.reshape(shape), plane)
     for ring in (r2, r3):
         high <<= np.uint32(10)
         high |= ring
-    low = r4.astype(np.uint32)  # r4, r5, r6: 31 bits
+    low = _scratch(work, "low", n, np.uint32)  # r4, r5, r6: 31 bits
+    np.copyto(low, r4)
     low <<= np.uint32(11)
     low |= r5
     low <<= np.uint32(10)
     low |= r6
-    key = high.astype(np.uint64)
+    key = _scratch(work, "key", n, np.uint64)
+    np.copyto(key, high)
     key <<= np.uint64(31)
     key |= low
-    return key.ravel()
+    return key
 
 
 def _local_means_keys(channel: np.ndarray, index: np.ndarray | None) -> list:
@@ -262,12 +280,28 @@ def _unit_plane(channel: np.ndarray) -> np.ndarray:
     return x
 
 
+def _scratch(work: dict | None, name: str, size: int, dtype: type) -> np.ndarray:
+    """A 1-D array of ``size`` from the work buffers ``work``, or a new one when it is None.
+
+    ``work`` maps names to arrays kept from one strip (tile) of a channel to
+    the next, grown when too small: fresh arrays of that size would be freshly
+    mapped pages every time.
+    """
+    if work is None:
+        return np.empty(size, dtype=dtype)
+    buffer = work.get(name)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        buffer = work[name] = np.empty(size, dtype=dtype)
+    return buffer[:size]
+
+
 def variational_correction(
     channel: np.ndarray,
     *,
     n_iter: int = VARIATIONAL_ITERATIONS,
     beta: float = VARIATIONAL_BETA,
     alpha: float = VARIATIONAL_ALPHA,
+    work: dict | None = None,
 ) -> np.ndarray:
     """The ``variational`` key ``u - f`` of every pixel of a channel (float64).
 
@@ -278,11 +312,19 @@ def variational_correction(
     by about ``5e-4 ** k``, so float32 (or ``u`` itself) would drop the
     information that separates look-alike pixels (measured: ~0.1-0.8% of the
     pixels of the skimage samples stay tied in float32, none in float64).
+    With ``work`` (a dict of work buffers, see :func:`_scratch`) the result
+    is a view of one of them, valid until the next call with the same ``work``.
     """
-    f = _unit_plane(channel)
-    shape = f.shape
-    n = f.size
-    f = f.ravel()
+    shape = channel.shape
+    n = channel.size
+    levels = _reference.has_exact_levels(channel.dtype)
+    # (the unit plane is held in d's buffer until the differences are taken)
+    d = _scratch(work, "d", n, np.float64)
+    if levels:  # integer levels: their differences are exact in float32
+        np.copyto(d.reshape(shape), _reference.level_index(channel))
+        f = d
+    else:
+        f = _unit_plane(channel).ravel()
     # neighbour differences on the flat array along every axis: at i -> i + step,
     # step the axis's stride; pairs that wrap across the end of the axis (a row's
     # end, a slice's last row) are zeroed: theta'(0) = 0 means "no neighbour"
@@ -300,15 +342,19 @@ def variational_correction(
             ends = np.zeros((n // (extent * step), extent, step), dtype=bool)
             ends[:, -1, :] = True
             wraps = ends.ravel()[: n - step]
-        df = f[step:] - f[:-step]
+        df = _scratch(work, f"df{axis}", n - step, np.float32 if levels else np.float64)
+        np.subtract(f[step:], f[:-step], out=df)
         if wraps is not None:
             df[wraps] = 0.0
-        diffs.append((step, wraps, df, np.empty_like(df), np.empty_like(df)))
-    d = np.zeros(n)
-    t = np.empty(n)
+        diffs.append((step, wraps, df))
+    d.fill(0.0)
+    t = _scratch(work, "t", n, np.float64)
+    # (the axes take turns: one pair of buffers serves them all)
+    g_all, a_all = _scratch(work, "g", n, np.float64), _scratch(work, "a", n, np.float64)
     for _ in range(n_iter):
         t.fill(0.0)
-        for step, wraps, df, g, a in diffs:
+        for step, wraps, df in diffs:
+            g, a = g_all[: n - step], a_all[: n - step]
             # theta'(u_j - u_i) = g / (alpha + |g|) for u = f + d
             np.subtract(d[step:], d[:-step], out=g)
             g += df
@@ -329,11 +375,23 @@ def variational_correction(
     return d.reshape(shape)
 
 
+def _sort_bits_into(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """Turn float64 ``x`` (finite, no -0.0) into uint64 ordered as its values, in place.
+
+    Negative values get all their bits flipped and the others their sign bit
+    set; ``scratch`` (int64 of ``x``'s size) is overwritten. Returns the uint64 view.
+    """
+    ints = x.view(np.int64)
+    np.right_shift(ints, 63, out=scratch)  # -1 for negative values, 0 otherwise
+    scratch |= np.int64(-(2**63))
+    ints ^= scratch
+    return x.view(np.uint64)
+
+
 def _float_sort_bits(x: np.ndarray) -> np.ndarray:
     """uint64 ordered as the float64 values ``x`` (finite, no -0.0)."""
-    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
-    negative = (bits >> np.uint64(63)).astype(bool)
-    return np.where(negative, ~bits, bits | np.uint64(1 << 63))
+    bits = np.array(x, dtype=np.float64).ravel()
+    return _sort_bits_into(bits, np.empty(bits.shape, dtype=np.int64)).reshape(np.shape(x))
 
 
 def _variational_keys(channel: np.ndarray, index: np.ndarray | None) -> list:
@@ -385,8 +443,112 @@ def _pack(keys: list) -> np.ndarray:
     return packed
 
 
-def _sort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order by ``packed`` then position; also return which neighbours in it are tied."""
+def _sort_strict(packed: np.ndarray, low_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Order by ``packed`` (uint64) then position; also return which neighbours in it are tied.
+
+    One (SIMD) sort of uint64 words that hold the key's top bits above the
+    position, which orders by (key, position) wherever the key fits beside
+    the position, and by (key's top bits, position) otherwise. In that case
+    the runs of equal top bits whose keys then step down are re-sorted by
+    their remaining bits (:func:`_repair_runs`), or, with ``low_ties`` (keys
+    whose low bits are often all that tells them apart, such as
+    ``local_means``' last ring sum), the key is sorted in two passes, its
+    low bits first (:func:`_two_pass_order`). Keys too wide even for that go
+    through an argsort (:func:`_argsort_strict`).
+    """
+    n = len(packed)
+    if n < 2:
+        return np.arange(n, dtype=np.intp), np.zeros(0, dtype=bool)
+    pos_bits = max((n - 1).bit_length(), 1)
+    low = packed.min()
+    word = packed - low  # (a fresh array: packed into in place)
+    shift = max(0, int(word.max()).bit_length() - (64 - pos_bits))
+    if 2 * pos_bits + shift > 64:
+        return _argsort_strict(packed)
+    if shift and low_ties:
+        order = _two_pass_order(word, shift, pos_bits)
+        sorted_key = packed[order]
+        return order, sorted_key[1:] == sorted_key[:-1]
+    word >>= np.uint64(shift)
+    word <<= np.uint64(pos_bits)
+    word |= np.arange(n, dtype=np.uint64)
+    word.sort()
+    order = (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+    sorted_key = packed[order]
+    if shift:
+        down = np.flatnonzero(sorted_key[1:] < sorted_key[:-1])
+        if len(down):
+            word >>= np.uint64(pos_bits)  # the sorted top bits
+            _repair_runs(order, sorted_key, word, down + 1, low, shift)
+    return order, sorted_key[1:] == sorted_key[:-1]
+
+
+def _two_pass_order(word: np.ndarray, shift: int, pos_bits: int) -> np.ndarray:
+    """The (key, position) order of ``word`` (keys less their minimum; overwritten).
+
+    Least significant part first: a sort of (the low ``shift`` bits,
+    position), then of (the top bits, rank in that order), each packed into
+    one uint64 (``shift <= pos_bits <= 32``).
+    """
+    n = len(word)
+    mask = np.uint64((1 << pos_bits) - 1)
+    place = np.arange(n, dtype=np.uint64)
+    first = word & np.uint64((1 << shift) - 1)
+    first <<= np.uint64(pos_bits)
+    first |= place
+    first.sort()
+    first &= mask  # the order by (low bits, position)
+    word >>= np.uint64(shift)
+    second = word[first]
+    del word
+    second <<= np.uint64(pos_bits)
+    second |= place
+    del place
+    second.sort()
+    second &= mask
+    return first[second].astype(np.intp)
+
+
+def _repair_runs(
+    order: np.ndarray,
+    sorted_key: np.ndarray,
+    top: np.ndarray,
+    bad: np.ndarray,
+    low: np.uint64,
+    shift: int,
+) -> None:
+    """Re-sort, in place, the runs of equal ``top`` that hold the positions ``bad``.
+
+    ``order`` (and ``sorted_key``, the keys in that order) is sorted by (the
+    key's top bits ``top``, position); a run of equal top bits is put in
+    (key, position) order by a sort of (run, its keys' low ``shift`` bits,
+    place in the run), packed into one uint64 (:func:`_sort_strict` checks
+    that they fit).
+    """
+    starts = np.flatnonzero(top[1:] != top[:-1]) + 1
+    runs = np.unique(np.searchsorted(starts, bad, side="right"))
+    bounds = np.concatenate(([0], starts, [len(order)]))
+    first, stop = bounds[runs], bounds[runs + 1]
+    lengths = stop - first
+    # the members of the runs, in order, and the start of each one's run among them
+    offsets = np.cumsum(lengths) - lengths
+    run_start = np.repeat(offsets, lengths)
+    members = np.repeat(first - offsets, lengths)
+    members += np.arange(len(members))
+    bits = max((len(members) - 1).bit_length(), 1)
+    key = sorted_key[members] - low
+    key &= np.uint64((1 << shift) - 1)
+    key <<= np.uint64(bits)
+    key |= np.arange(len(members), dtype=np.uint64)
+    key |= run_start.astype(np.uint64) << np.uint64(shift + bits)
+    key.sort()
+    moved = members[(key & np.uint64((1 << bits) - 1)).astype(np.intp)]
+    order[members] = order[moved]
+    sorted_key[members] = sorted_key[moved]
+
+
+def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sort_strict` by an argsort of the keys and a second sort of tied runs."""
     n = len(packed)
     order = np.argsort(packed)
     sorted_key = packed[order]
@@ -418,12 +580,21 @@ def _keys(channel: np.ndarray, index: np.ndarray | None, ordering: str) -> list:
 
 
 # ------------------------------------------------- sorting by level (linear)
-#: pixels per bucket of consecutive levels sorted together
+#: the most pixels per bucket of consecutive levels sorted together
 _BUCKET = 1 << 16
-#: positions per block of the counting sort by level
+#: the most positions per block of the counting sort by level
 _BLOCK = 1 << 18
-#: pixels per strip of rows in which keys are computed
+#: the most pixels per tile (strip, for volumes) in which keys are computed
 _STRIP = 1 << 16
+#: tiles, blocks and buckets hold at most about 1 / _PARTS of a channel's pixels (and at
+#: least _LEAST), so that their work arrays stay a fraction of a small channel's size
+_PARTS = 16
+_LEAST = 1 << 12
+
+
+def _part_size(n: int, most: int, parts: int = _PARTS) -> int:
+    """Pixels per tile, block or bucket of an ``n``-pixel channel: about ``n / parts``."""
+    return min(most, max(_LEAST, n // parts))
 
 
 def _index_dtype(n: int) -> type:
@@ -431,34 +602,67 @@ def _index_dtype(n: int) -> type:
     return np.int32 if n < 2**31 else np.intp
 
 
-def _strip_key(channel: np.ndarray, halo: int, block_key) -> np.ndarray:
-    """``block_key`` of the whole channel as one flat uint64 array, strip by strip.
+def _tiles(shape: tuple[int, ...], halo: int) -> list[tuple[slice, ...]]:
+    """Tiles covering a channel, as tuples of slices: squares, strips of rows, slabs of slices.
 
-    Strips are rows of a 2-D channel, slices of a 3-D one. Each strip is
-    computed with ``halo`` more rows (slices) on either side (where the image
-    has them) and cropped, so a key that depends on neighbours at most
-    ``halo`` rows away comes out as on the whole channel.
+    A tile holds about an eighth of the channel's pixels, at most
+    :data:`_STRIP`, with sides of at least ``4 * halo`` so that the halo
+    costs little. A 2-D channel at most two tiles wide is cut into strips of
+    full rows, a wider one into squares; a volume into slabs of whole slices.
     """
-    h, w = channel.shape[0], channel.size // channel.shape[0]  # (a volume: by slices)
-    key = np.empty(h * w, dtype=np.uint64)
-    rows = key.reshape(h, w)
-    step = max(64, _STRIP // w)
-    for r0 in range(0, h, step):
-        r1 = min(h, r0 + step)
-        s0, s1 = max(0, r0 - halo), min(h, r1 + halo)
-        block = block_key(channel[s0:s1]).reshape(s1 - s0, w)
-        rows[r0:r1] = block[r0 - s0 : r1 - s0]
+    n = int(np.prod(shape))
+    size = _part_size(n, _STRIP, parts=8)
+    h, w = shape[0], n // shape[0]  # (a volume: slices of h * w voxels)
+    side = max(4 * halo, int(np.sqrt(size)))
+    whole = [slice(0, e) for e in shape[1:]]
+    if len(shape) == 3 or w <= 2 * side:
+        rows = max(4 * halo, size // w, 1)
+        return [(slice(r, min(h, r + rows)), *whole) for r in range(0, h, rows)]
+    return [
+        (slice(r, min(h, r + side)), slice(c, min(w, c + side)))
+        for r in range(0, h, side)
+        for c in range(0, w, side)
+    ]
+
+
+def _strip_key(channel: np.ndarray, halo: int, block_key) -> np.ndarray:
+    """``block_key`` of the whole channel as one flat uint64 array, tile by tile.
+
+    Each tile (:func:`_tiles`) is computed with ``halo`` more pixels on every
+    side where the channel has them, and cropped, so a key that depends on
+    neighbours at most ``halo`` pixels away comes out as on the whole channel.
+    ``block_key(block, work)`` returns the flat key of a block; ``work`` is one
+    dict of work buffers (:func:`_scratch`) for all the tiles.
+    """
+    key = np.empty(channel.size, dtype=np.uint64)
+    out = key.reshape(channel.shape)
+    work: dict = {}
+    for tile in _tiles(channel.shape, halo):
+        grown = tuple(
+            slice(max(0, t.start - halo), min(e, t.stop + halo))
+            for t, e in zip(tile, channel.shape)
+        )
+        crop = tuple(slice(t.start - g.start, t.stop - g.start) for t, g in zip(tile, grown))
+        block = channel[grown]
+        out[tile] = block_key(block, work).reshape(block.shape)[crop]
     return key
 
 
-def _variational_word(block: np.ndarray) -> np.ndarray:
-    """The 64-bit ``variational`` key of an 8/16-bit block: level, then the correction."""
-    plane, bits = _level_plane(block)
-    correction = _float_sort_bits(variational_correction(block))
-    correction >>= np.uint64(bits)
-    word = plane.astype(np.uint64)
-    word <<= np.uint64(64 - bits)
-    word |= correction
+def _variational_word(block: np.ndarray, work: dict | None = None) -> np.ndarray:
+    """The 64-bit ``variational`` key of an 8/16-bit block: level, then the correction.
+
+    Flat; with ``work`` (see :func:`_scratch`) a view of one of its buffers.
+    """
+    n_levels, _ = _reference.level_count_and_offset(block.dtype)
+    bits = (n_levels - 1).bit_length()
+    correction = variational_correction(block, work=work).ravel()
+    level = _scratch(work, "t", block.size, np.int64)  # (a buffer free by now)
+    word = _sort_bits_into(correction, level)
+    word >>= np.uint64(bits)
+    level = level.view(np.uint64)
+    np.copyto(level.reshape(block.shape), _reference.level_index(block))
+    level <<= np.uint64(64 - bits)
+    word |= level
     return word
 
 
@@ -499,38 +703,61 @@ def _group_by_level(
 
     A counting sort: each block of positions is sorted by a stable (radix)
     argsort of its levels and scattered into the slots its levels have left,
-    so blocks taken in raster order keep every level in raster order.
+    so blocks taken in raster order keep every level in raster order. Blocks
+    are a fraction of the channel (:func:`_part_size`), of at least a quarter
+    of the levels (each costs a few passes over the level counts).
     """
     members = level if index is None else level[index]
     m = len(members)
-    blocks = range(0, m, _BLOCK)
-    # bincount works on an intp copy of its input: counted block by block
-    per_block = [np.bincount(members[s : s + _BLOCK], minlength=n_levels) for s in blocks]
-    counts = np.sum(per_block, axis=0)
+    block = min(_BLOCK, max(_part_size(m, _BLOCK), n_levels // 4))
+    blocks = range(0, m, block)
+    # (bincount works on an intp copy of its input: counted block by block, twice,
+    # rather than keeping every block's counts)
+    counts = np.zeros(n_levels, dtype=np.int64)
+    for s in blocks:
+        counts += np.bincount(members[s : s + block], minlength=n_levels)
     cursor = np.cumsum(counts) - counts
     perm = np.empty(m, dtype=_index_dtype(len(level)))
-    for s, block_counts in zip(blocks, per_block):
-        block = members[s : s + _BLOCK]
-        order = np.argsort(block, kind="stable")
+    steps = np.arange(min(block, m))
+    for s in blocks:
+        part = members[s : s + block]
+        block_counts = np.bincount(part, minlength=n_levels)
+        order = np.argsort(part, kind="stable")
         dest = np.repeat(cursor - (np.cumsum(block_counts) - block_counts), block_counts)
-        dest += np.arange(len(block))
-        perm[dest] = order + s if index is None else index[s:][order]
+        dest += steps[: len(part)]
+        if index is None:
+            order += s
+            perm[dest] = order
+        else:
+            perm[dest] = index[s : s + block][order]
         cursor += block_counts
     return perm, counts
 
 
 def _bucket_bounds(counts: np.ndarray) -> np.ndarray:
-    """Bucket starts, then the end: runs of consecutive levels of about ``_BUCKET`` pixels."""
+    """Bucket starts, then the end: runs of consecutive levels of about a bucket's pixels.
+
+    A bucket holds about :func:`_part_size` of the channel's pixels, at most
+    :data:`_BUCKET` (a larger level is a bucket of its own).
+    """
+    total = int(counts.sum())
+    size = _part_size(total, _BUCKET)
     starts = (np.cumsum(counts) - counts)[counts > 0]
-    first = starts // _BUCKET
+    first = starts // size
     cuts = starts[np.flatnonzero(first[1:] != first[:-1]) + 1]
-    return np.concatenate([[0], cuts, [int(counts.sum())]]).astype(np.int64)
+    return np.concatenate([[0], cuts, [total]]).astype(np.int64)
 
 
 def _sort_buckets(
-    perm: np.ndarray, bounds: np.ndarray, words: list[np.ndarray], want_tied: bool
+    perm: np.ndarray,
+    bounds: np.ndarray,
+    words: list[np.ndarray],
+    want_tied: bool,
+    low_ties: bool = False,
 ) -> np.ndarray | None:
     """Sort every bucket of ``perm`` by its words, then position, in place.
+
+    ``low_ties`` is passed on to :func:`_sort_strict`.
 
     Returns the tied mask of neighbours in the final order when ``want_tied``
     (pixels of different buckets have different levels: never tied).
@@ -542,7 +769,7 @@ def _sort_buckets(
             continue
         positions = perm[a:b]
         if len(words) == 1:
-            order, tied = _sort_strict(words[0][positions])
+            order, tied = _sort_strict(words[0][positions], low_ties)
         else:  # stable: ties keep the raster order of the bucket
             keys = [word[positions] for word in words]
             order = np.lexsort(keys[::-1])
@@ -568,9 +795,10 @@ def _strict(
         n_levels, _ = _reference.level_count_and_offset(channel.dtype)
         words = _level_words(channel, ordering)
         perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
-        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied)
+        low_ties = ordering == "local_means"
+        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties)
         return perm, tied
-    order, tied = _sort_strict(_pack(_keys(channel, index, ordering)))
+    order, tied = _sort_strict(_pack(_keys(channel, index, ordering)), ordering == "local_means")
     return (order if index is None else index[order]), tied
 
 

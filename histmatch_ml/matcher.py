@@ -425,12 +425,6 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if _images.is_dask_collection(X):  # a tree of merges where dask runs
             from .backends import dask as dask_backend
 
-            if self.reference != "pooled" or self.spatial_dims != 2:
-                raise ValueError(
-                    f"{name}: dask collections are learned with reference='pooled' and "
-                    f"spatial_dims=2; got reference={self.reference!r}, "
-                    f"spatial_dims={self.spatial_dims}"
-                )
             first = not hasattr(self, "reference_")
             if not first:  # (the method first: blocks are learned like the fitted state)
                 self._check_more(self.dtype_, self.n_channels_, name)
@@ -442,6 +436,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 seed=self._first_seed() if first else None,
                 like=None if first else self.reference_,
                 name=name,
+                spatial_dims=self.spatial_dims,
+                reference=self.reference,
             )
             if not first:
                 self._check_more(learned.dtype, learned.n_channels, name)

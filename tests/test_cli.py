@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_in_process
 from PIL import Image
 from skimage import data
 
+from conftest import cli_in_process
 from histmatch_ml import HistogramMatcher, __version__
 from histmatch_ml.cli import build_parser
 from histmatch_ml.io import fingerprint, load_model, read_image

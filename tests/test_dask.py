@@ -356,3 +356,60 @@ def test_fits_by_windows_of_blocks_learn_the_whole_state(client, window):
     )
     assert (learned.n_images, learned.n_pixels) == (11, int(mask.sum()))
     np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
+
+
+def test_blocks_are_learned_in_the_tasks_that_make_them():
+    """The learning is fused with the tasks that produce the blocks (and masks): no block of
+    images is a task of its own, whose result could travel to another worker."""
+    X = da.from_array(_rgb(n=24, size=32, seed=5), chunks=(3, -1, -1, -1)) + np.uint8(1)
+    mask = da.from_array(np.random.default_rng(5).random((24, 32, 32)) < 0.7, chunks=(3, -1, -1))
+    lazy = learn_graph(X, mask, get_method("per_channel"), {"n_quantiles": 1024}, seed=0)
+    tasks = dict(lazy.__dask_graph__())
+    layers = {key[0] for key in tasks if isinstance(key, tuple)}
+    assert not layers & {X.name, mask.name}
+    learned = lazy.compute(scheduler="sync")
+    expected = HistogramMatcher().fit(X.compute(), mask=mask.compute())
+    np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
+
+
+# ------------------------------------------------------------- volumes, barycentres
+@pytest.mark.parametrize("method", ["per_channel", "landmarks"])
+def test_volumes_fit_and_transform_as_in_memory(client, method):
+    rng = np.random.default_rng(23)
+    X = rng.integers(0, 4096, (5, 6, 10, 12), dtype=np.uint16)
+    mask = rng.random(X.shape) < 0.6
+    lazy, lazy_mask = da.from_array(X, chunks=(2, 3, -1, -1)), da.from_array(mask, chunks=2)
+    expected = HistogramMatcher(method, spatial_dims=3).fit(X, mask=mask)
+    fitted = HistogramMatcher(method, spatial_dims=3).fit(lazy, mask=lazy_mask)
+    assert fingerprint(fitted) == fingerprint(expected)
+    out = fitted.transform(lazy, mask=lazy_mask)
+    assert out.shape == X.shape and out.dtype == X.dtype and out.chunks == lazy.chunks
+    np.testing.assert_array_equal(out.compute(), expected.transform(X, mask=mask))
+
+
+def test_volumes_refuse_image_shapes_naming_spatial_dims(client):
+    with pytest.raises(ValueError, match=r"spatial_dims=3 must have shape \(N, D, H, W"):
+        HistogramMatcher(spatial_dims=3).fit(da.zeros((4, 8, 8), dtype=np.uint8, chunks=2))
+    with pytest.raises(ValueError, match=r"one \(D, H, W\) mask per image"):
+        HistogramMatcher(spatial_dims=3).fit(
+            da.zeros((4, 2, 8, 8), dtype=np.uint8, chunks=2), mask=np.ones((4, 8, 8), bool)
+        )
+
+
+@pytest.mark.parametrize("method", ["per_channel", "exact", "lab", "landmarks"])
+def test_barycenter_fit_equals_the_in_memory_barycenter(client, method):
+    """Images of different brightness in blocks of different sizes: each image weighs the same."""
+    X = np.concatenate([_rgb(n=3, seed=s) // (s + 1) for s in range(4)])
+    expected = HistogramMatcher(method, reference="barycenter", random_state=0).fit(X)
+    with dask.config.set(split_every=2):
+        fitted = HistogramMatcher(method, reference="barycenter", random_state=0).fit(
+            da.from_array(X, chunks=((1, 4, 2, 5), *X.shape[1:]))
+        )
+    assert fitted.reference_mode_ == "barycenter" and fitted.n_images_seen_ == 12
+    assert fitted.reference_.keys() == expected.reference_.keys()
+    for key, value in expected.reference_.items():
+        if np.asarray(value).dtype.kind == "f":
+            np.testing.assert_allclose(fitted.reference_[key], value, rtol=1e-12, atol=1e-9)
+        else:
+            np.testing.assert_array_equal(fitted.reference_[key], value)
+    np.testing.assert_array_equal(fitted.transform(X[:2]), expected.transform(X[:2]))

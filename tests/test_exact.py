@@ -6,12 +6,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from conftest import load
 from histmatch_ml import HistogramMatcher, _reference, match_histograms
 from histmatch_ml._ordering import strict_order
 from histmatch_ml.methods.exact import target_counts
@@ -328,3 +328,24 @@ def test_large_image_counts_are_exact(ordering):
     reference = load("coffee")[:, :, 1]
     out = match_histograms(source, reference, method="exact", ordering=ordering)
     np.testing.assert_array_equal(hist(out), target_counts(hist(reference), source.size))
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize("size", [256, 512])
+def test_work_memory_stays_within_eight_times_the_image(ordering, size):
+    # the ordering's tiles, blocks and buckets are a fraction of the channel: a small
+    # image does not pay for fixed-size work arrays
+    import tracemalloc
+
+    import cv2
+
+    image = cv2.resize(load("astronaut"), (size, size))
+    m = exact(ordering=ordering).fit([load("coffee")])
+    m.transform(image[None])
+    tracemalloc.start()
+    try:
+        m.transform(image[None])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 8 * image.nbytes

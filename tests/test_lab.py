@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import RGB_PAIRS, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import RGB_PAIRS, load
 from histmatch_ml import HistogramMatcher, _color, match_histograms
 from histmatch_ml.methods import lab
 from histmatch_ml.metrics import sliced_wasserstein, speckle, wasserstein_1d

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RGB_PAIRS, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skimage import color
 
+from conftest import RGB_PAIRS, load
 from histmatch_ml import HistogramMatcher, _color, match_histograms
 from histmatch_ml.metrics import wasserstein_1d
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GREY, RGB_PAIRS, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 from skimage import exposure
 
+from conftest import GREY, RGB_PAIRS, load
 from histmatch_ml import HistogramMatcher, _reference, match_histograms
 from histmatch_ml.metrics import histogram_distance
 

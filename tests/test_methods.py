@@ -6,10 +6,9 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import load
 from sklearn.base import clone
-from toy_method import ToyMedian
 
+from conftest import load
 from histmatch_ml import HistogramMatcher, RandomHistogramMatching
 from histmatch_ml.cli import main
 from histmatch_ml.io import load_model
@@ -22,6 +21,7 @@ from histmatch_ml.methods import (
     register,
     unregister,
 )
+from toy_method import ToyMedian
 
 REFS = [load("coffee"), load("chelsea")]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GREY, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from conftest import GREY, load
 from histmatch_ml import _ordering
 from histmatch_ml.metrics import strict_ordering_ratio
 
@@ -334,3 +334,24 @@ def test_grouped_unique_fraction_counts_ties_like_lexsort(rng, monkeypatch):
 
 def test_strict_order_uses_int32_indices():
     assert _ordering.strict_order(np.zeros((5, 5), dtype=np.uint8)).dtype == np.int32
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 3000),
+    st.integers(0, 63),
+    st.integers(0, 40),
+    st.integers(1, 8),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_sort_strict_orders_by_key_then_position(n, top, low_bits, n_top, low_ties, seed):
+    # keys spanning more bits than fit beside a position (a few top values, many low
+    # bits: sorted by their top bits, then repaired or sorted low bits first) and narrow ones
+    rng = np.random.default_rng(seed)
+    high = rng.integers(0, n_top, n, dtype=np.uint64) << np.uint64(top)
+    key = high | rng.integers(0, 2**low_bits, n, dtype=np.uint64)
+    order, tied = _ordering._sort_strict(key.copy(), low_ties)
+    expected = np.lexsort((np.arange(n), key))
+    np.testing.assert_array_equal(order, expected)
+    np.testing.assert_array_equal(tied, key[expected][1:] == key[expected][:-1])

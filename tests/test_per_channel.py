@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load
 
+from conftest import load
 from histmatch_ml import HistogramMatcher, match_histograms
 from histmatch_ml.methods import per_channel
 from histmatch_ml.metrics import histogram_distance

@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import load
 
+from conftest import load
 from histmatch_ml import HistogramMatcher, RandomHistogramMatching, match_histograms
 from histmatch_ml.metrics import histogram_distance
 

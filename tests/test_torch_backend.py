@@ -32,6 +32,22 @@ def kernels_on_cpu(monkeypatch):
     monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", True)
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The methods whose torch kernel produced a result, call by call."""
+    from histmatch_ml.backends import torch as torch_backend
+
+    calls, kernel = [], torch_backend._match
+
+    def recorded(method, *args, **kwargs):
+        out = kernel(method, *args, **kwargs)
+        calls.append(method if out is not None else None)
+        return out
+
+    monkeypatch.setattr(torch_backend, "_match", recorded)
+    return calls
+
+
 def test_cpu_tensors_take_the_numpy_kernels_by_default(monkeypatch):
     from histmatch_ml.backends import torch as torch_backend
 
@@ -200,12 +216,12 @@ def test_random_batches_equal_numpy_path(seed, n, side, low, dtype):
     assert_same(matcher.transform(x), numpy_path(matcher, x), x)
 
 
-@pytest.mark.parametrize("method", ["exact", "lab"])
-def test_methods_without_kernel_take_the_numpy_path(method):
+def test_methods_without_kernel_take_the_numpy_path(kernel_calls):
     refs, srcs = real_images()
-    matcher = HistogramMatcher(method, n_iter=2, random_state=0).fit(refs)
+    matcher = HistogramMatcher("lab", n_iter=2, random_state=0).fit(refs)
     x = to_tensor(srcs)
     assert_same(matcher.transform(x), numpy_path(matcher, x), x)
+    assert kernel_calls == []
 
 
 def test_device_tables_follow_fit_and_stay_out_of_copies(tmp_path):
@@ -360,3 +376,201 @@ def test_augmenter_device_tables_follow_fit_and_pickle_empty():
     refit = aug.apply(x, params)
     assert not torch.equal(refit, first)
     assert torch.equal(refit, _augmenter(p=1.0).fit(refs[::-1]).apply(x, params))
+
+
+# ------------------------------------------------------------------------------ exact
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ordering", ["variational", "local_means"])
+@pytest.mark.parametrize(("strength", "masked"), [(1.0, False), (0.4, True)])
+def test_exact_equals_numpy_path(dtype, ordering, strength, masked, kernel_calls):
+    """Both orderings, every dtype, strength and masks: the numpy kernel's output, to the bit."""
+    refs, srcs = real_images()
+    matcher = HistogramMatcher("exact", ordering=ordering, strength=strength)
+    matcher.fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(srcs, dtype))
+    mask = half_mask((2, SIZE, SIZE)) if masked else None
+    got = matcher.transform(x, mask=mask)
+    assert kernel_calls == ["exact"]
+    assert_same(got, numpy_path(matcher, x, mask), x)
+    if masked:
+        keep = ~mask[:, None].expand_as(x)
+        assert torch.equal(got[keep], x[keep])
+
+
+def test_exact_gives_each_image_the_reference_histogram(kernel_calls):
+    """Images of the reference's pixel count get its histogram, level for level."""
+    refs, srcs = real_images()
+    matcher = HistogramMatcher("exact").fit(refs[:1])
+    out = matcher.transform(to_tensor(srcs))
+    assert kernel_calls == ["exact"]
+    for image in out:
+        for c in range(3):
+            got = torch.bincount(image[c].flatten(), minlength=256).numpy()
+            assert np.array_equal(got, np.bincount(refs[0, ..., c].ravel(), minlength=256))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32_levels", "float32"])
+def test_exact_other_reference_dtype_and_float_references(dtype, kernel_calls):
+    """uint8 references for 16-bit or float images (rescaled levels), float references."""
+    refs, srcs = real_images()
+    fitted = refs if dtype != "float32" else as_dtype(refs, "float64").astype(np.float32)
+    matcher = HistogramMatcher("exact").fit(fitted)
+    x = to_tensor(as_dtype(srcs, dtype))
+    assert_same(matcher.transform(x), numpy_path(matcher, x), x)
+    assert kernel_calls == ["exact"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 3),
+    side=st.integers(1, 9),
+    levels=st.integers(1, 256),
+    ordering=st.sampled_from(["variational", "local_means"]),
+    dtype=st.sampled_from(["uint8", "float64"]),
+)
+def test_exact_random_batches_equal_numpy_path(seed, n, side, levels, ordering, dtype):
+    """Small, flat and tiny images (ties everywhere, borders mirrored) and odd pixel counts."""
+    rng = np.random.default_rng(seed)
+    refs = rng.integers(0, 256, (2, 7, 5, 3)).astype(np.uint8)
+    images = rng.integers(0, levels, (n, side, side + 2, 3)).astype(np.uint8)
+    if dtype == "float64":
+        refs, images = refs / 255, images / 7.0
+    matcher = HistogramMatcher("exact", ordering=ordering, strength=float(rng.random()))
+    matcher.fit(refs)
+    x = to_tensor(images)
+    mask = torch.from_numpy(rng.random((n, side, side + 2)) < 0.7)
+    mask[:, 0, 0] = True
+    assert_same(matcher.transform(x), numpy_path(matcher, x), x)
+    assert_same(matcher.transform(x, mask=mask), numpy_path(matcher, x, mask), x)
+
+
+# -------------------------------------------------------------------------- landmarks
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("strength", "masked"), [(1.0, False), (0.4, True)])
+@pytest.mark.parametrize("standard_range", [None, (0, 100)])
+def test_landmarks_equals_numpy_path(dtype, strength, masked, standard_range, kernel_calls):
+    refs, srcs = real_images()
+    matcher = HistogramMatcher("landmarks", strength=strength, standard_range=standard_range)
+    matcher.fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(srcs, dtype))
+    mask = half_mask((2, SIZE, SIZE)) if masked else None
+    got = matcher.transform(x, mask=mask)
+    assert kernel_calls == ["landmarks"]
+    assert_same(got, numpy_path(matcher, x, mask), x)
+    assert not torch.equal(got, x)
+
+
+def test_landmarks_barycenter_and_own_percentiles(kernel_calls):
+    refs, srcs = real_images()
+    matcher = HistogramMatcher(
+        "landmarks", reference="barycenter", landmarks=(2, 25, 50, 75, 98), standard_range=(0, 1)
+    ).fit(as_dtype(refs, "float32"))
+    x = to_tensor(as_dtype(srcs, "float32"))
+    got = matcher.transform(x)
+    assert kernel_calls == ["landmarks"]
+    assert_same(got, numpy_path(matcher, x), x)
+
+
+# ---------------------------------------------------------------------------- volumes
+def real_volumes(dtype: str = "uint16") -> np.ndarray:
+    """``(2, 10, 40, 48)`` volumes: shifted crops of ``camera`` and ``moon`` stacked as slices."""
+    planes = [skdata.camera(), skdata.moon()]
+    vols = np.stack(
+        [np.stack([p[9 * i : 9 * i + 40, 3 * i : 3 * i + 48] for i in range(10)]) for p in planes]
+    )
+    return {
+        "uint8": vols,
+        "uint16": vols.astype(np.uint16) * 257,
+        "int16": vols.astype(np.int16) * 100 - 12000,
+        "float32": as_dtype(vols, "float32"),
+    }[dtype]
+
+
+def numpy_volumes(estimator, x: torch.Tensor, mask=None) -> torch.Tensor:
+    """The numpy kernels' result for an ``(N, C, D, H, W)`` tensor (volumes as arrays)."""
+    vols = list(np.moveaxis(x.cpu().numpy(), 1, -1))
+    masks = None if mask is None else list(mask.cpu().numpy())
+    out = estimator.transform(vols, mask=masks)
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.stack(out), -1, 1)))
+
+
+VOLUME_METHODS = [
+    ("per_channel", {}),
+    ("exact", {"ordering": "variational"}),
+    ("exact", {"ordering": "local_means"}),
+    ("landmarks", {"standard_range": (0, 1000)}),
+]
+
+
+@pytest.mark.parametrize(("method", "options"), VOLUME_METHODS)
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_volumes_equal_numpy_path(method, options, dtype, kernel_calls):
+    """``(N, C, D, H, W)`` with ``spatial_dims=3`` (3-D orderings for exact), masked too."""
+    vols = real_volumes(dtype)
+    matcher = HistogramMatcher(method, spatial_dims=3, strength=0.7, **options).fit(vols[::-1])
+    x = torch.from_numpy(np.ascontiguousarray(vols[:, None]))
+    mask = torch.from_numpy(np.random.default_rng(3).random(vols.shape) < 0.5)
+    assert_same(matcher.transform(x), numpy_volumes(matcher, x), x)
+    assert_same(matcher.transform(x, mask=mask), numpy_volumes(matcher, x, mask), x)
+    assert kernel_calls == [method, method]
+    one = matcher.transform(x[0])  # (C, D, H, W)
+    assert one.shape == x[0].shape and torch.equal(one, matcher.transform(x)[0])
+
+
+def test_volume_masks_are_checked():
+    vols = real_volumes()
+    matcher = HistogramMatcher(spatial_dims=3).fit(vols)
+    x = torch.from_numpy(np.ascontiguousarray(vols[:, None]))
+    mask = np.ones(vols.shape, dtype=bool)
+    assert torch.equal(matcher.transform(x, mask=mask), matcher.transform(x))
+    with pytest.raises(ValueError, match="spatial shape"):
+        matcher.transform(x, mask=torch.from_numpy(mask[:, :, :-1]))
+
+
+# -------------------------------------------------------------------------- grid cells
+@pytest.mark.parametrize("grid_cells", [1024, 300_000])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float32_levels"])
+def test_per_channel_follows_grid_cells(grid_cells, dtype, kernel_calls):
+    refs, srcs = real_images()
+    matcher = HistogramMatcher(grid_cells=grid_cells, strength=0.6).fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(srcs, dtype))
+    mask = half_mask((2, SIZE, SIZE))
+    assert_same(matcher.transform(x, mask=mask), numpy_path(matcher, x, mask), x)
+    assert kernel_calls == ["per_channel"]
+
+
+# ------------------------------------------------------------- augmentation, all kernels
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("exact", {"ordering": "local_means"}), ("exact", {}), ("landmarks", {})],
+)
+def test_batch_augmentation_of_every_kernel_equals_per_image_application(
+    method, options, kernel_calls
+):
+    refs, srcs = real_images()
+    more = np.stack([refs[0][::-1], 255 - refs[1]])
+    aug = RandomHistogramMatching(
+        HistogramMatcher(method, **options), p=0.7, strength=(0.2, 1.0), random_state=0
+    ).fit(np.concatenate([refs, more]))
+    x = to_tensor(np.concatenate([srcs, srcs[::-1], srcs]))
+    params = aug.sample_batch_params(len(x), generator=torch.Generator().manual_seed(4))
+    got = aug.apply(x, params)
+    assert kernel_calls == [method]
+    for k, p in enumerate(params):
+        image = np.moveaxis(x[k].numpy(), 0, -1)
+        expected = torch.from_numpy(np.moveaxis(aug.apply(image, p), -1, 0))
+        assert torch.equal(got[k], expected), (k, p)
+
+
+def test_volume_batch_augmentation_equals_per_volume_application(kernel_calls):
+    vols = real_volumes("float32")
+    aug = RandomHistogramMatching(
+        HistogramMatcher("landmarks", spatial_dims=3), p=1.0, strength=(0.3, 1.0), random_state=0
+    ).fit([vols[0], vols[1], vols[0][::-1]])
+    x = torch.from_numpy(np.ascontiguousarray(vols[:, None]))
+    params = aug.sample_batch_params(len(x))
+    got = aug.apply(x, params)
+    assert kernel_calls == ["landmarks"]
+    for k, p in enumerate(params):
+        assert torch.equal(got[k], aug.apply(x[k], p))

@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
 
 import test_torch_backend as cpu  # noqa: E402
 
-from histmatch_ml import HistogramMatcher  # noqa: E402
+from histmatch_ml import HistogramMatcher, RandomHistogramMatching  # noqa: E402
 
 DEVICE = "cuda"
 
@@ -62,3 +62,67 @@ def test_module_on_cuda():
     x = cpu.to_tensor(srcs, DEVICE)
     out = module(x)
     assert out.device == x.device and out.dtype == x.dtype and not torch.equal(out, x)
+
+
+def assert_close_to(got: torch.Tensor, expected: torch.Tensor, like: torch.Tensor) -> None:
+    """Integers identical; floats within 1e-5 of the value range (CUDA may fuse operations)."""
+    assert got.device == like.device and got.dtype == like.dtype and got.shape == like.shape
+    if like.dtype.is_floating_point:
+        span = float(like.max() - like.min())
+        assert float((got.cpu().double() - expected.double()).abs().max()) <= 1e-5 * span
+    else:
+        assert torch.equal(got.cpu(), expected)
+
+
+@pytest.mark.parametrize("dtype", cpu.DTYPES)
+@pytest.mark.parametrize("ordering", ["variational", "local_means"])
+@pytest.mark.parametrize(("strength", "masked"), [(1.0, False), (0.4, True)])
+def test_exact_on_cuda_equals_numpy_path(dtype, ordering, strength, masked):
+    refs, srcs = cpu.real_images()
+    matcher = HistogramMatcher("exact", ordering=ordering, strength=strength)
+    matcher.fit(cpu.as_dtype(refs, dtype))
+    x = cpu.to_tensor(cpu.as_dtype(srcs, dtype), DEVICE)
+    mask = torch.from_numpy(np.random.default_rng(2).random((2, cpu.SIZE, cpu.SIZE)) < 0.5)
+    mask = mask.to(DEVICE) if masked else None
+    got = matcher.transform(x, mask=mask)
+    expected = cpu.numpy_path(matcher, x.cpu(), None if mask is None else mask.cpu())
+    assert_close_to(got, expected, x)
+
+
+@pytest.mark.parametrize("dtype", cpu.DTYPES)
+@pytest.mark.parametrize(("strength", "masked"), [(1.0, False), (0.4, True)])
+def test_landmarks_on_cuda_equals_numpy_path(dtype, strength, masked):
+    refs, srcs = cpu.real_images()
+    matcher = HistogramMatcher("landmarks", strength=strength, standard_range=(0, 100))
+    matcher.fit(cpu.as_dtype(refs, dtype))
+    x = cpu.to_tensor(cpu.as_dtype(srcs, dtype), DEVICE)
+    mask = torch.from_numpy(np.random.default_rng(2).random((2, cpu.SIZE, cpu.SIZE)) < 0.5)
+    mask = mask.to(DEVICE) if masked else None
+    got = matcher.transform(x, mask=mask)
+    expected = cpu.numpy_path(matcher, x.cpu(), None if mask is None else mask.cpu())
+    assert_close_to(got, expected, x)
+
+
+@pytest.mark.parametrize(("method", "options"), cpu.VOLUME_METHODS)
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_volumes_on_cuda_equal_numpy_path(method, options, dtype):
+    vols = cpu.real_volumes(dtype)
+    matcher = HistogramMatcher(method, spatial_dims=3, strength=0.7, **options).fit(vols[::-1])
+    x = torch.from_numpy(np.ascontiguousarray(vols[:, None])).to(DEVICE)
+    mask = torch.from_numpy(np.random.default_rng(3).random(vols.shape) < 0.5)
+    assert_close_to(matcher.transform(x), cpu.numpy_volumes(matcher, x.cpu()), x)
+    got = matcher.transform(x, mask=mask.to(DEVICE))
+    assert_close_to(got, cpu.numpy_volumes(matcher, x.cpu(), mask), x)
+
+
+@pytest.mark.parametrize("method", ["exact", "landmarks"])
+def test_batch_augmentation_of_every_kernel_on_cuda(method):
+    refs, srcs = cpu.real_images()
+    aug = RandomHistogramMatching(
+        HistogramMatcher(method), p=0.7, strength=(0.2, 1.0), random_state=0
+    ).fit(refs)
+    x = cpu.to_tensor(np.concatenate([srcs, srcs[::-1]]), DEVICE)
+    params = aug.sample_batch_params(len(x), generator=torch.Generator(DEVICE).manual_seed(0))
+    got = aug.apply(x, params)
+    assert got.device == x.device
+    assert torch.equal(got.cpu(), aug.apply(x.cpu(), params))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import cli_in_process
 
+from conftest import cli_in_process
 from histmatch_ml import HistogramMatcher
 
 nib = pytest.importorskip("nibabel")

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import _images
+from .. import _barycenter, _images
 
 __all__ = ["Learned", "learn", "learn_graph", "transform", "transform_files"]
 
@@ -66,18 +66,30 @@ class Learned(NamedTuple):
 
 
 # ------------------------------------------------------------------ worker side
-def _chunks(images: Any, masks: Any, name: str):
+def _chunks(images: Any, masks: Any, name: str, spatial_dims: int):
     """``(images, masks)`` batches of one block or partition, one chunk in memory at a time."""
     if isinstance(images, np.ndarray):
         return [(images, masks)] if len(images) else []
     images = list(images)
     if not images:
         return []
-    return _images.stream_chunks(images, None if masks is None else list(masks), name)
+    masks = None if masks is None else list(masks)
+    return _images.stream_chunks(images, masks, name, spatial_dims=spatial_dims)
 
 
-def _merged(method: Any, params: dict, a: Learned | None, b: Learned, name: str) -> Learned:
-    """``a`` and ``b`` as one :class:`Learned` (the method's ``merge``); refuses mixed images."""
+def _merged(
+    method: Any,
+    params: dict,
+    a: Learned | None,
+    b: Learned,
+    name: str,
+    barycenter: bool = False,
+) -> Learned:
+    """``a`` and ``b`` as one :class:`Learned`; refuses mixed images.
+
+    Pooled states merge with the method's ``merge``, weighted by pixels;
+    barycentre states (``barycenter=True``) as averages weighted by images.
+    """
     if a is None:
         return b
     if a.dtype != b.dtype:
@@ -87,7 +99,10 @@ def _merged(method: Any, params: dict, a: Learned | None, b: Learned, name: str)
             f"{name} must hold images with one channel count; got "
             f"{sorted({a.n_channels, b.n_channels})}"
         )
-    state = method.merge(a.state, a.n_pixels, b.state, b.n_pixels, params)
+    if barycenter:
+        state = _barycenter.merge(method, a.state, a.n_images, b.state, b.n_images)
+    else:
+        state = method.merge(a.state, a.n_pixels, b.state, b.n_pixels, params)
     return Learned(state, a.n_images + b.n_images, a.n_pixels + b.n_pixels, a.dtype, a.n_channels)
 
 
@@ -99,31 +114,40 @@ def _learn_part(
     seed: int | None,
     like: dict | None,
     name: str,
+    spatial_dims: int = 2,
+    barycenter: bool = False,
 ) -> Learned | None:
     """The state of one block or partition, None when it is empty."""
+    learn = functools.partial(_barycenter.learn, method) if barycenter else method.learn
     learned = None
-    for chunk, chunk_masks in _chunks(images, masks, name):
-        batch = _images.to_batch(chunk, chunk_masks, name=name)
+    for chunk, chunk_masks in _chunks(images, masks, name, spatial_dims):
+        batch = _images.to_batch(chunk, chunk_masks, name=name, spatial_dims=spatial_dims)
         method.check_channels(batch.n_channels, name)
         if like is None and learned is None:
-            state = method.learn(batch, params, np.random.default_rng(seed))
+            state = learn(batch, params, np.random.default_rng(seed))
         else:
-            state = method.learn(
-                batch, params, None, like=like if like is not None else learned.state
-            )
+            state = learn(batch, params, None, like=like if like is not None else learned.state)
         piece = Learned(
             state, len(batch.images), batch.n_pixels, batch.dtype.name, batch.n_channels
         )
-        learned = _merged(method, params, learned, piece, name)
+        learned = _merged(method, params, learned, piece, name, barycenter)
     return learned
 
 
-def _merge_all(pieces: Any, method: Any, params: dict, name: str) -> Learned | None:
-    """Merge the states of a tree node's children (:class:`Learned` or None), in order."""
+def _merge_all(
+    pieces: Any, method: Any, params: dict, name: str, barycenter: bool = False
+) -> Learned | None:
+    """Merge the states of a tree node's children, in order.
+
+    A child is a :class:`Learned`, None (an empty block), or an array leaf's
+    one-element object block holding one of those.
+    """
     total = None
     for piece in pieces:
+        if isinstance(piece, np.ndarray):
+            piece = piece.item()
         if piece is not None:
-            total = _merged(method, params, total, piece, name)
+            total = _merged(method, params, total, piece, name, barycenter)
     return total
 
 
@@ -149,19 +173,21 @@ def _is_bag(X: Any) -> bool:
     return isinstance(X, dask.bag.Bag)
 
 
-def _whole_images(X: Any, name: str) -> Any:
-    """``X`` (a dask array of images) checked and rechunked to whole images."""
+def _whole_images(X: Any, name: str, spatial_dims: int = 2) -> Any:
+    """``X`` (a dask array of images, or volumes) checked and rechunked to whole images."""
     import dask.array as da
 
     if not isinstance(X, da.Array):
         raise TypeError(
             f"{name} must be a dask.array.Array or a dask.bag.Bag; got {type(X).__name__}"
         )
-    if X.ndim not in (3, 4):
-        raise ValueError(
-            f"{name} as a dask array must have shape (N, H, W) or (N, H, W, C); got shape "
-            f"{X.shape}"
+    if X.ndim not in (spatial_dims + 1, spatial_dims + 2):
+        what = (
+            "must have shape (N, H, W) or (N, H, W, C)"
+            if spatial_dims == 2
+            else "with spatial_dims=3 must have shape (N, D, H, W) or (N, D, H, W, C)"
         )
+        raise ValueError(f"{name} as a dask array {what}; got shape {X.shape}")
     if any(math.isnan(s) for s in X.shape[1:]):
         raise ValueError(
             f"{name} must have known image sizes; got shape {X.shape} (call "
@@ -171,7 +197,7 @@ def _whole_images(X: Any, name: str) -> Any:
     return X.rechunk({axis: -1 for axis in range(1, X.ndim)})
 
 
-def _aligned_mask(mask: Any, X: Any, name: str) -> Any:
+def _aligned_mask(mask: Any, X: Any, name: str, spatial_dims: int = 2) -> Any:
     """``mask`` as a boolean dask array chunked along N as ``X`` (whole images), or None."""
     import dask.array as da
 
@@ -181,17 +207,19 @@ def _aligned_mask(mask: Any, X: Any, name: str) -> Any:
         mask = np.asarray(mask)
     if mask.dtype != bool:
         raise TypeError(f"mask must be boolean; got dtype {mask.dtype}")
-    if mask.shape != X.shape[:3]:
+    shape = X.shape[: spatial_dims + 1]
+    if mask.shape != shape:
+        one = "(H, W)" if spatial_dims == 2 else "(D, H, W)"
         raise ValueError(
-            f"mask must be one (H, W) mask per image of {name}, of shape {X.shape[:3]}; got "
-            f"{mask.shape}"
+            f"mask must be one {one} mask per image of {name}, of shape {shape}; got {mask.shape}"
         )
+    chunks = (X.chunks[0],) + (-1,) * spatial_dims
     if isinstance(mask, da.Array):
-        return mask.rechunk((X.chunks[0], -1, -1))
-    return da.from_array(mask, chunks=(X.chunks[0], -1, -1))
+        return mask.rechunk(chunks)
+    return da.from_array(mask, chunks=chunks)
 
 
-def _checked(X: Any, mask: Any, name: str) -> tuple[Any, Any]:
+def _checked(X: Any, mask: Any, name: str, spatial_dims: int = 2) -> tuple[Any, Any]:
     """``X`` and ``mask`` checked: a bag and a bag of masks partitioned alike, or an array
     rechunked to whole images and its mask chunked as it."""
     if _is_bag(X):
@@ -202,30 +230,71 @@ def _checked(X: Any, mask: Any, name: str) -> tuple[Any, Any]:
                 f"{type(mask).__name__}"
             )
         return X, mask
-    X = _whole_images(X, name)
-    return X, _aligned_mask(mask, X, name)
+    X = _whole_images(X, name, spatial_dims)
+    return X, _aligned_mask(mask, X, name, spatial_dims)
 
 
 def _leaves(X: Any, mask: Any, start: int = 0, stop: int | None = None) -> tuple:
-    """The keys of blocks ``start:stop`` of images (and masks), and their collections.
-
-    A bag's partitions; a checked array's blocks along ``N``, taken as a
-    collection of their own (``Array.blocks``), so that a window's graph holds
-    its blocks only.
-    """
+    """The keys of partitions ``start:stop`` of a bag of images (and masks), and the bags."""
     from dask.core import flatten
 
-    if not _is_bag(X):
-        X = X.blocks[start:stop]
-        mask = None if mask is None else mask.blocks[start:stop]
-        start, stop = 0, None
     keys = list(flatten(X.__dask_keys__()))[start:stop]
     mask_keys = None if mask is None else list(flatten(mask.__dask_keys__()))[start:stop]
     return keys, mask_keys, [X] if mask is None else [X, mask]
 
 
+def _one(value: Any, ndim: int) -> np.ndarray:
+    """``value`` as the single element of an object array with ``ndim`` axes."""
+    out = np.empty((1,) * ndim, dtype=object)
+    out[(0,) * ndim] = value
+    return out
+
+
+def _learn_block(
+    images: np.ndarray, *masks: np.ndarray, leaf: Any, like: dict | None, spatial_dims: int
+) -> np.ndarray:
+    """One block's :class:`Learned` (or None), as a one-element block of an object array."""
+    mask = masks[0].reshape(images.shape[: spatial_dims + 1]) if masks else None
+    return _one(leaf(images, mask, like=like), images.ndim)
+
+
+def _array_leaves(
+    X: Any, mask: Any, start: int, stop: int | None, leaf: Any, like: Any, spatial_dims: int
+) -> list:
+    """Delayed :class:`Learned` states of blocks ``start:stop`` of a checked array of images.
+
+    The learning is a blockwise operation on the images (and masks), so that
+    dask fuses it with the tasks that produce each block: a block is learned
+    where it is made and never travels between workers.
+    """
+    import dask.array as da
+
+    X = X.blocks[start:stop]
+    arrays = [X]
+    if mask is not None:  # (N, H, W) masks with the images' trailing axes, to align blockwise
+        mask = mask.blocks[start:stop]
+        arrays.append(mask.reshape(mask.shape + (1,) * (X.ndim - mask.ndim)))
+    states = da.map_blocks(
+        _learn_block,
+        *arrays,
+        leaf=leaf,
+        like=like,
+        spatial_dims=spatial_dims,
+        dtype=object,
+        chunks=((1,) * X.numblocks[0],) + ((1,),) * (X.ndim - 1),
+        meta=np.empty((0,) * X.ndim, dtype=object),
+    )
+    return list(states.to_delayed(optimize_graph=True).ravel())
+
+
 def _n_blocks(X: Any) -> int:
     return X.npartitions if _is_bag(X) else X.numblocks[0]
+
+
+def _barycentric(reference: str) -> bool:
+    if reference not in ("pooled", "barycenter"):
+        raise ValueError(f"reference must be 'pooled' or 'barycenter'; got {reference!r}")
+    return reference == "barycenter"
 
 
 def _split_every(split_every: int | None) -> int:
@@ -240,20 +309,24 @@ def _split_every(split_every: int | None) -> int:
 
 
 def _tree(
-    keys: list,
-    mask_keys: list | None,
-    collections: list,
+    X: Any,
+    mask: Any,
+    start: int,
+    stop: int | None,
     method: Any,
     params: dict,
     seed: int | None,
     like: dict | None,
     name: str,
     split_every: int,
+    spatial_dims: int = 2,
+    barycenter: bool = False,
 ) -> Any:
-    """The graph learning the blocks ``keys`` (one task each) and merging them in a tree.
+    """The graph learning blocks ``start:stop`` (one task each) and merging them in a tree.
 
-    Tasks ``(layer, 0, i)`` learn block ``i``; ``(layer, d, j)`` merge up to
-    ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of the root.
+    Leaves learn one block or partition each; tasks ``(layer, d, j)`` merge
+    up to ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of
+    the root.
     """
     import uuid
 
@@ -262,22 +335,35 @@ def _tree(
     from dask.highlevelgraph import HighLevelGraph
 
     layer = f"histmatch-fit-{uuid.uuid4().hex}"
-    dependencies = list(collections)
-    like_key = None
-    if like is not None:
-        state = dask.delayed(like, traverse=False)
-        dependencies.append(state)
-        like_key = state.key
-    leaf = functools.partial(_learn_part, method=method, params=params, seed=seed, name=name)
-    merge = functools.partial(_merge_all, method=method, params=params, name=name)
-    if not keys:
-        return dask.delayed(None)
+    like_state = None if like is None else dask.delayed(like, traverse=False)
+    leaf = functools.partial(
+        _learn_part,
+        method=method,
+        params=params,
+        seed=seed,
+        name=name,
+        spatial_dims=spatial_dims,
+        barycenter=barycenter,
+    )
+    merge = functools.partial(
+        _merge_all, method=method, params=params, name=name, barycenter=barycenter
+    )
     dsk: dict = {}
-    level = []
-    for i, key in enumerate(keys):
-        mask_key = None if mask_keys is None else mask_keys[i]
-        dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
-        level.append((layer, 0, i))
+    if _is_bag(X):
+        keys, mask_keys, dependencies = _leaves(X, mask, start, stop)
+        if like_state is not None:
+            dependencies.append(like_state)
+        like_key = None if like_state is None else like_state.key
+        level = []
+        for i, key in enumerate(keys):
+            mask_key = None if mask_keys is None else mask_keys[i]
+            dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
+            level.append((layer, 0, i))
+    else:
+        dependencies = _array_leaves(X, mask, start, stop, leaf, like_state, spatial_dims)
+        level = [state.key for state in dependencies]
+    if not level:
+        return dask.delayed(None)
     depth = 0
     while len(level) > 1 or depth == 0:
         depth += 1
@@ -304,6 +390,8 @@ def learn_graph(
     like: dict | None = None,
     name: str = "X",
     split_every: int | None = None,
+    spatial_dims: int = 2,
+    reference: str = "pooled",
 ) -> Any:
     """The lazy fit of ``X``: a ``dask.delayed`` object whose value is a :class:`Learned`.
 
@@ -315,12 +403,12 @@ def learn_graph(
     Parameters
     ----------
     X : dask.array.Array or dask.bag.Bag
-        Reference images: an array ``(N, H, W[, C])`` (any chunks; rechunked
-        to whole images), or a bag of images, ``(n, H, W[, C])`` arrays or
-        file paths.
+        Reference images: an array ``(N, H, W[, C])`` or, with
+        ``spatial_dims=3``, ``(N, D, H, W[, C])`` (any chunks; rechunked to
+        whole images), or a bag of images, arrays or file paths.
     mask : dask or numpy array of bool, dask.bag.Bag or None
-        For an array, one ``(H, W)`` mask per image, shape ``(N, H, W)``; for
-        a bag, a bag of masks partitioned as ``X``.
+        For an array, one mask per image, shape ``(N, H, W)`` (``(N, D, H,
+        W)`` for volumes); for a bag, a bag of masks partitioned as ``X``.
     method : MatchingMethod
         The method whose ``learn`` and ``merge`` are run.
     params : dict
@@ -334,6 +422,12 @@ def learn_graph(
     split_every : int or None
         Fan-in of the merge tree: states merged per task. None means dask's
         ``split_every`` setting, else 8.
+    spatial_dims : {2, 3}
+        2: images ``(N, H, W[, C])``; 3: volumes ``(N, D, H, W[, C])`` (masks
+        ``(N, D, H, W)``).
+    reference : {"pooled", "barycenter"}
+        Pool the references' pixels (states merged by pixels), or average
+        their quantile functions (states merged by images).
 
     Returns
     -------
@@ -355,9 +449,11 @@ def learn_graph(
     """
     import dask
 
-    keys, mask_keys, collections = _leaves(*_checked(X, mask, name))
-    every = _split_every(split_every)
-    root = _tree(keys, mask_keys, collections, method, params, seed, like, name, every)
+    X, mask = _checked(X, mask, name, spatial_dims)
+    every, barycenter = _split_every(split_every), _barycentric(reference)
+    root = _tree(
+        X, mask, 0, None, method, params, seed, like, name, every, spatial_dims, barycenter
+    )
     return dask.delayed(_required)(root, name)
 
 
@@ -376,6 +472,8 @@ def learn(
     name: str = "X",
     split_every: int | None = None,
     window: int = WINDOW_BLOCKS,
+    spatial_dims: int = 2,
+    reference: str = "pooled",
 ) -> Learned:
     """The :class:`Learned` state of ``X``, computed as trees over windows of blocks.
 
@@ -399,10 +497,11 @@ def learn(
     import dask
     from dask.base import get_scheduler
 
-    X, mask = _checked(X, mask, name)
-    every = _split_every(split_every)
+    X, mask = _checked(X, mask, name, spatial_dims)
+    every, barycenter = _split_every(split_every), _barycentric(reference)
+    options = (name, every, spatial_dims, barycenter)
     roots = (  # (built one window at a time: the client holds the graphs of two)
-        _tree(*_leaves(X, mask, start, start + window), method, params, seed, like, name, every)
+        _tree(X, mask, start, start + window, method, params, seed, like, *options)
         for start in range(0, _n_blocks(X), window)
     )
     scheduler = get_scheduler(collections=[X])
@@ -415,7 +514,7 @@ def learn(
     def push(learned: Learned | None) -> None:
         level = 0
         while learned is not None and stack and stack[-1][1] == level:
-            learned = _merged(method, params, stack.pop()[0], learned, name)
+            learned = _merged(method, params, stack.pop()[0], learned, name, barycenter)
             level += 1
         if learned is not None:
             stack.append((learned, level))
@@ -434,7 +533,7 @@ def learn(
             push(learned)
     total = None
     for learned, _ in stack:
-        total = _merged(method, params, total, learned, name)
+        total = _merged(method, params, total, learned, name, barycenter)
     return _required(total, name)
 
 
@@ -446,9 +545,11 @@ def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
     matcher : HistogramMatcher
         A fitted matcher; a copy travels to the workers once, as one task.
     X : dask.array.Array or dask.bag.Bag
-        Images ``(N, H, W[, C])`` in any chunks, or a bag of images.
+        Images ``(N, H, W[, C])`` (volumes ``(N, D, H, W[, C])`` for a matcher
+        with ``spatial_dims=3``) in any chunks, or a bag of images.
     mask : dask or numpy array of bool or None
-        One ``(H, W)`` mask per image (arrays only), shape ``(N, H, W)``.
+        One mask per image (arrays only), shape ``(N, H, W)``, or ``(N, D, H, W)``
+        for a matcher with ``spatial_dims=3``.
     name : str
         The argument's name in errors.
 
@@ -486,12 +587,13 @@ def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
                 f"mask is not supported for a dask.bag {name}; got {type(mask).__name__}"
             )
         return X.map_partitions(_transform_part, model)
-    whole = _whole_images(X, name)
-    channels = whole.shape[3] if whole.ndim == 4 else 1
+    dims = matcher.spatial_dims
+    whole = _whole_images(X, name, dims)
+    channels = whole.shape[-1] if whole.ndim == dims + 2 else 1
     if channels != matcher.n_channels_:
         raise _images.channel_mismatch(name, channels, matcher.n_channels_)
-    masks = _aligned_mask(mask, whole, name)
-    index = "nhwc"[: whole.ndim]
+    masks = _aligned_mask(mask, whole, name, dims)
+    index = ("ndhwc" if dims == 3 else "nhwc")[: whole.ndim]
     meta = np.empty((0,) * whole.ndim, dtype=whole.dtype)
     out = da.blockwise(
         _transform_block,
@@ -499,7 +601,7 @@ def transform(matcher: Any, X: Any, mask: Any = None, name: str = "X") -> Any:
         whole,
         index,
         masks,
-        None if masks is None else "nhw",
+        None if masks is None else index[: dims + 1],
         model,
         None,
         dtype=whole.dtype,

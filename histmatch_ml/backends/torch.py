@@ -1,14 +1,15 @@
-"""Torch kernels over the fitted tables: whole ``(N, C, H, W)`` batches on the tensor's device.
+"""Torch kernels over the fitted tables: whole ``(N, C, *spatial)`` batches on the tensor's device.
 
 :class:`~histmatch_ml.HistogramMatcher` and
 :class:`~histmatch_ml.RandomHistogramMatching` hand tensors here when their
-method has a kernel (:data:`KERNEL_METHODS`) and the tensor is on a device
-other than the CPU (CUDA, MPS); CPU tensors, volumes (``spatial_dims=3``), a
-non-default ``grid_cells`` and the other methods (``exact``, ``lab``, ...)
-go through the numpy kernels on the CPU, one image at a time, as every other
-input does. On the CPU the numpy kernels are the faster ones; set
-:data:`KERNELS_ON_CPU` to run these kernels there too (the tests do, to
-compare them with the numpy path).
+method has a kernel (:data:`KERNEL_METHODS`: ``per_channel``, ``exact``
+(:mod:`._torch_exact`) and ``landmarks`` (:mod:`._torch_landmarks`)) and the
+tensor is on a device other than the CPU (CUDA, MPS): 2-D batches
+``(N, C, H, W)`` and, with ``spatial_dims=3``, volumes ``(N, C, D, H, W)``.
+CPU tensors and the other methods (``lab``, ``luminance``) go through the
+numpy kernels on the CPU, one image at a time, as every other input does. On
+the CPU the numpy kernels are the faster ones; set :data:`KERNELS_ON_CPU` to
+run these kernels there too (the tests do, to compare them with the numpy path).
 
 ``per_channel`` is the arithmetic of :mod:`histmatch_ml.methods.per_channel`
 done for a whole batch at once:
@@ -18,13 +19,14 @@ done for a whole batch at once:
   own offset), per-image lookup tables over all levels (the midpoint CDF
   through the reference quantile knots, blended by strength, rounded and
   clipped), one gather;
-* floats: each channel of each image placed on the 65,536-cell grid over its
-  own range (:func:`~histmatch_ml.methods.per_channel.grid_cells`, in the
+* floats: each channel of each image placed on the grid of ``grid_cells``
+  cells over its own range (:func:`~histmatch_ml.methods.per_channel.grid_cells`, in the
   image's float dtype), then the same histograms, tables and gather, and the
   strength blend in the image's dtype;
 * float16/bfloat16 are matched as float32 and given back in their dtype.
 
-The knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
+Volumes are matched as their voxels (the method reads no neighbourhoods). The
+knots are the fitted ``tables_`` (:func:`histmatch_ml._reference.quantile_points`
 of each channel), turned into tensors once per device, dtype and scale rule
 and kept on the estimator (:class:`DeviceTables`, which pickles empty). The
 tables are ``np.interp``'s arithmetic in float64 over the same entries as the
@@ -62,25 +64,21 @@ __all__ = [
 ]
 
 #: methods with a torch kernel
-KERNEL_METHODS = frozenset({"per_channel"})
+KERNEL_METHODS = frozenset({"per_channel", "exact", "landmarks"})
 #: whether tensors on the CPU take the torch kernels too; by default they take the numpy
 #: kernels, which are faster there (``benchmarks/README.md``, torch section), and the torch
 #: kernels serve tensors on other devices (CUDA, MPS), which then never leave them
 KERNELS_ON_CPU = False
 
 
-def _kernel_applies(method: Any, x: Any, matcher: Any) -> bool:
-    """True when the ``(N, C, H, W)`` tensor ``x`` (or None) is matched by a torch kernel.
-
-    Only ``per_channel`` has one, for 2-D images on the default float grid, on
-    a device other than the CPU (or anywhere with :data:`KERNELS_ON_CPU`).
-    """
+def _kernel_applies(method: Any, x: Any) -> bool:
+    """True when the ``(N, C, *spatial)`` tensor ``x`` (or None) is matched by a torch kernel:
+    its method has one (:data:`KERNEL_METHODS`) and it lies on a device other than
+    the CPU (or anywhere with :data:`KERNELS_ON_CPU`)."""
     return (
         x is not None
         and method.name in KERNEL_METHODS
         and (KERNELS_ON_CPU or x.device.type != "cpu")
-        and getattr(matcher, "spatial_dims", 2) == 2
-        and getattr(matcher, "grid_cells", GRID_CELLS) == GRID_CELLS
     )
 
 
@@ -154,7 +152,9 @@ def _tables(
     :func:`histmatch_ml._reference.midpoint_cdf` and a running maximum along
     each row, as :func:`histmatch_ml.methods.per_channel.cdf_lut` does: over
     all entries (``dense``, or a row with more than 1/8 of its entries
-    occupied), else over the occupied entries only (the others are never read).
+    occupied), else over the occupied entries only (the others are never read;
+    those below a row's first occupied entry hold 0, as in the numpy table, so
+    that no infinite entry takes the blend onto its overflow-safe form).
     """
     width = counts.shape[1]
     cum = counts.cumsum(-1, dtype=torch.float64)
@@ -164,6 +164,8 @@ def _tables(
         used = counts > 0
         used |= (used.sum(1) > width // 8)[:, None]
         matched = torch.where(used, matched, -torch.inf)
+        matched = torch.cummax(matched, -1).values
+        return torch.where(matched == -torch.inf, 0.0, matched)
     return torch.cummax(matched, -1).values
 
 
@@ -231,29 +233,29 @@ def _chunks(n: int, per_image: int) -> list[slice]:
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
-def _grid(x: torch.Tensor, mask: torch.Tensor | None) -> tuple | None:
-    """Per-image channel grids ``(lo, scale, single)`` of a float batch, or None.
+def _grid(x: torch.Tensor, mask: torch.Tensor | None, n_cells: int) -> tuple | None:
+    """Per-image channel grids ``(lo, scale, single)`` of a float batch ``(N, C, P)``, or None.
 
     ``lo`` and ``scale`` ``(N, C)`` in the image dtype place each channel on
-    the grid as :func:`histmatch_ml.methods.per_channel.grid_cells` does;
-    ``single`` marks channels holding one value. None for ranges that kernel
-    handles on another path.
+    the grid of ``n_cells`` cells as
+    :func:`histmatch_ml.methods.per_channel.grid_cells` does; ``single`` marks
+    channels holding one value. None for ranges that kernel handles on another path.
     """
     n, c = x.shape[:2]
     los, his = [], []
-    for part in _chunks(n, c * x[0, 0].numel()):
+    for part in _chunks(n, c * x.shape[2]):
         xs = x[part]
         if mask is None:
-            los.append(xs.amin(dim=(2, 3)))
-            his.append(xs.amax(dim=(2, 3)))
+            los.append(xs.amin(dim=2))
+            his.append(xs.amax(dim=2))
         else:
             m = mask[part, None]
-            los.append(torch.where(m, xs, torch.inf).amin(dim=(2, 3)))
-            his.append(torch.where(m, xs, -torch.inf).amax(dim=(2, 3)))
+            los.append(torch.where(m, xs, torch.inf).amin(dim=2))
+            his.append(torch.where(m, xs, -torch.inf).amax(dim=2))
     lo = torch.cat(los).cpu().double().numpy()
     hi = torch.cat(his).cpu().double().numpy()
     single = ~(hi > lo)
-    span = GRID_CELLS - 2 + 2 * _END
+    span = n_cells - 2 + 2 * _END
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         width = np.where(single, 1.0, hi - lo)
         scale = span / width
@@ -269,26 +271,48 @@ def _grid(x: torch.Tensor, mask: torch.Tensor | None) -> tuple | None:
     )
 
 
+def row_histograms(
+    cells: torch.Tensor, counted: torch.Tensor | None, n_cells: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histograms ``(M, n_cells)`` int64 of the int32 cells of rows ``(M, P)``, in one count.
+
+    Each row's cells are counted at its own offset (``row * n_cells``); those
+    placed cells (indices into the flattened ``(M, n_cells)`` tables) are
+    returned too. ``counted`` ``(M, P)`` bool, when given, selects the pixels counted.
+    """
+    rows = cells.shape[0]
+    device = cells.device
+    placed = cells + (torch.arange(rows, device=device, dtype=torch.int32) * n_cells)[:, None]
+    chosen = placed if counted is None else torch.where(counted, placed, rows * n_cells)
+    counts = torch.zeros(rows * n_cells + 1, dtype=torch.int64, device=device)
+    ones = torch.ones(1, dtype=torch.int64, device=device).expand(chosen.numel())
+    counts.index_add_(0, chosen.reshape(-1), ones)
+    return counts[: rows * n_cells].view(rows, n_cells), placed
+
+
 def match_per_channel(
     x: torch.Tensor,
     mask: torch.Tensor | None,
     knots: Knots,
     reference: np.ndarray,
     strength: np.ndarray,
+    n_cells: int = GRID_CELLS,
 ) -> torch.Tensor | None:
-    """``per_channel`` matching of an ``(N, C, H, W)`` batch; None where numpy must do it.
+    """``per_channel`` matching of an ``(N, C, *spatial)`` batch; None where numpy must do it.
 
     Parameters
     ----------
     x : torch.Tensor
-        uint8, int8, uint16, int16, float32 or float64 images, channels first.
+        uint8, int8, uint16, int16, float32 or float64 images (or volumes), channels first.
     mask : torch.Tensor or None
-        ``(N, H, W)`` bool on ``x``'s device: only those pixels are counted and
-        changed.
+        ``(N, *spatial)`` bool on ``x``'s device: only those pixels are counted
+        and changed.
     knots : Knots
         The references' knots (on ``x``'s device).
     reference, strength : ndarray of shape (N,)
         Each image's reference (index into ``knots``) and strength.
+    n_cells : int, default=65536
+        Cells of the float grid (``grid_cells``).
 
     Returns
     -------
@@ -308,20 +332,23 @@ def match_per_channel(
     >>> out.dtype, tuple(out.shape), int(out.min()) >= 100
     (torch.uint8, (4, 3, 8, 8), True)
     """
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
+    size = x[0, 0].numel()
+    flat = x.reshape(n, c, size)
+    flat_mask = None if mask is None else mask.reshape(n, size)
     levels = x.dtype in _LEVELS
     if levels:
         n_cells, offset = _reference.level_count_and_offset(_numpy_dtype(x.dtype))
         grid = None
     else:
-        n_cells, offset = GRID_CELLS, 0
-        grid = _grid(x, mask)
+        offset = 0
+        grid = _grid(flat, flat_mask, n_cells)
         if grid is None:
             return None
-    out = torch.empty_like(x)
+    out = torch.empty_like(flat)
     channel_rows = torch.arange(c, device=x.device)
-    for part in _chunks(n, c * max(h * w, n_cells, knots.probs.shape[1])):
-        xs = x[part].reshape(-1, c, h * w)
+    for part in _chunks(n, c * max(size, n_cells, knots.probs.shape[1])):
+        xs = flat[part]
         k = xs.shape[0]
         if levels:
             cells = xs.to(torch.int32)
@@ -331,18 +358,13 @@ def match_per_channel(
             lo, scale, single = (g[part, :, None] for g in grid)
             t = (xs - lo) * scale + (1 - _END)
             if mask is not None:
-                t.clamp_(0.0, GRID_CELLS - 0.5)
+                t.clamp_(0.0, n_cells - 0.5)
             cells = t.to(torch.int32)  # (truncation)
-        # each (image, channel) row of cells at its own offset: one count for the chunk
-        cells += (torch.arange(k * c, device=x.device, dtype=torch.int32) * n_cells).view(k, c, 1)
-        counted = cells
+        counted = None
         if mask is not None:
-            m = mask[part].reshape(k, 1, h * w)
-            counted = torch.where(m, cells, k * c * n_cells)
-        counts = torch.zeros(k * c * n_cells + 1, dtype=torch.int64, device=x.device)
-        ones = torch.ones(1, dtype=torch.int64, device=x.device).expand(counted.numel())
-        counts.index_add_(0, counted.reshape(-1), ones)
-        counts = counts[: k * c * n_cells].view(k * c, n_cells)
+            m = flat_mask[part].view(k, 1, size)
+            counted = m.expand(k, c, size).reshape(k * c, size)
+        counts, placed = row_histograms(cells.view(k * c, size), counted, n_cells)
         refs = torch.as_tensor(reference[part], device=x.device).long()
         rows = (refs[:, None] * knots.n_channels + channel_rows).reshape(-1)
         # (8-bit images of at most 4 channels: the numpy kernel's tables over all levels)
@@ -352,62 +374,111 @@ def match_per_channel(
             table = _blend(level_values, table.view(k, c, n_cells), strength[part], x.dtype)
             if x.dtype == torch.uint16:  # (index_select does not take uint16)
                 table = table.to(torch.int32)
-            matched = _at(table.reshape(-1), cells).to(x.dtype)
+            matched = _at(table.reshape(-1), placed).to(x.dtype).view(k, c, size)
         else:
-            matched = _at(table.to(x.dtype).reshape(-1), cells)
+            matched = _at(table.to(x.dtype).reshape(-1), placed).view(k, c, size)
             half = torch.full((len(rows), 1), 0.5, dtype=torch.float64, device=x.device)
             median = sorted_quantiles(knots, rows, half)
             matched = torch.where(single, median.to(x.dtype).view(k, c, 1), matched)
             matched = _blend(xs, matched, strength[part], x.dtype)
         if mask is not None:
             matched = torch.where(m, matched, xs)
-        out[part] = matched.view(k, c, h, w)
-    return out
+        out[part] = matched
+    return out.view(x.shape)
 
 
 # ------------------------------------------------------------------ estimator entry points
-def as_batch(X: Any) -> torch.Tensor | None:
-    """``X`` as an ``(N, C, H, W)`` view a kernel takes, or None (the numpy path decides)."""
-    if X.ndim not in (2, 3, 4) or not (X.dtype in _LEVELS or X.dtype in _FLOATS + _HALF):
-        return None
-    if X.ndim >= 3 and X.shape[-3] > 4 and X.shape[-1] in (1, 3, 4):  # (refused there)
-        return None
-    if X.numel() == 0:
+def as_batch(X: Any, spatial_dims: int = 2) -> torch.Tensor | None:
+    """``X`` as an ``(N, C, *spatial)`` view a kernel takes, or None (the numpy path decides).
+
+    2-D: ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``; 3-D: ``(C, D, H, W)``
+    or ``(N, C, D, H, W)``.
+    """
+    if not (X.dtype in _LEVELS or X.dtype in _FLOATS + _HALF) or X.numel() == 0:
         return None
     x = X.detach()
-    x = x[None, None] if x.ndim == 2 else x[None] if x.ndim == 3 else x
+    if spatial_dims == 3:
+        if x.ndim not in (4, 5):
+            return None
+        x = x[None] if x.ndim == 4 else x
+    else:
+        if x.ndim not in (2, 3, 4):
+            return None
+        if x.ndim >= 3 and x.shape[-3] > 4 and x.shape[-1] in (1, 3, 4):  # (refused there)
+            return None
+        x = x[None, None] if x.ndim == 2 else x[None] if x.ndim == 3 else x
     return x.float() if x.dtype in _HALF else x
 
 
 def tensor_mask(mask: Any, x: torch.Tensor, name: str = "mask") -> torch.Tensor | None:
-    """``mask`` (a bool tensor or arrays, one ``(H, W)`` per image) as ``(N, H, W)`` on ``x``'s
-    device; the errors of the other inputs' masks."""
+    """``mask`` (a bool tensor or arrays, one of the spatial shape per image) as
+    ``(N, *spatial)`` on ``x``'s device; the errors of the other inputs' masks."""
     if mask is None:
         return None
-    n, _, h, w = x.shape
+    n, spatial = x.shape[0], tuple(x.shape[2:])
     if isinstance(mask, torch.Tensor):
         if mask.dtype != torch.bool:
             raise TypeError(f"{name} must be boolean; got dtype {mask.dtype}")
-        m = mask.to(x.device).reshape(-1, *mask.shape[-2:]) if mask.ndim >= 2 else mask
-        if tuple(m.shape) != (n, h, w):
+        dims = len(spatial)
+        m = mask.to(x.device)
+        m = m.reshape(-1, *m.shape[-dims:]) if m.ndim >= dims else m
+        if tuple(m.shape) != (n, *spatial):
             raise ValueError(
                 f"{name} must be one boolean mask per image with the images' spatial shape "
-                f"{(h, w)}; got shape {tuple(mask.shape)}"
+                f"{spatial}; got shape {tuple(mask.shape)}"
             )
         empty = torch.nonzero(~m.reshape(n, -1).any(1))
         if len(empty):
             raise ValueError(f"{name} for image {int(empty[0, 0])} selects no pixels")
         return m
-    masks = _images._mask_list(mask, [(h, w)] * n, name)
+    if isinstance(mask, np.ndarray) and mask.ndim == len(spatial) + 1 and len(spatial) == 3:
+        mask = list(mask)
+    masks = _images._mask_list(mask, [spatial] * n, name)
     return torch.from_numpy(np.stack(masks)).to(x.device)
 
 
-def knots_for(estimator: Any, key: tuple, tables: Any) -> Knots | None:
-    """The estimator's :class:`Knots` for ``key``, built from ``tables()`` the first time."""
+def _build(method: str, tables: list[dict], states: list[dict], device: Any) -> Any:
+    """The device tables ``method``'s kernel reads, or None (the numpy path)."""
+    if method == "landmarks":
+        from ._torch_landmarks import LandmarkTables
+
+        return LandmarkTables.build(tables, device)
+    knots = Knots.build(tables, device)
+    if knots is None or method == "per_channel":
+        return knots
+    from ._torch_exact import ExactTables
+
+    return ExactTables.build(states, tables, knots, device)
+
+
+def device_tables(estimator: Any, key: tuple, tables: Any, states: list[dict]) -> Any:
+    """The estimator's device tables for ``key = (method, device, dtype, scale)``, built
+    from ``tables()`` (and the fitted ``states``) the first time."""
     cache = estimator.__dict__.setdefault("_device_tables", DeviceTables())
     if key not in cache:
-        cache[key] = Knots.build(tables(), key[0])
+        cache[key] = _build(key[0], tables(), states, key[1])
     return cache[key]
+
+
+def _match(
+    method: str,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    data: Any,
+    reference: np.ndarray,
+    strength: np.ndarray,
+    params: dict,
+) -> torch.Tensor | None:
+    """The kernel of ``method`` on an ``(N, C, *spatial)`` batch (None: the numpy path)."""
+    if method == "per_channel":
+        return match_per_channel(x, mask, data, reference, strength, params["grid_cells"])
+    if method == "exact":
+        from ._torch_exact import match_exact
+
+        return match_exact(x, mask, data, reference, strength, params["ordering"])
+    from ._torch_landmarks import match_landmarks
+
+    return match_landmarks(x, mask, data, reference, strength)
 
 
 def summary_batch(x: torch.Tensor, fitted: str, scale: str) -> _images.Batch:
@@ -419,6 +490,19 @@ def summary_batch(x: torch.Tensor, fitted: str, scale: str) -> _images.Batch:
     if dtype.kind == "f" and np.dtype(fitted).kind in "iu" and scale == "dtype":
         peak = float(x.abs().amax())
     return _images.Batch([np.full((1, 1, 1), peak, dtype=dtype)], None, "tensor")
+
+
+def _checked_batch(X: Any, method: Any, matcher: Any, n_channels: int, name: str) -> Any:
+    """``X`` as a kernel's batch after the numpy path's checks, or None (the numpy path)."""
+    x = as_batch(X, getattr(matcher, "spatial_dims", 2))
+    if not _kernel_applies(method, x):
+        return None
+    if x.shape[1] != n_channels:
+        raise _images.channel_mismatch(name, x.shape[1], n_channels)
+    method.check_channels(x.shape[1], name)
+    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
+        raise _images.not_finite_error(name)
+    return x
 
 
 def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
@@ -437,32 +521,27 @@ def transform(estimator: Any, X: Any, mask: Any, name: str) -> Any:
     from ..matcher import matching_tables
 
     method = estimator._fitted_method()
-    x = as_batch(X)
-    if not _kernel_applies(method, x, estimator):
+    x = _checked_batch(X, method, estimator, estimator.n_channels_, name)
+    if x is None:
         return None
-    if x.shape[1] != estimator.n_channels_:
-        raise _images.channel_mismatch(name, x.shape[1], estimator.n_channels_)
-    method.check_channels(x.shape[1], name)
-    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
-        raise _images.not_finite_error(name)
     m = tensor_mask(mask, x)
     batch = summary_batch(x, estimator.dtype_, estimator.scale)
     tables = matching_tables(
         method, batch, estimator.dtype_, estimator.scale, estimator.tables_, name
     )
-    knots = knots_for(estimator, (str(x.device), str(x.dtype), estimator.scale), lambda: [tables])
-    if knots is None:
+    key = (method.name, str(x.device), str(x.dtype), estimator.scale)
+    data = device_tables(estimator, key, lambda: [tables], [estimator.reference_])
+    if data is None:
         return None
     n = x.shape[0]
-    out = match_per_channel(
-        x, m, knots, np.zeros(n, dtype=np.int64), np.full(n, float(estimator.strength))
-    )
+    reference, strength = np.zeros(n, dtype=np.int64), np.full(n, float(estimator.strength))
+    out = _match(method.name, x, m, data, reference, strength, estimator._params())
     return None if out is None else out.to(X.dtype).reshape(X.shape)
 
 
 def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> Any:
     """``RandomHistogramMatching.apply`` of checked per-image ``params`` to an
-    ``(N, C, H, W)`` tensor in one batched call, or None for the numpy path.
+    ``(N, C, *spatial)`` tensor in one batched call, or None for the numpy path.
 
     ``tensor`` itself when no image is to be changed (after the checks).
     """
@@ -472,14 +551,9 @@ def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> An
     from ..methods import get_method
 
     method = get_method(augmenter.method_)
-    x = as_batch(tensor)
-    if not _kernel_applies(method, x, matcher):
+    x = _checked_batch(tensor, method, matcher, augmenter.n_channels_, "image")
+    if x is None:
         return None
-    if x.shape[1] != augmenter.n_channels_:
-        raise _images.channel_mismatch("image", x.shape[1], augmenter.n_channels_)
-    method.check_channels(x.shape[1], "image")
-    if x.dtype in _FLOATS and not bool(torch.isfinite(x).all()):
-        raise _images.not_finite_error("image")
     applied = np.flatnonzero([p["apply"] for p in params])
     if not len(applied):
         return tensor
@@ -494,14 +568,17 @@ def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> An
             warnings.simplefilter("ignore")
             return [matching_tables(method, batch, fitted, scale, t, "image") for t in all_tables]
 
-    knots = knots_for(augmenter, (str(x.device), str(x.dtype), scale), tables)
-    if knots is None:
+    key = (method.name, str(x.device), str(x.dtype), scale)
+    data = device_tables(augmenter, key, tables, augmenter.references_)
+    if data is None:
         return None
+    kernel_params = matcher._params()
     if len(applied) == len(x):
-        matched = match_per_channel(x, None, knots, reference, strength)
+        matched = _match(method.name, x, None, data, reference, strength, kernel_params)
         return None if matched is None else matched.to(tensor.dtype).reshape(tensor.shape)
     index = torch.as_tensor(applied, device=x.device)
-    matched = match_per_channel(x.index_select(0, index), None, knots, reference, strength)
+    chosen = x.index_select(0, index)
+    matched = _match(method.name, chosen, None, data, reference, strength, kernel_params)
     if matched is None:
         return None
     work = torch.int32 if x.dtype == torch.uint16 else x.dtype  # (no index_put for uint16)
