@@ -110,7 +110,7 @@ def test_iter_volumes_reads_in_order_in_threads_and_casts(tmp_path):
     for got, want in zip(cast, volumes):
         np.testing.assert_array_equal(got, want.astype(np.float32))
     (tmp_path / "broken.nii.gz").write_bytes(b"not gzip")
-    with pytest.raises(ValueError, match="broken.nii.gz"):
+    with pytest.raises(ValueError, match=r"broken\.nii\.gz"):
         list(iter_volumes([*paths, tmp_path / "broken.nii.gz"], n_jobs=2))
     # a fit through it: references stored in different dtypes, one standard
     matcher = HistogramMatcher("landmarks", reference="barycenter", spatial_dims=3)
