@@ -99,7 +99,7 @@ def read_itk(path: PathLike) -> tuple[np.ndarray, ItkGeometry]:
         raise ValueError(f"a volume must have 3 dimensions; got {image.GetDimension()}")
     array = sitk.GetArrayFromImage(image)  # (k, j, i[, c])
     data = array.transpose(2, 1, 0, *range(3, array.ndim))
-    data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))  # (as NIfTI's)
+    data = np.ascontiguousarray(np.asarray(data, dtype=data.dtype.newbyteorder("=")))
     geometry = ItkGeometry(
         tuple(image.GetSpacing()),
         tuple(image.GetOrigin()),

@@ -162,7 +162,7 @@ def read_volume(path: PathLike) -> VolumeData:
     # in native byte order (files may be big-endian), so the dtype is a plain one, and in
     # C order, as the kernels read volumes (the copy then happens where the file is read:
     # in the reading threads of iter_volumes and of a fit with n_jobs)
-    data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    data = np.ascontiguousarray(np.asarray(data, dtype=data.dtype.newbyteorder("=")))
     return VolumeData(data, np.asarray(image.affine), image.header, path)
 
 
