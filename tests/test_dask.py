@@ -358,16 +358,28 @@ def test_fits_by_windows_of_blocks_learn_the_whole_state(client, window):
     np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
 
 
-def test_blocks_are_learned_in_the_tasks_that_make_them():
-    """The learning is fused with the tasks that produce the blocks (and masks): no block of
-    images is a task of its own, whose result could travel to another worker."""
-    X = da.from_array(_rgb(n=24, size=32, seed=5), chunks=(3, -1, -1, -1)) + np.uint8(1)
-    mask = da.from_array(np.random.default_rng(5).random((24, 32, 32)) < 0.7, chunks=(3, -1, -1))
+def _seeded_block(kind: str, block_id=None) -> np.ndarray:
+    """Block ``block_id`` of 4 generated 64x64 images (or their masks), seeded by position."""
+    rng = np.random.default_rng([5, block_id[0]])
+    images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    return images if kind == "images" else rng.random((4, 64, 64)) < 0.7
+
+
+def test_blocks_are_learned_where_they_are_made(client):
+    """No block of images or masks travels between the workers: the learning is fused with
+    the blockwise tasks that make each block, and only states move up the tree."""
+    kw = {"dtype": np.uint8, "chunks": ((4,) * 12, (64,), (64,), (3,))}
+    X = da.map_blocks(_seeded_block, "images", **kw) + np.uint8(1)
+    mask = da.map_blocks(_seeded_block, "masks", dtype=bool, chunks=kw["chunks"][:3])
     lazy = learn_graph(X, mask, get_method("per_channel"), {"n_quantiles": 1024}, seed=0)
-    tasks = dict(lazy.__dask_graph__())
-    layers = {key[0] for key in tasks if isinstance(key, tuple)}
-    assert not layers & {X.name, mask.name}
-    learned = lazy.compute(scheduler="sync")
+    layers = {key[0] for key in dict(lazy.__dask_graph__()) if isinstance(key, tuple)}
+    assert not layers & {X.name, mask.name}  # no block is a task of its own
+    client.run(lambda dask_worker: dask_worker.transfer_incoming_log.clear())
+    learned = lazy.compute()
+    moved = client.run(
+        lambda dask_worker: sum(t["total"] for t in dask_worker.transfer_incoming_log)
+    )
+    assert sum(moved.values()) < 4 * 64 * 64, moved  # (less than one block of masks)
     expected = HistogramMatcher().fit(X.compute(), mask=mask.compute())
     np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
 

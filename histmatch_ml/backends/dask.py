@@ -251,40 +251,62 @@ def _one(value: Any, ndim: int) -> np.ndarray:
 
 
 def _learn_block(
-    images: np.ndarray, *masks: np.ndarray, leaf: Any, like: dict | None, spatial_dims: int
+    images: np.ndarray,
+    masks: np.ndarray | None = None,
+    *,
+    leaf: Any,
+    like: dict | None,
 ) -> np.ndarray:
     """One block's :class:`Learned` (or None), as a one-element block of an object array."""
-    mask = masks[0].reshape(images.shape[: spatial_dims + 1]) if masks else None
-    return _one(leaf(images, mask, like=like), images.ndim)
+    return _one(leaf(images, masks, like=like), images.ndim)
 
 
-def _array_leaves(
-    X: Any, mask: Any, start: int, stop: int | None, leaf: Any, like: Any, spatial_dims: int
-) -> list:
-    """Delayed :class:`Learned` states of blocks ``start:stop`` of a checked array of images.
+def _learned_blocks(X: Any, mask: Any, leaf: Any, like: Any, spatial_dims: int) -> Any:
+    """Every block's :class:`Learned` as a one-element block of a lazy object array.
 
-    The learning is a blockwise operation on the images (and masks), so that
-    dask fuses it with the tasks that produce each block: a block is learned
-    where it is made and never travels between workers.
+    The learning is a blockwise step over the images and their masks (the
+    masks indexed by the images' leading axes), so that dask fuses it with
+    the blockwise tasks that produce each block: a block made by such tasks
+    is learned in the task that makes it, and a block is learned on the
+    worker that holds it. Built once per fit; :func:`_array_leaves` takes
+    each window's blocks from it.
     """
     import dask.array as da
 
-    X = X.blocks[start:stop]
-    arrays = [X]
-    if mask is not None:  # (N, H, W) masks with the images' trailing axes, to align blockwise
-        mask = mask.blocks[start:stop]
-        arrays.append(mask.reshape(mask.shape + (1,) * (X.ndim - mask.ndim)))
-    states = da.map_blocks(
+    index = tuple(range(X.ndim))
+    arrays = [X, index] if mask is None else [X, index, mask, index[: spatial_dims + 1]]
+    return da.blockwise(
         _learn_block,
+        index,
         *arrays,
         leaf=leaf,
         like=like,
-        spatial_dims=spatial_dims,
+        adjust_chunks=dict.fromkeys(index, 1),
         dtype=object,
-        chunks=((1,) * X.numblocks[0],) + ((1,),) * (X.ndim - 1),
         meta=np.empty((0,) * X.ndim, dtype=object),
     )
-    return list(states.to_delayed(optimize_graph=True).ravel())
+
+
+def _array_leaves(states: Any, start: int, stop: int | None) -> list:
+    """Delayed :class:`Learned` states of blocks ``start:stop`` of :func:`_learned_blocks`.
+
+    The window's keys are named directly and the graph culled to them, with
+    dask's blockwise fusion only: ``Array.blocks`` would cache every block's
+    key on the array, and dask's low-level fusion names each fused task
+    through a process-wide cache, both holding client memory per block fitted.
+    """
+    import dask
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    stop = states.numblocks[0] if stop is None else min(stop, states.numblocks[0])
+    tail = (0,) * (states.ndim - 1)
+    keys = [(states.name, i, *tail) for i in range(start, stop)]
+    with dask.config.set({"optimization.fuse.active": False}):
+        graph = states.__dask_optimize__(states.__dask_graph__(), keys)
+    layer = f"delayed-{states.name}-{start}"
+    graph = HighLevelGraph.from_collections(layer, graph, dependencies=())
+    return [Delayed(key, graph, layer=layer) for key in keys]
 
 
 def _n_blocks(X: Any) -> int:
@@ -308,33 +330,32 @@ def _split_every(split_every: int | None) -> int:
     return split_every
 
 
-def _tree(
+class _Plan(NamedTuple):
+    """What every window's tree of a fit shares (built once per fit by :func:`_plan`)."""
+
+    X: Any  # a bag of images, or the lazy array of each block's state
+    mask: Any  # a bag of masks, or None
+    leaf: Any  # (images, masks, like=) -> Learned or None
+    merge: Any  # (pieces) -> Learned or None
+    like: Any  # the fitted state as a Delayed, or None
+    split_every: int
+
+
+def _plan(
     X: Any,
     mask: Any,
-    start: int,
-    stop: int | None,
     method: Any,
     params: dict,
     seed: int | None,
     like: dict | None,
     name: str,
     split_every: int,
-    spatial_dims: int = 2,
-    barycenter: bool = False,
-) -> Any:
-    """The graph learning blocks ``start:stop`` (one task each) and merging them in a tree.
-
-    Leaves learn one block or partition each; tasks ``(layer, d, j)`` merge
-    up to ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of
-    the root.
-    """
-    import uuid
-
+    spatial_dims: int,
+    barycenter: bool,
+) -> _Plan:
+    """The :class:`_Plan` of a fit of the checked ``X`` (and ``mask``)."""
     import dask
-    from dask.delayed import Delayed
-    from dask.highlevelgraph import HighLevelGraph
 
-    layer = f"histmatch-fit-{uuid.uuid4().hex}"
     like_state = None if like is None else dask.delayed(like, traverse=False)
     leaf = functools.partial(
         _learn_part,
@@ -348,29 +369,49 @@ def _tree(
     merge = functools.partial(
         _merge_all, method=method, params=params, name=name, barycenter=barycenter
     )
+    if not _is_bag(X):
+        X, mask = _learned_blocks(X, mask, leaf, like_state, spatial_dims), None
+    return _Plan(X, mask, leaf, merge, like_state, split_every)
+
+
+def _tree(plan: _Plan, start: int = 0, stop: int | None = None) -> Any:
+    """The graph learning blocks ``start:stop`` (one task each) and merging them in a tree.
+
+    Leaves learn one block or partition each; tasks ``(layer, d, j)`` merge
+    up to ``split_every`` nodes of level ``d - 1``. Returns a ``Delayed`` of
+    the root.
+    """
+    import uuid
+
+    import dask
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer = f"histmatch-fit-{uuid.uuid4().hex}"
     dsk: dict = {}
-    if _is_bag(X):
-        keys, mask_keys, dependencies = _leaves(X, mask, start, stop)
-        if like_state is not None:
-            dependencies.append(like_state)
-        like_key = None if like_state is None else like_state.key
+    if _is_bag(plan.X):
+        keys, mask_keys, dependencies = _leaves(plan.X, plan.mask, start, stop)
+        if plan.like is not None:
+            dependencies.append(plan.like)
+        like_key = None if plan.like is None else plan.like.key
         level = []
         for i, key in enumerate(keys):
             mask_key = None if mask_keys is None else mask_keys[i]
-            dsk[(layer, 0, i)] = (_apply_leaf, leaf, key, mask_key, like_key)
+            dsk[(layer, 0, i)] = (_apply_leaf, plan.leaf, key, mask_key, like_key)
             level.append((layer, 0, i))
     else:
-        dependencies = _array_leaves(X, mask, start, stop, leaf, like_state, spatial_dims)
+        dependencies = _array_leaves(plan.X, start, stop)
         level = [state.key for state in dependencies]
     if not level:
         return dask.delayed(None)
     depth = 0
     while len(level) > 1 or depth == 0:
         depth += 1
-        groups = [level[j : j + split_every] for j in range(0, len(level), split_every)]
+        every = plan.split_every
+        groups = [level[j : j + every] for j in range(0, len(level), every)]
         level = []
         for j, group in enumerate(groups):
-            dsk[(layer, depth, j)] = (merge, group)
+            dsk[(layer, depth, j)] = (plan.merge, group)
             level.append((layer, depth, j))
     graph = HighLevelGraph.from_collections(layer, dsk, dependencies=dependencies)
     return Delayed(level[0], graph, layer=layer)
@@ -451,10 +492,8 @@ def learn_graph(
 
     X, mask = _checked(X, mask, name, spatial_dims)
     every, barycenter = _split_every(split_every), _barycentric(reference)
-    root = _tree(
-        X, mask, 0, None, method, params, seed, like, name, every, spatial_dims, barycenter
-    )
-    return dask.delayed(_required)(root, name)
+    plan = _plan(X, mask, method, params, seed, like, name, every, spatial_dims, barycenter)
+    return dask.delayed(_required)(_tree(plan), name)
 
 
 #: blocks per window of :func:`learn`: one graph of at most this many leaves at a time
@@ -499,10 +538,9 @@ def learn(
 
     X, mask = _checked(X, mask, name, spatial_dims)
     every, barycenter = _split_every(split_every), _barycentric(reference)
-    options = (name, every, spatial_dims, barycenter)
+    plan = _plan(X, mask, method, params, seed, like, name, every, spatial_dims, barycenter)
     roots = (  # (built one window at a time: the client holds the graphs of two)
-        _tree(X, mask, start, start + window, method, params, seed, like, *options)
-        for start in range(0, _n_blocks(X), window)
+        _tree(plan, start, start + window) for start in range(0, _n_blocks(X), window)
     )
     scheduler = get_scheduler(collections=[X])
     distributed = sys.modules.get("distributed")
