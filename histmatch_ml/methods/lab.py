@@ -348,6 +348,7 @@ def smooth_displacements(x: np.ndarray, moves: np.ndarray, weights: np.ndarray) 
     """
     n, reach = FIELD_NODES, _FIELD_RADIUS
     lo, hi = _FIELD_BOX
+    weights = np.asarray(weights, dtype=np.float64)  # (bincount's own: others cast slowly)
     scale = ((n - 1) / (hi - lo))[:, None]
     t = (x - lo[:, None]) * scale
     np.clip(t, 0, np.float32(n - 1 - 1e-3), out=t)
@@ -399,14 +400,15 @@ def transfer(
     rotations = state["rotations"].astype(np.float32)
     quantiles = state["projected_quantiles"]
     x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
-    flat_weights = np.tile(np.asarray(weights, dtype=np.float32), 3)
-    weights32 = np.asarray(weights, dtype=np.float32)
+    # (float64 weights: bincount casts any other dtype to float64 first, slowly)
+    flat_weights = np.tile(np.asarray(weights, dtype=np.float64), 3)
+    weights64 = np.asarray(weights, dtype=np.float64)
     for it in range(n_iter if joint else 1):
         k = it % len(rotations)
         r = rotations[k]
         moves = _displacements(x, r, flat_weights, quantiles[3 * k : 3 * k + 3], SOURCE_GRID_NODES)
         moves = _rotate(r.T, moves)
-        x += smooth_displacements(x, moves, weights32) if joint else moves
+        x += smooth_displacements(x, moves, weights64) if joint else moves
     return np.ascontiguousarray(x.T)
 
 
@@ -430,7 +432,7 @@ def cell_positions(image: np.ndarray, name: str = "X") -> np.ndarray:
     """
     scale = np.float32(_CELL_SCALE)
     if image.dtype == np.uint8:
-        table = np.arange(256, dtype=np.float32) * np.float32(0.25)
+        table = np.arange(256, dtype=np.float32) * np.float32(_CELL_SCALE / 255)
         flat = image.reshape(-1, image.shape[-1])
         return cv2.LUT(flat[:, None, :], table).reshape(image.shape)
     if image.dtype == np.uint16:
@@ -463,14 +465,16 @@ def colour_summary(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 def _cell_sums(positions: np.ndarray) -> np.ndarray:
     """Pixel counts and position sums ``(4, SUMMARY_CELLS**3)`` float64 of every cell."""
     n = SUMMARY_CELLS
-    cells = positions.astype(np.int32)  # (truncation: positions are not negative)
-    key = cells[:, 0] * np.int32(n * n)
-    key += cells[:, 1] * np.int32(n)
+    # intp keys and float64 weights: bincount's own types (it casts others slowly)
+    cells = positions.astype(np.intp)  # (truncation: positions are not negative)
+    key = cells[:, 0] * (n * n)
+    key += cells[:, 1] * n
     key += cells[:, 2]
     sums = np.empty((4, n**3))
     sums[0] = np.bincount(key, minlength=n**3)
+    weights = np.ascontiguousarray(positions.T, dtype=np.float64)
     for c in range(3):
-        sums[c + 1] = np.bincount(key, weights=positions[:, c], minlength=n**3)
+        sums[c + 1] = np.bincount(key, weights=weights[c], minlength=n**3)
     return sums
 
 
@@ -502,7 +506,7 @@ def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np
     """
     n = SUMMARY_CELLS + 1
     idx, wts = _corner_weights(np.ascontiguousarray(means[:, [0, 2, 1]].T), np.array([n, n, n]))
-    idx, wts = idx.ravel(), wts * counts.astype(np.float32)
+    idx, wts = idx.ravel(), wts * counts.astype(np.float64)  # (float64: bincount's own)
     total = np.bincount(idx, weights=wts.ravel(), minlength=n**3)
     table = np.empty((n**3, 3), dtype=np.float32)
     for c in range(3):
