@@ -269,7 +269,9 @@ def _learned_blocks(X: Any, mask: Any, leaf: Any, like: Any, spatial_dims: int) 
     the blockwise tasks that produce each block: a block made by such tasks
     is learned in the task that makes it, and a block is learned on the
     worker that holds it. Built once per fit; :func:`_array_leaves` takes
-    each window's blocks from it.
+    each window's blocks from it. Its chunks along N are the images' own (a
+    block holds one state, but the array is only ever read block by block),
+    so dask derives no new per-block metadata for it on the client.
     """
     import dask.array as da
 
@@ -281,7 +283,7 @@ def _learned_blocks(X: Any, mask: Any, leaf: Any, like: Any, spatial_dims: int) 
         *arrays,
         leaf=leaf,
         like=like,
-        adjust_chunks=dict.fromkeys(index, 1),
+        adjust_chunks=dict.fromkeys(index[1:], 1),
         dtype=object,
         meta=np.empty((0,) * X.ndim, dtype=object),
     )
