@@ -375,7 +375,7 @@ def test_blocks_are_learned_where_they_are_made(client):
     layers = {key[0] for key in dict(lazy.__dask_graph__()) if isinstance(key, tuple)}
     assert not layers & {X.name, mask.name}  # no block is a task of its own
     client.run(lambda dask_worker: dask_worker.transfer_incoming_log.clear())
-    learned = lazy.compute()
+    learned = client.compute(lazy).result(timeout=120)
     moved = client.run(
         lambda dask_worker: sum(t["total"] for t in dask_worker.transfer_incoming_log)
     )
