@@ -358,16 +358,16 @@ def test_fits_by_windows_of_blocks_learn_the_whole_state(client, window):
     np.testing.assert_array_equal(learned.state["histograms"], expected.reference_["histograms"])
 
 
-def _seeded_block(kind: str, block_id=None) -> np.ndarray:
-    """Block ``block_id`` of 4 generated 64x64 images (or their masks), seeded by position."""
-    rng = np.random.default_rng([5, block_id[0]])
-    images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    return images if kind == "images" else rng.random((4, 64, 64)) < 0.7
-
-
 def test_blocks_are_learned_where_they_are_made(client):
     """No block of images or masks travels between the workers: the learning is fused with
     the blockwise tasks that make each block, and only states move up the tree."""
+
+    def _seeded_block(kind: str, block_id=None) -> np.ndarray:
+        # (a local function travels by value: the workers never import this test module)
+        rng = np.random.default_rng([5, block_id[0]])
+        images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+        return images if kind == "images" else rng.random((4, 64, 64)) < 0.7
+
     kw = {"dtype": np.uint8, "chunks": ((4,) * 12, (64,), (64,), (3,))}
     X = da.map_blocks(_seeded_block, "images", **kw) + np.uint8(1)
     mask = da.map_blocks(_seeded_block, "masks", dtype=bool, chunks=kw["chunks"][:3])
