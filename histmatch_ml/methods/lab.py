@@ -401,8 +401,8 @@ def transfer(
     quantiles = state["projected_quantiles"]
     x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
     # (float64 weights: bincount casts any other dtype to float64 first, slowly)
-    flat_weights = np.tile(np.asarray(weights, dtype=np.float64), 3)
     weights64 = np.asarray(weights, dtype=np.float64)
+    flat_weights = np.tile(weights64, 3)
     for it in range(n_iter if joint else 1):
         k = it % len(rotations)
         r = rotations[k]
