@@ -328,6 +328,76 @@ def _value_bins(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 #: widest key range counted with one ``np.bincount`` rather than a sort
 _COUNTED_RANGE = 2**23
+#: widest key range a channel's counts are summed over from group to group (:class:`_Tally`)
+_TALLY_RANGE = 2**21
+
+
+def _extremes(values: np.ndarray) -> np.ndarray:
+    """``(min, max)`` float64 of a 1-D float array, ``-0.0`` read as ``0.0``: one pass."""
+    if values.dtype == np.float32 and len(values) < 2**31:
+        lo, hi, _, _ = cv2.minMaxLoc(values.reshape(1, -1))
+        return np.array([lo, hi], dtype=np.float64) + 0.0
+    return np.array([values.min(), values.max()], dtype=np.float64) + 0.0
+
+
+def _coarse_span(
+    values: np.ndarray, bits: int
+) -> tuple[np.ndarray, np.ndarray, bool, tuple[int, int]]:
+    """How a 1-D float array is binned at ``bits`` (coarser than its values), in one pass.
+
+    Returns ``(values, extremes, native, (low, high))``: the values to key
+    (float64 for dtypes other than float32, and for float32 values with
+    subnormals), their ``(min, max)``, whether the keys are float32 ones
+    (``native``: the same bins as float64 keys at ``bits``, numbered on
+    float32's own bit patterns, see :func:`_float64_keys`), and the keys of
+    the smallest and largest value.
+    """
+    native = values.dtype == np.float32
+    if not native:
+        values = values.astype(np.float64, copy=False)
+    extremes = _extremes(values)
+    if native and _has_subnormals(values, extremes):
+        values, native = values.astype(np.float64), False
+    shift = (23 if native else 52) - bits
+    low, high = (int(k) >> shift for k in order_keys(extremes.astype(values.dtype)))
+    return values, extremes, native, (low, high)
+
+
+def _coarse_keys(
+    values: np.ndarray,
+    extremes: np.ndarray,
+    native: bool,
+    bits: int,
+    work: np.ndarray | None,
+    base: int = 0,
+) -> np.ndarray:
+    """The int64 bin keys at ``bits``, less ``base``, of values from :func:`_coarse_span`.
+
+    Unsorted, in ``work`` (an optional int64 buffer of at least ``values``'
+    size) if given. With a ``base`` (the low key of a counted range), the
+    values are work space and may be overwritten: non-negative values are
+    offset on their own bit patterns, which is the same pass as the offset
+    of the keys but on half the bytes for float32.
+    """
+    shift = (23 if native else 52) - bits
+    out = None if work is None else work[: len(values)]
+    if extremes[0] >= 0:  # the bit patterns are the order keys
+        patterns = values.view(np.int32 if native else np.int64)
+        if base:  # ((p - base * 2**shift) >> shift == (p >> shift) - base, and fits p's type
+            patterns -= patterns.dtype.type(base << shift)
+        return np.right_shift(patterns, shift, out=out, dtype=np.int64)
+    keys = np.right_shift(order_keys(values), shift, out=out, dtype=np.int64)
+    if base:
+        keys -= base
+    return keys
+
+
+def _float64_keys(keys: np.ndarray, bits: int, native: bool) -> np.ndarray:
+    """:func:`_coarse_keys`' keys (sorted bins) as the float64 keys of the same bins."""
+    if native:
+        edges = order_keys(keys.astype(np.int32) << (23 - bits)).view(np.float32)
+        keys = order_keys(edges.astype(np.float64)) >> (52 - bits)
+    return keys.astype(np.int64, copy=False)
 
 
 def _coarse_bins(
@@ -338,36 +408,71 @@ def _coarse_bins(
     float32 values are binned on their own 32-bit keys (same bins as float64
     ones, but for subnormals, which go through float64); bins spanning more
     than :data:`_COUNTED_RANGE` keys are sorted instead of counted. ``work``
-    is an optional int64 buffer of at least ``values``' size for the keys.
+    is an optional int64 buffer of at least ``values``' size for the keys;
+    ``values`` are work space too (:func:`_coarse_keys`).
     """
-    native = values.dtype == np.float32
-    if not native:
-        values = values.astype(np.float64, copy=False)
-    extremes = np.array([values.min(), values.max()], dtype=np.float64) + 0.0  # (-0.0 -> 0.0)
-    if native and _has_subnormals(values, extremes):
-        return _coarse_bins(values.astype(np.float64), bits)
-    shift = (23 if native else 52) - bits
-    if extremes[0] >= 0:  # the bit patterns are the order keys
-        keys = values.view(np.int32 if native else np.int64)
-    else:
-        keys = order_keys(values)
-    out = None if work is None else work[: len(values)]
-    keys = np.right_shift(keys, shift, out=out, dtype=np.int64)
-    low, high = (int(k) >> shift for k in order_keys(extremes.astype(values.dtype)))
+    values, extremes, native, (low, high) = _coarse_span(values, bits)
     if high - low >= _COUNTED_RANGE:
+        keys = _coarse_keys(values, extremes, native, bits, work)
         keys.sort()
         starts = _runs(keys)
         found, counts = keys[starts], np.diff(np.append(starts, len(keys)))
     else:
-        keys -= low
-        counts = np.bincount(keys)
+        counts = np.bincount(_coarse_keys(values, extremes, native, bits, work, low))
         found = np.flatnonzero(counts)
         counts = counts[found]
         found += low
-    if native:  # float32 bins -> float64 keys at `bits`
-        edges = order_keys(found.astype(np.int32) << shift).view(np.float32).astype(np.float64)
-        found = order_keys(edges) >> (52 - bits)
-    return found.astype(np.int64), counts.astype(np.int64), extremes
+    return _float64_keys(found, bits, native), counts.astype(np.int64), extremes
+
+
+class _Tally:
+    """One channel's bin counts at a fixed resolution, summed densely from group to group.
+
+    Once a fit has coarsened its bins, each later group of values is counted
+    by one ``np.bincount`` of its keys (:func:`_coarse_keys`) into an int64
+    array over the key range seen so far (at most :data:`_TALLY_RANGE` keys),
+    and the bins are merged into the state once, when the tally is emptied
+    (:meth:`rows`), instead of after every group. Counts add exactly, so the
+    state is the one group-by-group merging gives.
+    """
+
+    def __init__(self, native: bool) -> None:
+        self.native, self.low = native, 0
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.extremes = np.array([np.inf, -np.inf])
+
+    def fits(self, native: bool, span: tuple[int, int]) -> bool:
+        """Whether keys of this kind and key range ``span`` can be counted here."""
+        low, high = span
+        if len(self.counts):
+            low, high = min(low, self.low), max(high, self.low + len(self.counts) - 1)
+        return native == self.native and high - low < _TALLY_RANGE
+
+    def add(self, keys: np.ndarray, span: tuple[int, int], extremes: np.ndarray) -> None:
+        """Count ``keys`` of key range ``span`` (which :meth:`fits`), given less ``span[0]``."""
+        low, high = span
+        if len(self.counts):
+            low, high = min(low, self.low), max(high, self.low + len(self.counts) - 1)
+        if low != self.low or high - low + 1 != len(self.counts):  # widen, keeping the counts
+            wider = np.zeros(high - low + 1, dtype=np.int64)
+            wider[self.low - low : self.low - low + len(self.counts)] = self.counts
+            self.low, self.counts = low, wider
+        start = span[0] - self.low
+        counted = np.bincount(keys)
+        self.counts[start : start + len(counted)] += counted
+        self.extremes = np.array(
+            [min(self.extremes[0], extremes[0]), max(self.extremes[1], extremes[1])]
+        )
+
+    def occupied(self) -> int:
+        """Bins holding values."""
+        return int(np.count_nonzero(self.counts))
+
+    def rows(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted float64 bins ``(keys, counts)`` counted so far, at ``bits``."""
+        found = np.flatnonzero(self.counts)
+        counts = self.counts[found]
+        return _float64_keys(found + self.low, bits, self.native), counts
 
 
 def _has_subnormals(values: np.ndarray, extremes: np.ndarray) -> bool:
@@ -422,25 +527,57 @@ def learn_bins(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict
     :data:`LEARN_GROUP` values at a time, by one sort of the values; past
     :data:`MAX_BINS` distinct values in a channel the bins are coarsened
     (:func:`fit_resolution`). Once coarsened, a group's values go straight
-    to bins of the resolution reached so far, counted without a sort (more
-    data can only coarsen further, so this is exact).
+    to bins of the resolution reached so far, counted without a sort into
+    one tally per channel (:class:`_Tally`), which is merged into the state
+    when it holds more than :data:`MAX_BINS` bins, when a group does not fit
+    it, and at the end (more data can only coarsen further, so this is exact).
     """
     dtype = images[0].dtype
     work = dtype if dtype in VALUE_BITS else np.dtype(np.float64)
     full = VALUE_BITS[work]
-    state, work_keys = None, None
+    state, work_keys, tallies = None, None, None
+
+    def merged(state: dict, rows: list, bits: int, extremes: np.ndarray) -> dict:
+        rows, bits = fit_resolution(rows, bits)
+        part = _bins_state(rows, bits, dtype, extremes)
+        return part if state is None else merge_bins(state, part)
+
+    def emptied(state: dict, tallies: list[_Tally]) -> dict:
+        bits = int(state["bits"])
+        extremes = np.array([t.extremes for t in tallies])
+        return merged(state, [t.rows(bits) for t in tallies], bits, extremes)
+
     for values in _channel_groups(images, masks):
         bits = full if state is None else int(state["bits"])
         if bits == full:
             found = [_value_bins(row.astype(work, copy=dtype != work)) for row in values]
-        else:
-            if work_keys is None or len(work_keys) < values.shape[1]:
-                work_keys = np.empty(values.shape[1], dtype=np.int64)
+            extremes = np.array([ends for _, _, ends in found])
+            state = merged(state, [(k, c) for k, c, _ in found], bits, extremes)
+            continue
+        spans = [_coarse_span(row, bits) for row in values]
+        if tallies is not None and not all(
+            t.fits(native, span) for t, (_, _, native, span) in zip(tallies, spans)
+        ):
+            state, tallies = emptied(state, tallies), None
+            if int(state["bits"]) != bits:  # (coarsened: the keys' ranges change)
+                bits = int(state["bits"])
+                spans = [_coarse_span(row, bits) for row in values]
+        if work_keys is None or len(work_keys) < values.shape[1]:
+            work_keys = np.empty(values.shape[1], dtype=np.int64)
+        fresh = [_Tally(native) for _, _, native, _ in spans] if tallies is None else tallies
+        if all(t.fits(native, span) for t, (_, _, native, span) in zip(fresh, spans)):
+            tallies = fresh
+            for tally, (row, extremes, native, span) in zip(tallies, spans):
+                keys = _coarse_keys(row, extremes, native, bits, work_keys, span[0])
+                tally.add(keys, span, extremes)
+            if max(t.occupied() for t in tallies) > MAX_BINS:
+                state, tallies = emptied(state, tallies), None
+        else:  # a key range too wide for a tally: this group is merged on its own
             found = [_coarse_bins(row, bits, work_keys) for row in values]
-        extremes = np.array([ends for _, _, ends in found])
-        rows, bits = fit_resolution([(k, c) for k, c, _ in found], bits)
-        part = _bins_state(rows, bits, dtype, extremes)
-        state = part if state is None else merge_bins(state, part)
+            extremes = np.array([ends for _, _, ends in found])
+            state = merged(state, [(k, c) for k, c, _ in found], bits, extremes)
+    if tallies is not None:
+        state = emptied(state, tallies)
     return state
 
 

@@ -425,6 +425,40 @@ def test_learning_in_groups_equals_learning_at_once(monkeypatch):
     _assert_same_state(_reference.learn(images, masks), at_once)
 
 
+@pytest.mark.parametrize(
+    "kind", ["positive", "mixed_signs", "float64", "subnormals", "wide_group", "overflow"]
+)
+def test_coarse_groups_are_tallied_to_the_state_learned_at_once(monkeypatch, kind):
+    """Groups counted into per-channel tallies give the state of all the values at once.
+
+    The coarse path (a resolution coarsened by an earlier group) counts each
+    group into a dense tally and merges it into the state only when the tally
+    is full, does not fit a group, or at the end; it must not change a bin.
+    """
+    rng = np.random.default_rng(11)
+    values = rng.gamma(2.0, size=(12, 40, 50, 2)) * 1e-3
+    dtype = np.float64 if kind == "float64" else np.float32
+    if kind == "mixed_signs":
+        values -= 2e-3
+    images = list(values.astype(dtype))
+    if kind == "subnormals":
+        images[7][:3] = np.float32(1e-40)
+    if kind == "wide_group":
+        images[9][0, 0] = 1e30  # widens the key range past the tally's
+        monkeypatch.setattr(_reference, "_TALLY_RANGE", 2**12)
+    masks = list(rng.random((12, 40, 50)) < 0.8)
+    monkeypatch.setattr(_reference, "MAX_BINS", 2**13 if kind == "overflow" else 2**10)
+    at_once = _reference.learn(images, masks)
+    assert int(at_once["bits"]) < 23
+    added = []
+    add = _reference._Tally.add
+    monkeypatch.setattr(_reference._Tally, "add", lambda t, *a: added.append(1) or add(t, *a))
+    monkeypatch.setattr(_reference, "FIRST_GROUP", 3000)
+    monkeypatch.setattr(_reference, "LEARN_GROUP", 1000)
+    _assert_same_state(_reference.learn(images, masks), at_once)
+    assert added  # (the tallies were used)
+
+
 def test_float_bins_state_validation():
     rng = np.random.default_rng(6)
     good = _reference.learn([rng.normal(size=(8, 9, 2))], None)
