@@ -31,6 +31,8 @@ Everything here is a pure function of arrays.
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 
@@ -142,9 +144,37 @@ def _bands(image: np.ndarray) -> list[slice]:
     return [slice(r, r + rows) for r in range(0, image.shape[0], rows)]
 
 
+#: 16-bit planes of up to this many pixels are counted as pairs of bytes (:func:`_calc_hist`)
+BYTE_PAIR_PIXELS = 2**19
+#: the byte-pair histogram's channels: the high byte, then the low byte, of a native uint16
+_HIGH_LOW = [1, 0] if sys.byteorder == "little" else [0, 1]
+
+
 def _calc_hist(image: np.ndarray, channel: int, mask: np.ndarray | None, n_levels: int, out=None):
-    """``cv2.calcHist`` of one channel, as float32 counts ``(n_levels,)`` (exact, see _bands)."""
+    """``cv2.calcHist`` of one channel, as float32 counts ``(n_levels,)`` (exact, see _bands).
+
+    A fine histogram (over 4,096 levels) of a small contiguous 16-bit plane
+    is counted as the 2-D histogram of its values' high and low bytes, on
+    OpenCV's 8-bit path: the same counts, without the fixed cost of a
+    65,536-bin 16-bit histogram (which dominates below about half a
+    million pixels; above, the 16-bit path is the faster).
+    """
     m = None if mask is None else mask.view(np.uint8)
+    if (
+        image.dtype == np.uint16
+        and image.ndim == 2
+        and n_levels > 4096
+        and image.size <= BYTE_PAIR_PIXELS
+        and image.flags.c_contiguous
+    ):
+        pairs = image.view(np.uint8).reshape(*image.shape, 2)
+        grid = None if out is None or n_levels != 65536 else out.reshape(256, 256)
+        hist = cv2.calcHist([pairs], _HIGH_LOW, m, [256, 256], [0, 256, 0, 256], hist=grid)
+        counts = hist.reshape(-1)[:n_levels]
+        if out is not None and grid is None:
+            out[:, 0] = counts
+            return out.reshape(-1)
+        return counts
     return cv2.calcHist([image], [channel], m, [n_levels], [0, n_levels], hist=out).reshape(-1)
 
 

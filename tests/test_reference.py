@@ -459,6 +459,30 @@ def test_coarse_groups_are_tallied_to_the_state_learned_at_once(monkeypatch, kin
     assert added  # (the tallies were used)
 
 
+@pytest.mark.parametrize("n_levels", [4097, 40000, 65536])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fine_16_bit_histograms_counted_as_byte_pairs_are_exact(n_levels, masked):
+    """Small 16-bit planes are counted as (high byte, low byte) pairs: the same counts."""
+    rng = np.random.default_rng(12)
+    plane = rng.integers(0, n_levels, size=(300, 257)).astype(np.uint16)
+    plane[:5] = n_levels - 1  # (the top level, which the high byte alone does not name)
+    assert plane.size <= _reference.BYTE_PAIR_PIXELS
+    mask = rng.random(plane.shape) < 0.6 if masked else None
+    expected = np.bincount((plane if mask is None else plane[mask]).ravel(), minlength=n_levels)
+    out = np.full((n_levels, 1), -1.0, dtype=np.float32)
+    for buffer in (None, out):
+        counts = _reference.level_counts(plane, mask, n_levels, out=buffer)
+        assert counts.shape == (n_levels,)
+        np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(out[:, 0], expected)  # (the buffer holds them)
+    # a larger plane goes the 16-bit way, with the same result
+    big = np.tile(plane, (8, 1))
+    assert big.size > _reference.BYTE_PAIR_PIXELS
+    np.testing.assert_array_equal(
+        _reference.level_counts(big, None, n_levels), np.bincount(big.ravel(), minlength=n_levels)
+    )
+
+
 def test_float_bins_state_validation():
     rng = np.random.default_rng(6)
     good = _reference.learn([rng.normal(size=(8, 9, 2))], None)
