@@ -126,11 +126,13 @@ def is_dask_collection(obj: Any) -> bool:
     return dask is not None and dask.is_dask_collection(obj)
 
 
-def _from_tensor(tensor: Any, name: str) -> tuple[list[np.ndarray], dict]:
+def _from_tensor(tensor: Any, name: str, planar: bool = False) -> tuple[list[np.ndarray], dict]:
     """``(H, W, C)`` arrays of a channels-first tensor ``(H, W)``, ``(C, H, W)``, ``(N, C, H, W)``.
 
     The tensor is only read. float16/bfloat16 are matched as float32 and
-    given back in their dtype (see :func:`_to_tensor`).
+    given back in their dtype (see :func:`_to_tensor`). With ``planar``, the
+    arrays are channels-first views of the tensor's own memory (no copy, see
+    :func:`planes_of`), for the methods whose kernels read planes.
     """
     import torch
 
@@ -158,11 +160,28 @@ def _from_tensor(tensor: Any, name: str) -> tuple[list[np.ndarray], dict]:
         ) from None
     if arr.ndim == 2:
         images = [arr[:, :, None]]
+    elif planar:
+        arr = np.ascontiguousarray(arr)
+        images = [a.transpose(1, 2, 0) for a in (arr[None] if arr.ndim == 3 else arr)]
     elif arr.ndim == 3:
         images = [_chw_to_hwc(arr)]
     else:
         images = [_chw_to_hwc(a) for a in arr]
     return images, {"like": tensor}
+
+
+def planes_of(image: np.ndarray) -> np.ndarray | None:
+    """The contiguous ``(C, H, W)`` planes an ``(H, W, C)`` array is a view of, or None.
+
+    Channels-first batches (CPU tensors, for methods with ``planar`` kernels)
+    hold their images as such views, so the kernels can read and write whole
+    planes without converting the layout.
+    """
+    planes = image.transpose(2, 0, 1)
+    # (one channel, or one pixel: both layouts are the same memory; the (H, W, C) one is used)
+    if image.shape[2] == 1 or image.shape[0] * image.shape[1] == 1:
+        return None
+    return planes if planes.flags.c_contiguous else None
 
 
 def _chw_to_hwc(arr: np.ndarray) -> np.ndarray:
@@ -178,12 +197,23 @@ def _to_tensor(images: list[np.ndarray], like: Any) -> Any:
     import torch
 
     h, w, c = images[0].shape
-    full = np.empty((len(images), c, h, w), dtype=images[0].dtype)
-    for image, out in zip(images, full):
-        split_into(image, out)
+    if len(images) == 1 and planes_of(images[0]) is not None:  # (channels-first already)
+        full = planes_of(images[0])[None]
+    else:
+        full = np.empty((len(images), c, h, w), dtype=images[0].dtype)
+        for image, out in zip(images, full):
+            split_into(image, out)
     result = torch.from_numpy(
         full if like.ndim == 4 else full[0] if like.ndim == 3 else full[0, 0]
     )
+    return result.to(device=like.device, dtype=like.dtype)
+
+
+def _planes_to_tensor(full: np.ndarray, like: Any) -> Any:
+    """``(N, C, H, W)`` planes as a tensor of the layout, dtype and device of ``like``."""
+    import torch
+
+    result = torch.from_numpy(full if like.ndim == 4 else full[0])
     return result.to(device=like.device, dtype=like.dtype)
 
 
@@ -376,6 +406,7 @@ def to_batch(
     estimator: Any = None,
     reset: bool = False,
     spatial_dims: int = 2,
+    planar: bool = False,
 ) -> Batch:
     """Normalise ``X`` (and ``mask``) into a :class:`Batch`.
 
@@ -390,7 +421,10 @@ def to_batch(
     ``validate_data`` first (``n_features_in_``, ``feature_names_in_``,
     DataFrames, sparse refusal), with ``reset`` as in scikit-learn.
 
-    ``spatial_dims=3`` reads volumes instead (:func:`volume_batch`).
+    ``spatial_dims=3`` reads volumes instead (:func:`volume_batch`). With
+    ``planar``, tensors stay channels-first: their images are views of the
+    tensor's planes (:func:`planes_of`), and :func:`allocate_output` gives
+    outputs of that layout, which :func:`restore` hands back without a copy.
     """
     if spatial_dims == 3:
         return volume_batch(X, mask, name)
@@ -412,7 +446,7 @@ def to_batch(
         img, meta = _from_pil(X, name)
         batch_images, kind = [img], "pil"
     elif is_tensor(X):
-        batch_images, meta = _from_tensor(X, name)
+        batch_images, meta = _from_tensor(X, name, planar)
         kind, restore_dtypes = "tensor", [None] * len(batch_images)
     elif isinstance(X, (list, tuple)):
         if len(X) == 0:
@@ -433,7 +467,7 @@ def to_batch(
                         f"{name}[{i}] must be one image, a tensor of shape (C, H, W) or "
                         f"(H, W); got shape {tuple(item.shape)}"
                     )
-                (img,), tensor_meta = _from_tensor(item, f"{name}[{i}]")
+                (img,), tensor_meta = _from_tensor(item, f"{name}[{i}]", planar)
                 meta["pil"].append(("tensor", tensor_meta["like"]))
                 meta["ndims"].append(None)
                 restore_dtypes.append(None)
@@ -506,7 +540,10 @@ def to_batch(
         if im.shape[0] == 0 or im.shape[1] == 0:
             raise ValueError(f"{name} image {i} must not be empty; got shape {im.shape}")
         check_values(im, name)
-        images.append(np.ascontiguousarray(im))
+        # (only tensors' images are channels-first views; arrays are made (H, W, C))
+        from_tensor = kind == "tensor" or (kind == "list" and isinstance(meta["pil"][i], tuple))
+        kept = planar and from_tensor and planes_of(im) is not None
+        images.append(im if kept else np.ascontiguousarray(im))
     masks = _mask_list(mask, [im.shape[:2] for im in images], "mask")
     meta["float16"] = [d == np.float16 for d in restore_dtypes]
     return Batch(images, masks, kind, meta)
@@ -794,7 +831,12 @@ def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray]]:
     full-size copy; lists and PIL images give ``full=None`` and one array per
     image.
     """
+    if batch.kind == "tensor" and planes_of(batch.images[0]) is not None:  # channels-first
+        h, w, c = batch.images[0].shape
+        full = np.empty((len(batch.images), c, h, w), dtype=batch.dtype)
+        return full, [planes.transpose(1, 2, 0) for planes in full]
     if batch.kind not in ("array4", "array3", "tabular", *_VOLUME_ARRAYS):
+        # (empty_like keeps a channels-first view's layout)
         return None, [np.empty_like(im) for im in batch.images]
     full = np.empty((len(batch.images), *batch.images[0].shape), dtype=batch.dtype)
     return full, list(full)
@@ -821,6 +863,8 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
     if kind == "pil":
         return _to_pil(outputs[0], meta)
     if kind == "tensor":
+        if isinstance(outputs, np.ndarray):  # channels-first (N, C, H, W) already
+            return _planes_to_tensor(outputs, meta["like"])
         return _to_tensor(list(outputs), meta["like"])
     result = []
     for out, ndim, pil_meta, half in zip(outputs, meta["ndims"], meta["pil"], meta["float16"]):

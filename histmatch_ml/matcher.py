@@ -585,7 +585,13 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
             return dask_backend.transform(self, X, mask, name)
         batch = _images.to_batch(
-            X, mask, name=name, estimator=self, reset=False, spatial_dims=self.spatial_dims
+            X,
+            mask,
+            name=name,
+            estimator=self,
+            reset=False,
+            spatial_dims=self.spatial_dims,
+            planar=method.planar,
         )
         if not method.any_channels:
             self._check_channels(batch, name)

@@ -69,6 +69,64 @@ def test_cpu_tensors_take_the_numpy_kernels_by_default(monkeypatch):
     assert aug(x).shape == x.shape
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32_levels", "float32", "uint16", "int8"])
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_tensors_are_matched_channels_first(monkeypatch, dtype, strength, masked):
+    """CPU tensors reach per_channel as planes, with no layout conversion: the same result."""
+    from histmatch_ml import _images
+    from histmatch_ml.backends import torch as torch_backend
+    from histmatch_ml.methods import per_channel
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+    planar, kernel = [], per_channel.match_level_planes
+    monkeypatch.setattr(
+        per_channel, "match_level_planes", lambda *a: planar.append(kernel(*a)) or planar[-1]
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CPU tensor was converted to (H, W, C) on the way in")
+
+    monkeypatch.setattr(_images, "_chw_to_hwc", refuse)
+    refs, images = real_images()
+    matcher = HistogramMatcher(strength=strength, n_jobs=2).fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(images, dtype))
+    before = x.clone()
+    mask = half_mask((x.shape[0], x.shape[2], x.shape[3])) if masked else None
+    got = matcher.transform(x, mask=mask)
+    assert_same(got, numpy_path(matcher, x, mask), x)
+    assert torch.equal(x, before)  # (the planes are only read)
+    # 8-bit levels are matched plane by plane; other dtypes go through (H, W, C) copies
+    assert planar and all(planar) == (dtype in ("uint8", "float32_levels"))
+    one = matcher.transform(x[0], mask=None if mask is None else mask[0])
+    assert_same(one, got[0] if mask is not None else numpy_path(matcher, x[:1])[0], x[0])
+    for single, batched in zip(matcher.transform(list(x), mask=mask), got):  # a list of (C, H, W)
+        assert_same(single, batched, x[0])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 1, 7), (2, 3, 5, 1), (1, 4, 6, 6)])
+def test_small_and_thin_cpu_tensors(monkeypatch, shape):
+    from histmatch_ml.backends import torch as torch_backend
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+    rng = np.random.default_rng(3)
+    refs = rng.integers(0, 256, (2, 8, 8, shape[1]), dtype=np.uint8)
+    matcher = HistogramMatcher().fit(refs)
+    x = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
+    assert_same(matcher.transform(x), numpy_path(matcher, x), x)
+
+
+def test_arrays_with_channels_first_memory_are_matched_as_arrays():
+    refs, images = real_images()
+    matcher = HistogramMatcher().fit(refs)
+    x = to_tensor(images)
+    view = np.moveaxis(x.numpy(), 1, -1)  # (N, H, W, C) whose memory is channels-first
+    assert not view.flags.c_contiguous
+    out = matcher.transform(view)
+    assert isinstance(out, np.ndarray) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, matcher.transform(np.ascontiguousarray(view)))
+
+
 def _crop(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:SIZE, :SIZE])
 

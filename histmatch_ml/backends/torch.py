@@ -7,7 +7,9 @@ method has a kernel (:data:`KERNEL_METHODS`: ``per_channel``, ``exact``
 tensor is on a device other than the CPU (CUDA, MPS): 2-D batches
 ``(N, C, H, W)`` and, with ``spatial_dims=3``, volumes ``(N, C, D, H, W)``.
 CPU tensors and the other methods (``lab``, ``luminance``) go through the
-numpy kernels on the CPU, one image at a time, as every other input does. On
+numpy kernels on the CPU, one image at a time, as every other input does
+(``per_channel`` reads CPU tensors' images as planes, without a layout
+conversion: :func:`histmatch_ml.methods.per_channel.match_level_planes`). On
 the CPU the numpy kernels are the faster ones; set :data:`KERNELS_ON_CPU` to
 run these kernels there too (the tests do, to compare them with the numpy path).
 

@@ -132,6 +132,10 @@ class MatchingMethod(ABC):
     #: True when images need not have the references' channel count (``check_channels``
     #: alone decides which images are matched)
     any_channels: ClassVar[bool] = False
+    #: True when ``apply`` takes channels-first images: views ``planes.transpose(1, 2, 0)``
+    #: of contiguous ``(C, H, W)`` planes (and ``out`` of that layout), which CPU tensors
+    #: then reach without a layout conversion (``_images.planes_of`` recovers the planes)
+    planar: ClassVar[bool] = False
 
     def check_channels(self, n_channels: int, name: str) -> None:
         """Raise ``ValueError`` if images with ``n_channels`` cannot be handled."""

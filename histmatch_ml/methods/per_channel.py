@@ -254,8 +254,20 @@ class PerChannel(MatchingMethod):
         ),
     )
 
+    #: channels-first images (CPU tensors) are matched plane by plane (:func:`match_level_planes`)
+    planar = True
+
     def apply(self, image, mask, state, tables, params, out) -> None:
         strength, n_channels = params["strength"], image.shape[2]
+        planes, out_planes = _images.planes_of(image), _images.planes_of(out)
+        planar = planes is not None and out_planes is not None  # channels-first
+        if planar and match_level_planes(planes, mask, tables, strength, out_planes):
+            return
+        if not (image.flags.c_contiguous and out.flags.c_contiguous):  # (other dtypes)
+            matched = np.empty(image.shape, dtype=image.dtype)
+            self.apply(np.ascontiguousarray(image), mask, state, tables, params, matched)
+            np.copyto(out, matched)
+            return
         if image.dtype == np.uint8 and n_channels <= 4:
             match_uint8(image, mask, tables, strength, out)
             return
@@ -290,6 +302,46 @@ def match_byte_levels(
     if strength != 1.0:
         table[0] = blend(values[:, None], table[0], strength, image.dtype)
     keep_unmasked(apply_lut_uint8(levels, table, out), image, mask)
+
+
+def match_level_planes(
+    planes: np.ndarray, mask, knots: dict, strength: float, out: np.ndarray
+) -> bool:
+    """Match channels-first ``planes`` ``(C, H, W)`` into ``out`` of that layout, or return False.
+
+    For uint8 planes and float planes holding 8-bit levels (:func:`byte_levels`,
+    checked on the planes stacked as one channel): one histogram per plane
+    (OpenCV counts a contiguous plane on two threads), the tables of
+    :func:`match_uint8` and :func:`match_byte_levels`, and one single-table
+    ``cv2.LUT`` per plane, so a channels-first image costs no layout
+    conversion. The result is the same to the bit as the ``(H, W, C)`` path's.
+    Other dtypes return False (the caller goes through ``(H, W, C)``).
+    """
+    n_channels, h, w = planes.shape
+    if planes.dtype == np.uint8:
+        levels, values = planes, None
+    elif planes.dtype.kind == "f":
+        stacked = planes.reshape(n_channels * h, w, 1)
+        found = byte_levels(stacked, out.reshape(stacked.shape))
+        if found is None:
+            return False
+        levels, values = found[0].reshape(planes.shape), found[1]
+    else:
+        return False
+    hist = np.stack([_reference.level_counts(plane, mask, 256) for plane in levels])
+    if values is None:
+        tables = dense_luts(hist, knots, _reference.level_values(planes.dtype), strength, np.uint8)
+    else:
+        tables = np.empty((n_channels, 256), dtype=planes.dtype)
+        for c in range(n_channels):
+            occupied_lut(hist[c], knots, c, tables[c])
+        if strength != 1.0:
+            tables = blend(values[None, :], tables, strength, planes.dtype)
+    for c in range(n_channels):
+        cv2.LUT(levels[c], tables[c], dst=out[c])
+    if mask is not None:
+        np.copyto(out, planes, where=~mask[None])
+    return True
 
 
 def _channel_range(
