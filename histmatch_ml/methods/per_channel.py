@@ -260,10 +260,12 @@ class PerChannel(MatchingMethod):
     def apply(self, image, mask, state, tables, params, out) -> None:
         strength, n_channels = params["strength"], image.shape[2]
         planes, out_planes = _images.planes_of(image), _images.planes_of(out)
-        planar = planes is not None and out_planes is not None  # channels-first
-        if planar and match_level_planes(planes, mask, tables, strength, out_planes):
+        if planes is not None and out_planes is not None:  # channels-first
+            if not match_level_planes(planes, mask, tables, strength, out_planes):
+                # (match_planes reads and writes one plane at a time: no layout conversion)
+                match_planes(image, mask, tables, strength, out, params["grid_cells"])
             return
-        if not (image.flags.c_contiguous and out.flags.c_contiguous):  # (other dtypes)
+        if not (image.flags.c_contiguous and out.flags.c_contiguous):  # (a strided view)
             matched = np.empty(image.shape, dtype=image.dtype)
             self.apply(np.ascontiguousarray(image), mask, state, tables, params, matched)
             np.copyto(out, matched)
