@@ -199,6 +199,8 @@ def _to_tensor(images: list[np.ndarray], like: Any) -> Any:
     h, w, c = images[0].shape
     if len(images) == 1 and planes_of(images[0]) is not None:  # (channels-first already)
         full = planes_of(images[0])[None]
+    elif all(planes_of(image) is not None for image in images):
+        full = np.stack([planes_of(image) for image in images])
     else:
         full = np.empty((len(images), c, h, w), dtype=images[0].dtype)
         for image, out in zip(images, full):

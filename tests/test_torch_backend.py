@@ -116,6 +116,33 @@ def test_small_and_thin_cpu_tensors(monkeypatch, shape):
     assert_same(matcher.transform(x), numpy_path(matcher, x), x)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32_levels", "float32"])
+def test_cpu_tensor_augmentation_reads_planes(monkeypatch, dtype):
+    """RandomHistogramMatching on CPU tensors: channels-first planes, as arrays would give."""
+    from histmatch_ml import _images
+    from histmatch_ml.backends import torch as torch_backend
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CPU tensor was converted to (H, W, C) on the way in")
+
+    monkeypatch.setattr(_images, "_chw_to_hwc", refuse)
+    refs, images = real_images()
+    aug = RandomHistogramMatching(p=1.0, random_state=0).fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(images, dtype))
+    before = x.clone()
+    params = [aug.sample_params() for _ in range(len(x))]
+    params[1] = {**params[1], "apply": False}
+    got = aug.apply(x, params)
+    assert torch.equal(x, before)
+    for k, p in enumerate(params):
+        image = np.ascontiguousarray(np.moveaxis(x[k].numpy(), 0, -1))
+        expected = torch.from_numpy(np.ascontiguousarray(np.moveaxis(aug.apply(image, p), -1, 0)))
+        assert_same(got[k], expected, x[k])
+        assert_same(aug.apply(x[k], p), expected, x[k])  # one (C, H, W) tensor
+
+
 def test_arrays_with_channels_first_memory_are_matched_as_arrays():
     refs, images = real_images()
     matcher = HistogramMatcher().fit(refs)

@@ -442,7 +442,8 @@ class RandomHistogramMatching(BaseEstimator):
 
     def _batch(self, images: Any, name: str) -> _images.Batch:
         dims = self.matcher.spatial_dims if self.matcher is not None else 2
-        batch = _images.to_batch(images, name=name, spatial_dims=dims)
+        planar = get_method(self.method_).planar  # (CPU tensors stay channels-first)
+        batch = _images.to_batch(images, name=name, spatial_dims=dims, planar=planar)
         if batch.n_channels != self.n_channels_:
             raise _images.channel_mismatch(name, batch.n_channels, self.n_channels_)
         get_method(self.method_).check_channels(batch.n_channels, name)
