@@ -19,7 +19,9 @@ adding a method means adding one module that subclasses
 * ``check_state(state, n_channels)`` - validate a state read from a model file;
 * ``apply(image, mask, state, tables, params, out)`` - match one ``(H, W, C)``
   image into ``out`` (the image's dtype and shape), pixels outside ``mask``
-  untouched.
+  untouched. Images are C-contiguous, unless the method sets ``planar``:
+  then CPU tensors' images come as channels-first views (``out`` too), whose
+  planes :func:`histmatch_ml._images.planes_of` returns.
 
 Kernels are pure functions of arrays: no estimator, no global state, and
 randomness only through the ``numpy.random.Generator`` passed to ``learn``.
