@@ -87,6 +87,24 @@ def test_the_lookup_reads_the_table_exactly_at_its_nodes():
     np.testing.assert_allclose(got[2], table[0, [0, 1], 0].mean(axis=0), atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [2**18, 97])
+def test_uint8_code_sums_equal_the_position_sums(monkeypatch, chunk):
+    """uint8 images are summarised from their codes (two packed bincounts): the same sums."""
+    monkeypatch.setattr(lab, "_CODE_CHUNK", chunk)
+    rng = np.random.default_rng(4)
+    images = [
+        load("astronaut"),
+        rng.integers(0, 256, (300, 200, 3), dtype=np.uint8),
+        np.full((700, 400, 3), 255, dtype=np.uint8),  # one cell: the largest sums
+    ]
+    for image in images:
+        px = image.reshape(-1, 3)
+        sums = np.zeros((4, lab.SUMMARY_CELLS**3))
+        lab._code_sums(px, sums)
+        sums[1:] *= 0.25
+        np.testing.assert_array_equal(sums, lab._cell_sums(lab.cell_positions(px)))
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 300))
 def test_colour_summary_keeps_counts_and_means(seed, n):

@@ -478,6 +478,48 @@ def _cell_sums(positions: np.ndarray) -> np.ndarray:
     return sums
 
 
+#: uint8 pixels per chunk of :func:`_code_sums`, so that a cell's code sums stay below 2**26
+_CODE_CHUNK = 2**18
+#: two code sums of a cell share one float64: ``high * 2**26 + low``, exact below 2**53
+_PACK = float(2**26)
+
+
+def _code_sums(pixels: np.ndarray, sums: np.ndarray) -> None:
+    """Add the cell counts and 8-bit code sums of uint8 ``(N, 3)`` pixels to ``sums``.
+
+    ``sums`` is ``(4, SUMMARY_CELLS**3)`` float64 (counts, then the R, G and B
+    code sums, four times :func:`_cell_sums`' position sums, exactly). The
+    cells come from the codes' top six bits, with no float positions; two
+    ``bincount`` calls per chunk carry the four sums, R's and G's code sums
+    packed into one float64 weight and B's with the count into the other
+    (a chunk's sums per cell stay below 2**26, so the packed sums are exact
+    integers and come apart exactly).
+    """
+    n = SUMMARY_CELLS
+    for start in range(0, len(pixels), _CODE_CHUNK):
+        part = pixels[start : start + _CODE_CHUNK]
+        key = (part[:, 0] >> 2).astype(np.intp)
+        for c in (1, 2):
+            key <<= 6
+            key |= part[:, c] >> 2
+        weight = part[:, 0].astype(np.float64)
+        weight *= _PACK
+        weight += part[:, 1]  # R * 2**26 + G
+        _add_unpacked(np.bincount(key, weights=weight, minlength=n**3), sums[1], sums[2])
+        np.multiply(part[:, 2], _PACK, out=weight)
+        weight += 1.0  # B * 2**26 + 1
+        _add_unpacked(np.bincount(key, weights=weight, minlength=n**3), sums[3], sums[0])
+
+
+def _add_unpacked(packed: np.ndarray, high: np.ndarray, low: np.ndarray) -> None:
+    """Add the two halves of packed sums ``h * 2**26 + l`` (``l < 2**26``) to ``high``, ``low``."""
+    top = np.floor(packed / _PACK)
+    high += top
+    top *= _PACK
+    packed -= top
+    low += packed
+
+
 def _summary(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`colour_summary` from :func:`_cell_sums` (summed over bands of an image)."""
     occupied = np.flatnonzero(sums[0])
@@ -790,11 +832,18 @@ class Lab(MatchingMethod):
         # by bands of rows: the work memory is a band's, whatever the image's size
         step = max(1, _BAND_PIXELS // image.shape[1])
         bands = [slice(r, r + step) for r in range(0, image.shape[0], step)]
-        sums = 0.0
-        for rows in bands:
-            positions = cell_positions(image[rows], "X")
-            counted = positions.reshape(-1, 3) if mask is None else positions[mask[rows]]
-            sums = sums + _cell_sums(counted)
+        if image.dtype == np.uint8:  # (cells and sums from the codes themselves)
+            sums = np.zeros((4, SUMMARY_CELLS**3))
+            for rows in bands:
+                band = image[rows]
+                _code_sums(band.reshape(-1, 3) if mask is None else band[mask[rows]], sums)
+            sums[1:] *= 0.25  # (code sums to position sums: exact)
+        else:
+            sums = 0.0
+            for rows in bands:
+                positions = cell_positions(image[rows], "X")
+                counted = positions.reshape(-1, 3) if mask is None else positions[mask[rows]]
+                sums = sums + _cell_sums(counted)
         _, counts, means = _summary(sums)
         if counts.size == 0:  # (nothing masked: nothing changes)
             out[...] = image
