@@ -143,6 +143,23 @@ def test_cpu_tensor_augmentation_reads_planes(monkeypatch, dtype):
         assert_same(aug.apply(x[k], p), expected, x[k])  # one (C, H, W) tensor
 
 
+def test_cpu_tensors_of_half_precision_int16_and_strided_memory(monkeypatch):
+    from histmatch_ml.backends import torch as torch_backend
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+    refs, images = real_images()
+    half = HistogramMatcher().fit(as_dtype(refs, "float32_levels"))
+    x = to_tensor(as_dtype(images, "float32_levels")).half()
+    assert_same(half.transform(x), numpy_path(half, x.float()).half(), x)
+    wide = HistogramMatcher().fit(as_dtype(refs, "int16"))
+    x = to_tensor(as_dtype(images, "int16"))
+    assert_same(wide.transform(x), numpy_path(wide, x), x)
+    strided = x[:, :, ::2, 1:]  # (not contiguous: read through a copy, never written)
+    before = strided.clone()
+    assert_same(wide.transform(strided), numpy_path(wide, strided), strided)
+    assert torch.equal(strided, before)
+
+
 def test_arrays_with_channels_first_memory_are_matched_as_arrays():
     refs, images = real_images()
     matcher = HistogramMatcher().fit(refs)
