@@ -830,8 +830,9 @@ def allocate_output(batch: Batch) -> tuple[np.ndarray | None, list[np.ndarray]]:
     Returns ``(full, views)``: ``views[i]`` is a writable ``(H, W, C)`` array
     for image ``i``. For ndarray batches they are views into ``full``, the
     array :func:`restore` returns, so transforming a batch needs no second
-    full-size copy; lists and PIL images give ``full=None`` and one array per
-    image.
+    full-size copy (channels-first tensor batches: ``full`` is ``(N, C, H, W)``
+    and the views are its planes transposed); lists and PIL images give
+    ``full=None`` and one array per image.
     """
     if batch.kind == "tensor" and planes_of(batch.images[0]) is not None:  # channels-first
         h, w, c = batch.images[0].shape

@@ -317,7 +317,8 @@ def match_level_planes(
     :func:`match_uint8` and :func:`match_byte_levels`, and one single-table
     ``cv2.LUT`` per plane, so a channels-first image costs no layout
     conversion. The result is the same to the bit as the ``(H, W, C)`` path's.
-    Other dtypes return False (the caller goes through ``(H, W, C)``).
+    Other dtypes return False (the caller matches them with :func:`match_planes`,
+    which also reads and writes one plane at a time).
     """
     n_channels, h, w = planes.shape
     if planes.dtype == np.uint8:
