@@ -471,18 +471,20 @@ class _Tally:
         self.counts = np.zeros(0, dtype=np.int64)
         self.extremes = np.array([np.inf, -np.inf])
 
+    def _union(self, span: tuple[int, int]) -> tuple[int, int]:
+        """The key range of the counts so far and ``span`` together."""
+        if not len(self.counts):
+            return span
+        return min(span[0], self.low), max(span[1], self.low + len(self.counts) - 1)
+
     def fits(self, native: bool, span: tuple[int, int]) -> bool:
         """Whether keys of this kind and key range ``span`` can be counted here."""
-        low, high = span
-        if len(self.counts):
-            low, high = min(low, self.low), max(high, self.low + len(self.counts) - 1)
+        low, high = self._union(span)
         return native == self.native and high - low < _TALLY_RANGE
 
     def add(self, keys: np.ndarray, span: tuple[int, int], extremes: np.ndarray) -> None:
         """Count ``keys`` of key range ``span`` (which :meth:`fits`), given less ``span[0]``."""
-        low, high = span
-        if len(self.counts):
-            low, high = min(low, self.low), max(high, self.low + len(self.counts) - 1)
+        low, high = self._union(span)
         if low != self.low or high - low + 1 != len(self.counts):  # widen, keeping the counts
             wider = np.zeros(high - low + 1, dtype=np.int64)
             wider[self.low - low : self.low - low + len(self.counts)] = self.counts
@@ -549,6 +551,11 @@ def _channel_groups(images: list[np.ndarray], masks: list[np.ndarray] | None):
         yield planes()
 
 
+def _all_fit(tallies: list[_Tally], spans: list[tuple]) -> bool:
+    """Whether every channel's :func:`_coarse_span` fits its tally."""
+    return all(t.fits(native, span) for t, (_, _, native, span) in zip(tallies, spans))
+
+
 def learn_bins(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict:
     """The float state of ``images``: every distinct value and its count, per channel.
 
@@ -585,9 +592,7 @@ def learn_bins(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict
             state = merged(state, [(k, c) for k, c, _ in found], bits, extremes)
             continue
         spans = [_coarse_span(row, bits) for row in values]
-        if tallies is not None and not all(
-            t.fits(native, span) for t, (_, _, native, span) in zip(tallies, spans)
-        ):
+        if tallies is not None and not _all_fit(tallies, spans):
             state, tallies = emptied(state, tallies), None
             if int(state["bits"]) != bits:  # (coarsened: the keys' ranges change)
                 bits = int(state["bits"])
@@ -595,7 +600,7 @@ def learn_bins(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict
         if work_keys is None or len(work_keys) < values.shape[1]:
             work_keys = np.empty(values.shape[1], dtype=np.int64)
         fresh = [_Tally(native) for _, _, native, _ in spans] if tallies is None else tallies
-        if all(t.fits(native, span) for t, (_, _, native, span) in zip(fresh, spans)):
+        if _all_fit(fresh, spans):
             tallies = fresh
             for tally, (row, extremes, native, span) in zip(tallies, spans):
                 keys = _coarse_keys(row, extremes, native, bits, work_keys, span[0])

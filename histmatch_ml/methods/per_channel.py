@@ -265,11 +265,6 @@ class PerChannel(MatchingMethod):
                 # (match_planes reads and writes one plane at a time: no layout conversion)
                 match_planes(image, mask, tables, strength, out, params["grid_cells"])
             return
-        if not (image.flags.c_contiguous and out.flags.c_contiguous):  # (a strided view)
-            matched = np.empty(image.shape, dtype=image.dtype)
-            self.apply(np.ascontiguousarray(image), mask, state, tables, params, matched)
-            np.copyto(out, matched)
-            return
         if image.dtype == np.uint8 and n_channels <= 4:
             match_uint8(image, mask, tables, strength, out)
             return
