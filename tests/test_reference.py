@@ -62,6 +62,23 @@ def test_uint8_histograms_fills_rows_of_float32_counts():
         np.testing.assert_array_equal(h[c], np.bincount(img[:, :, c][mask], minlength=256))
 
 
+@pytest.mark.parametrize(
+    "counts",
+    [
+        np.random.default_rng(0).integers(0, 2**40, (3, 300)),  # int64, large partial sums
+        np.random.default_rng(1).integers(0, 9, (2, 65536)).astype(np.float32),  # calcHist's
+        np.random.default_rng(2).integers(0, 250, 700).astype(np.uint8),
+        np.random.default_rng(3).random((2, 500)) * 7,  # fractional weights
+        np.array([0.5, 1.0, 2**60, 3.0]),  # integral floats past 2**53 with a fraction
+        np.zeros((2, 0)),
+    ],
+)
+def test_running_counts_equal_the_float64_running_sum(counts):
+    got = _reference.running_counts(counts)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.cumsum(counts, axis=-1, dtype=np.float64))
+
+
 def test_quantile_knots_of_histograms_are_padded_occupied_levels():
     rng = np.random.default_rng(3)
     hist = np.zeros((3, 256), dtype=np.int64)
