@@ -131,3 +131,28 @@ def test_a_parameter_means_one_thing(toy):
         register(Clash)
     assert "clash_for_test" not in available_methods()
     assert N_QUANTILES.default == 1024
+
+
+@pytest.mark.parametrize(
+    ("index_dtype", "n"),
+    [(np.uint8, 256), (np.uint8, 7), (np.uint16, 65536), (np.uint16, 5000), (np.uint32, 70000)],
+)
+@pytest.mark.parametrize("table_dtype", [np.float32, np.float64, np.uint16, np.int16, np.int64])
+def test_gather_is_numpy_take(index_dtype, n, table_dtype):
+    from histmatch_ml.methods._base import gather
+
+    rng = np.random.default_rng(n)
+    table = (rng.random(n) * 30000).astype(table_dtype)
+    index = rng.integers(0, n, (37, 90)).astype(index_dtype)
+    expected = np.take(table, index)
+    out = np.empty(index.shape, dtype=table_dtype)
+    assert gather(table, index, out) is out
+    np.testing.assert_array_equal(out, expected)
+    # a band of rows of a wider array (row strides), and element-strided planes
+    wide = np.zeros((37, 200), dtype=table_dtype)
+    gather(table, index, wide[:, 5:95])
+    np.testing.assert_array_equal(wide[:, 5:95], expected)
+    assert not wide[:, :5].any() and not wide[:, 95:].any()
+    strided = np.zeros((37, 180), dtype=table_dtype)[:, ::2]
+    gather(table, np.repeat(index, 2, axis=1)[:, ::2], strided)
+    np.testing.assert_array_equal(strided, expected)

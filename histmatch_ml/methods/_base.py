@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
@@ -48,6 +49,7 @@ __all__ = [
     "blend",
     "declared_params",
     "finish",
+    "gather",
     "get_method",
     "keep_unmasked",
     "on_register",
@@ -353,6 +355,54 @@ def _difference_may_overflow(original: np.ndarray, matched: np.ndarray) -> bool:
     """True when ``matched - original`` could overflow their float dtype (values near its max)."""
     limit = np.finfo(matched.dtype).max / 2
     return any(abs(float(f(a))) >= limit for a in (original, matched) for f in (np.min, np.max))
+
+
+def _lut_takes_16_bit_indices() -> bool:
+    """Whether this OpenCV's ``cv2.LUT`` reads uint16 indices (OpenCV 5 does, 4.x does not)."""
+    try:
+        probe = cv2.LUT(np.ones((1, 1), np.uint16), np.arange(65536, dtype=np.float32))
+    except cv2.error:
+        return False
+    return probe.shape == (1, 1) and probe[0, 0] == 1
+
+
+#: ``cv2.LUT`` applies 65,536-entry tables to uint16 indices (:func:`gather`)
+LUT_16_BIT = _lut_takes_16_bit_indices()
+#: table dtypes ``cv2.LUT`` returns unchanged (it narrows 64-bit integers to int32)
+_LUT_DTYPES = frozenset(
+    np.dtype(t)
+    for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64)
+)
+
+
+def gather(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = table[index]``: a lookup table applied to a 2-D plane of indices.
+
+    ``index`` is a ``(H, W)`` uint8, uint16 or uint32 plane whose every value
+    is below ``len(table)``; ``out`` is ``(H, W)`` of the table's dtype. uint8
+    and (where OpenCV reads them) uint16 indices go through ``cv2.LUT``
+    (several times faster than ``np.take``, which first widens every index to
+    ``intp``), a table shorter than the index type's range padded with zeros
+    that are never read; other indices, tables and layouts (rows strided
+    element by element) through ``np.take``. Both give the same values.
+    """
+    n = {np.dtype(np.uint8): 256, np.dtype(np.uint16): 65536 if LUT_16_BIT else 0}.get(
+        index.dtype, 0
+    )
+    if (
+        n
+        and len(table) <= n
+        and table.dtype in _LUT_DTYPES
+        and out.dtype == table.dtype
+        and index.ndim == 2
+        and index.strides[1] == index.itemsize
+        and out.strides[1] == out.itemsize
+    ):
+        if len(table) < n:
+            table = np.concatenate([table, np.zeros(n - len(table), table.dtype)])
+        cv2.LUT(index, np.ascontiguousarray(table), dst=out)
+        return out
+    return np.take(table, index, out=out, mode="clip")
 
 
 def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -37,7 +37,7 @@ from sklearn.utils._param_validation import Interval
 
 from .. import _images, _reference
 from .._images import channel_from, channel_into, interleave_into, split_into
-from ._base import N_QUANTILES, MatchingMethod, Param, blend, keep_unmasked, register
+from ._base import N_QUANTILES, MatchingMethod, Param, blend, gather, keep_unmasked, register
 
 #: cells of the float path's grid by default (the resolution of the source CDF)
 GRID_CELLS = 65536
@@ -353,10 +353,43 @@ def _channel_range(
     lo, hi = np.inf, -np.inf
     for rows in bands:
         band_lo, band_hi = _min_max(read(c, rows), None if mask is None else mask[rows])
-        if not (np.isfinite(band_lo) and np.isfinite(band_hi)):  # (NaN or infinity)
-            raise _images.not_finite_error()
         lo, hi = min(lo, band_lo), max(hi, band_hi)
+    return _grid_range(lo, hi)
+
+
+def _grid_range(lo: float, hi: float) -> tuple[float, float] | None:
+    """``(lo, hi)`` as floats, None for a single value; NaN or infinity raise."""
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise _images.not_finite_error()
     return (lo, hi) if hi > lo else None
+
+
+def _channel_ranges(
+    image: np.ndarray, read: Any, mask: np.ndarray | None, bands: list[slice]
+) -> list[tuple[float, float] | None]:
+    """:func:`_channel_range` of every channel of ``image``.
+
+    Unmasked, a C-contiguous image's ranges are read in one pass over its
+    interleaved rows (the element-wise minimum and maximum of its rows, as
+    ``(H, W * C)``, then per channel), not from each channel's extracted bands.
+    """
+    n_channels = image.shape[2]
+    if not image.flags.c_contiguous:
+        return [_channel_range(read, c, mask, bands) for c in range(n_channels)]
+    if mask is None:
+        rows = image.reshape(image.shape[0], -1)
+        lows = rows.min(axis=0).reshape(-1, n_channels).min(axis=0).tolist()
+        highs = rows.max(axis=0).reshape(-1, n_channels).max(axis=0).tolist()
+    else:  # per band, over the masked pixels (the dtype's (max, min) when none are)
+        info = np.finfo(image.dtype) if image.dtype.kind == "f" else np.iinfo(image.dtype)
+        lows, highs = [np.inf] * n_channels, [-np.inf] * n_channels
+        for rows in bands:
+            band, where = image[rows], mask[rows][:, :, None]
+            band_lo = np.min(band, axis=(0, 1), where=where, initial=info.max).tolist()
+            band_hi = np.max(band, axis=(0, 1), where=where, initial=info.min).tolist()
+            lows, highs = np.minimum(lows, band_lo).tolist(), np.maximum(highs, band_hi).tolist()
+    return [_grid_range(lo, hi) for lo, hi in zip(lows, highs)]
 
 
 def match_planes(
@@ -399,8 +432,8 @@ def match_planes(
     cells = np.empty(shape, dtype=cell_dtype)
     hist = np.empty((n_cells, 1), dtype=np.float32) if cell_dtype != np.uint32 else None
     table = np.empty(n_cells, dtype=plane_dtype)
-    for c in range(n_channels):
-        grid = None if exact else _channel_range(read, c, mask, bands)
+    grids = [None] * n_channels if exact else _channel_ranges(image, read, mask, bands)
+    for c, grid in enumerate(grids):
         if exact or grid is not None:
             for rows in bands:  # the channel's cells
                 if exact:
@@ -414,7 +447,7 @@ def match_planes(
         for rows in bands:  # the matched values
             band = planes[c] if whole else band_plane[: len(cells[rows])]
             if exact or grid is not None:
-                np.take(lut, cells[rows], out=band, mode="clip")  # (indices always fit)
+                gather(lut, cells[rows], band)
             else:
                 band.fill(median)
             if not (exact or dtype.kind == "f"):  # wide integers: blended, rounded, clipped
