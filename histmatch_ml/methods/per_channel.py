@@ -19,11 +19,13 @@ with the same convention. Equal values stay equal and the map is monotone.
   grid's result bit for bit, at the cost of the uint8 path
   (:func:`byte_levels`).
 
-Two shortcuts are kept for their measured worth (``benchmarks/README.md``):
+Three shortcuts are kept for their measured worth (``benchmarks/README.md``):
 the 8-bit-levels path (row "float32 RGB 512x512 /255, fitted transform",
-against the same row "on the grid") and the occupied-levels-only tables of
+against the same row "on the grid"), the occupied-levels-only tables of
 sparse 16-bit histograms (:func:`occupied_lut`; row "uint16 RGB 512x512
-(x257), fitted transform").
+(x257), fitted transform") and the 16-bit-index ``cv2.LUT`` gather of
+:func:`~histmatch_ml.methods._base.gather` (``bench_scale.py``'s row
+"per_channel float32 1024x1024", against its previous run).
 """
 
 from __future__ import annotations
