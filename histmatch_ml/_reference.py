@@ -787,6 +787,10 @@ def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.nda
     return out
 
 
+#: float counts with rows of at least this length are checked for integers (:func:`running_counts`)
+_CHECKED_ROWS = 4096
+
+
 def running_counts(counts: np.ndarray) -> np.ndarray:
     """``np.cumsum(counts, axis=-1)`` in float64.
 
@@ -794,11 +798,12 @@ def running_counts(counts: np.ndarray) -> np.ndarray:
     ``2**53`` such as ``cv2.calcHist``'s float32 counts) are summed in int64,
     which numpy does many times faster than a float64 running sum, with the
     same result: every partial sum of such counts is exact either way.
-    Weights with fractions are summed in float64.
+    Weights with fractions, and float rows shorter than :data:`_CHECKED_ROWS`
+    (where the integrality check costs more than it saves), are summed in float64.
     """
     integral = counts.dtype.kind in "ui" or (
         counts.dtype.kind == "f"
-        and counts.size > 0
+        and counts.shape[-1] >= _CHECKED_ROWS
         and float(np.abs(counts).max()) < 2.0**53
         and bool((np.trunc(counts) == counts).all())
     )

@@ -71,6 +71,7 @@ def test_uint8_histograms_fills_rows_of_float32_counts():
         np.random.default_rng(3).random((2, 500)) * 7,  # fractional weights
         np.array([0.5, 1.0, 2**60, 3.0]),  # integral floats past 2**53 with a fraction
         np.zeros((2, 0)),
+        np.random.default_rng(4).integers(0, 9, (3, 256)).astype(np.float32),  # short rows
     ],
 )
 def test_running_counts_equal_the_float64_running_sum(counts):

@@ -372,25 +372,17 @@ def _channel_ranges(
 ) -> list[tuple[float, float] | None]:
     """:func:`_channel_range` of every channel of ``image``.
 
-    Unmasked, a C-contiguous image's ranges are read in one pass over its
-    interleaved rows (the element-wise minimum and maximum of its rows, as
-    ``(H, W * C)``, then per channel), not from each channel's extracted bands.
+    An unmasked C-contiguous image read by bands (its channels not split at
+    once) has its ranges read in one pass over its interleaved rows (the
+    element-wise minimum and maximum of its rows, as ``(H, W * C)``, then per
+    channel) rather than from each channel's extracted bands.
     """
     n_channels = image.shape[2]
-    if not image.flags.c_contiguous:
+    if mask is not None or len(bands) == 1 or not image.flags.c_contiguous:
         return [_channel_range(read, c, mask, bands) for c in range(n_channels)]
-    if mask is None:
-        rows = image.reshape(image.shape[0], -1)
-        lows = rows.min(axis=0).reshape(-1, n_channels).min(axis=0).tolist()
-        highs = rows.max(axis=0).reshape(-1, n_channels).max(axis=0).tolist()
-    else:  # per band, over the masked pixels (the dtype's (max, min) when none are)
-        info = np.finfo(image.dtype) if image.dtype.kind == "f" else np.iinfo(image.dtype)
-        lows, highs = [np.inf] * n_channels, [-np.inf] * n_channels
-        for rows in bands:
-            band, where = image[rows], mask[rows][:, :, None]
-            band_lo = np.min(band, axis=(0, 1), where=where, initial=info.max).tolist()
-            band_hi = np.max(band, axis=(0, 1), where=where, initial=info.min).tolist()
-            lows, highs = np.minimum(lows, band_lo).tolist(), np.maximum(highs, band_hi).tolist()
+    rows = image.reshape(image.shape[0], -1)
+    lows = rows.min(axis=0).reshape(-1, n_channels).min(axis=0).tolist()
+    highs = rows.max(axis=0).reshape(-1, n_channels).max(axis=0).tolist()
     return [_grid_range(lo, hi) for lo, hi in zip(lows, highs)]
 
 
