@@ -156,3 +156,23 @@ def test_gather_is_numpy_take(index_dtype, n, table_dtype):
     strided = np.zeros((37, 180), dtype=table_dtype)[:, ::2]
     gather(table, np.repeat(index, 2, axis=1)[:, ::2], strided)
     np.testing.assert_array_equal(strided, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("shape", [(31, 47, 3), (31, 47, 1), (5, 9, 11, 2), (8, 6, 7)])
+def test_keep_unmasked_restores_exactly_the_pixels_outside_the_mask(dtype, shape):
+    from histmatch_ml.methods._base import keep_unmasked
+
+    rng = np.random.default_rng(len(shape))
+    image = (rng.random(shape) * 100).astype(dtype)
+    matched = (rng.random(shape) * 100 + 200).astype(dtype)
+    for mask in (rng.random(shape[:-1]) < 0.6, np.zeros(shape[:-1], bool), None):
+        out = matched.copy()
+        assert keep_unmasked(out, image, mask) is out
+        expected = matched if mask is None else np.where(mask[..., None], matched, image)
+        np.testing.assert_array_equal(out, expected)
+    # a strided output and a non-contiguous mask take numpy's copy, with the same result
+    mask = (rng.random(shape[:-1][::-1]) < 0.5).T
+    out = np.repeat(matched, 2, axis=-1)[..., ::2]
+    keep_unmasked(out, image, mask)
+    np.testing.assert_array_equal(out, np.where(mask[..., None], matched, image))

@@ -410,9 +410,36 @@ def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -
 
     ``image`` and ``out`` are ``(..., C)`` and ``mask`` their spatial shape.
     """
-    if mask is not None:
+    if mask is not None and not _cv_copy_unmasked(out, image, mask):
         np.copyto(out, image, where=~mask[..., None])
     return out
+
+
+#: dtypes ``cv2.copyTo`` copies
+_COPY_DTYPES = frozenset(
+    np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
+)
+
+
+def _cv_copy_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray) -> bool:
+    """:func:`keep_unmasked` by ``cv2.copyTo`` (several times faster than numpy's copy
+    with a mask broadcast over the channels); False, with nothing done, where it does not apply.
+    """
+    if not (
+        image.dtype == out.dtype
+        and image.dtype in _COPY_DTYPES
+        and image.shape == out.shape
+        and image.ndim >= 3
+        and image.shape[-1] <= 512  # (OpenCV's most channels)
+        and image.flags.c_contiguous
+        and out.flags.c_contiguous
+        and mask.shape == image.shape[:-1]
+    ):
+        return False
+    rows = (-1, *image.shape[-2:])  # (volumes: their slices' rows stacked)
+    dst = out.reshape(rows)
+    where = np.ascontiguousarray(~mask).reshape(rows[:2]).view(np.uint8)
+    return np.shares_memory(cv2.copyTo(image.reshape(rows), where, dst), out)
 
 
 def finish(
