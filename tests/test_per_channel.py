@@ -321,3 +321,43 @@ def test_float_references_fitted_in_parts_match_alike():
     for chunk in (refs[:1], refs[1:4], refs[4:]):
         parts.partial_fit(chunk)
     np.testing.assert_array_equal(parts.transform(image), whole.transform(image))
+
+
+# ------------------------------------------------------------ uint8 lookups as code pairs
+@pytest.mark.parametrize("n_channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(40, 64), (37, 50), (3, 7), (1, 1)])
+def test_uint8_lookups_as_code_pairs_equal_the_byte_lookup(monkeypatch, n_channels, shape):
+    import cv2
+
+    rng = np.random.default_rng(n_channels)
+    image = rng.integers(0, 256, (*shape, n_channels), dtype=np.uint8)
+    table = per_channel.lut_table(n_channels)
+    table[0] = rng.integers(0, 256, (256, n_channels))
+    expected = cv2.LUT(image, table) if n_channels > 1 else cv2.LUT(image[..., 0], table)
+    monkeypatch.setattr(per_channel, "PAIR_LUT_PIXELS", 1)
+    out = np.zeros_like(image)
+    used = per_channel._apply_pair_lut(image, table, out)
+    # (odd channel counts pair two pixels: an odd pixel count keeps the byte lookup)
+    assert used == (n_channels % 2 == 0 or shape[0] * shape[1] % 2 == 0)
+    if used:
+        np.testing.assert_array_equal(out, expected.reshape(image.shape))
+    out = np.zeros_like(image)
+    per_channel.apply_lut_uint8(image, table, out)
+    np.testing.assert_array_equal(out, expected.reshape(image.shape))
+
+
+def test_uint8_transforms_through_code_pairs_are_unchanged(monkeypatch, astronaut, coffee):
+    rng = np.random.default_rng(0)
+    mask = rng.random(astronaut.shape[:2]) < 0.6
+    grey = astronaut[..., :1].copy()
+    results = []
+    for pixels in (1, 2**40):  # code pairs for every image, then for none
+        monkeypatch.setattr(per_channel, "PAIR_LUT_PIXELS", pixels)
+        for src, ref in ((astronaut, coffee), (grey, coffee[..., :1])):
+            for strength in (1.0, 0.4):
+                m = HistogramMatcher(strength=strength).fit([ref])
+                results.append(m.transform([src])[0])
+                results.append(m.transform([src], mask=[mask])[0])
+    half = len(results) // 2
+    for a, b in zip(results[:half], results[half:]):
+        np.testing.assert_array_equal(a, b)
