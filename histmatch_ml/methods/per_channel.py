@@ -215,7 +215,7 @@ def apply_lut_uint8(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> np
 
 
 #: images of at least this many pixels are looked up as pairs of codes (:func:`_apply_pair_lut`)
-PAIR_LUT_PIXELS = 2**21
+PAIR_LUT_PIXELS = 2**20
 
 
 def _apply_pair_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> bool:
@@ -228,9 +228,8 @@ def _apply_pair_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> bo
     maps both codes of every pair at once: half as many lookups as the
     ``C``-channel 8-bit lookup, whose generic loop is the slower path of
     OpenCV's. The pair tables (``65,536 x P`` entries) are built from the
-    8-bit ones per call (384 KiB for three channels), which pays from
-    :data:`PAIR_LUT_PIXELS` pixels up, where the tables are also a small part
-    of the image's memory. The result is the same to the byte. False (nothing done) for small,
+    8-bit ones per call, which pays only from :data:`PAIR_LUT_PIXELS` pixels
+    up. The result is the same to the byte. False (nothing done) for small,
     non-contiguous or odd-sized images and big-endian machines.
     """
     h, w, n_channels = image.shape
