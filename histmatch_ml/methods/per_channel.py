@@ -19,20 +19,17 @@ with the same convention. Equal values stay equal and the map is monotone.
   grid's result bit for bit, at the cost of the uint8 path
   (:func:`byte_levels`).
 
-Four shortcuts are kept for their measured worth (``benchmarks/README.md``):
+Three shortcuts are kept for their measured worth (``benchmarks/README.md``):
 the 8-bit-levels path (row "float32 RGB 512x512 /255, fitted transform",
 against the same row "on the grid"), the occupied-levels-only tables of
 sparse 16-bit histograms (:func:`occupied_lut`; row "uint16 RGB 512x512
 (x257), fitted transform") and the 16-bit-index ``cv2.LUT`` gather of
 :func:`~histmatch_ml.methods._base.gather` (``bench_scale.py``'s row
-"per_channel float32 1024x1024", against its previous run), and large uint8
-images looked up as 16-bit pairs of codes (:func:`_apply_pair_lut`; its row
-"per_channel uint8 4096x4096").
+"per_channel float32 1024x1024", against its previous run).
 """
 
 from __future__ import annotations
 
-import sys
 from numbers import Integral
 from typing import Any
 
@@ -205,58 +202,9 @@ def _cv_image(image: np.ndarray) -> np.ndarray:
 
 
 def apply_lut_uint8(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Apply a :func:`lut_table` to a uint8 ``(H, W, C<=4)`` image into ``out`` (table's dtype).
-
-    Large uint8-to-uint8 lookups go through :func:`_apply_pair_lut`.
-    """
-    if not (table.dtype == np.uint8 and _apply_pair_lut(image, table, out)):
-        cv2.LUT(_cv_image(image), table, dst=_cv_image(out))
+    """Apply a :func:`lut_table` to a uint8 ``(H, W, C<=4)`` image into ``out`` (table's dtype)."""
+    cv2.LUT(_cv_image(image), table, dst=_cv_image(out))
     return out
-
-
-#: images of at least this many pixels are looked up as pairs of codes (:func:`_apply_pair_lut`)
-PAIR_LUT_PIXELS = 2**20
-
-
-def _apply_pair_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> bool:
-    """Apply a uint8 :func:`lut_table` to a large uint8 image as 16-bit pairs of codes.
-
-    The image's bytes are read as native uint16 values, each holding two
-    consecutive codes; the channels of a pair's two bytes repeat with a
-    period of ``P`` pairs (``P = C`` for an odd channel count, ``C / 2`` for
-    an even one), so one ``P``-channel ``cv2.LUT`` of 65,536-entry tables
-    maps both codes of every pair at once: half as many lookups as the
-    ``C``-channel 8-bit lookup, whose generic loop is the slower path of
-    OpenCV's. The pair tables (``65,536 x P`` entries) are built from the
-    8-bit ones per call, which pays only from :data:`PAIR_LUT_PIXELS` pixels
-    up. The result is the same to the byte. False (nothing done) for small,
-    non-contiguous or odd-sized images and big-endian machines.
-    """
-    h, w, n_channels = image.shape
-    phases = n_channels if n_channels % 2 else n_channels // 2
-    if not (
-        h * w >= PAIR_LUT_PIXELS
-        and (h * w * n_channels) % (2 * phases) == 0
-        and image.flags.c_contiguous
-        and out.flags.c_contiguous
-        and out.dtype == np.uint8
-        and sys.byteorder == "little"
-    ):
-        return False
-    codes = table[0].T  # (C, 256)
-    first = np.arange(0, 2 * phases, 2) % n_channels  # each phase's low byte's channel
-    second = (first + 1) % n_channels
-    # entry (high byte b, low byte a) of phase p: codes[first[p], a] | codes[second[p], b] << 8
-    low = codes[first].T.astype(np.uint16).reshape(1, -1)  # (1, 256 * P): a * P + p
-    high = np.tile(codes[second].T.astype(np.uint16) << 8, (1, 256))  # (256, 256 * P)
-    pairs = np.add(high, low, out=high).reshape(1, 65536, phases)
-    shape = (-1, 1, phases)
-    cv2.LUT(
-        image.reshape(-1).view(np.uint16).reshape(shape),
-        pairs,
-        dst=out.reshape(-1).view(np.uint16).reshape(shape),
-    )
-    return True
 
 
 def byte_levels(image: np.ndarray, check: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
