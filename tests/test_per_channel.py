@@ -321,3 +321,16 @@ def test_float_references_fitted_in_parts_match_alike():
     for chunk in (refs[:1], refs[1:4], refs[4:]):
         parts.partial_fit(chunk)
     np.testing.assert_array_equal(parts.transform(image), whole.transform(image))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_nan_in_any_band_of_a_large_float_image_is_refused(masked):
+    # (ranges are read band by band, or in one interleaved pass, above 2**18 pixels)
+    image = np.random.default_rng(0).random((700, 700, 3), dtype=np.float32)
+    image[650, 3, 1] = np.nan
+    bands = per_channel._row_bands(image.shape[:2])
+    assert len(bands) > 1
+    mask = np.ones(image.shape[:2], bool) if masked else None
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="NaN"):
+        per_channel._channel_ranges(image, lambda c, rows: planes[c][rows], mask, bands)

@@ -355,17 +355,23 @@ def _channel_range(
     (A strided channel's min and max cost several times a contiguous band's.)
     """
     lo, hi = np.inf, -np.inf
-    for rows in bands:
-        band_lo, band_hi = _min_max(read(c, rows), None if mask is None else mask[rows])
+    for rows in bands:  # (each band checked: Python's min and max would drop a NaN)
+        band_lo, band_hi = _finite(*_min_max(read(c, rows), None if mask is None else mask[rows]))
         lo, hi = min(lo, band_lo), max(hi, band_hi)
     return _grid_range(lo, hi)
 
 
-def _grid_range(lo: float, hi: float) -> tuple[float, float] | None:
-    """``(lo, hi)`` as floats, None for a single value; NaN or infinity raise."""
+def _finite(lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)`` as floats; NaN or infinity raise."""
     lo, hi = float(lo), float(hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise _images.not_finite_error()
+    return lo, hi
+
+
+def _grid_range(lo: float, hi: float) -> tuple[float, float] | None:
+    """``(lo, hi)`` as floats, None for a single value; NaN or infinity raise."""
+    lo, hi = _finite(lo, hi)
     return (lo, hi) if hi > lo else None
 
 
