@@ -882,14 +882,14 @@ def restore(batch: Batch, outputs: list[np.ndarray] | np.ndarray) -> Any:
 
 
 # ------------------------------------------------------------------- channel layout
-#: dtypes cv2.mixChannels and cv2.merge handle
-_CV_DTYPES = tuple(
+#: dtypes OpenCV's copies (cv2.mixChannels, cv2.merge, cv2.copyTo) handle in every version
+CV_DTYPES = tuple(
     map(np.dtype, ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64"))
 )
 
 
 def _cv_ready(image: np.ndarray) -> bool:
-    return 1 < image.shape[2] <= 4 and image.dtype in _CV_DTYPES and image.flags.c_contiguous
+    return 1 < image.shape[2] <= 4 and image.dtype in CV_DTYPES and image.flags.c_contiguous
 
 
 def split_into(image: np.ndarray, planes: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from .. import _barycenter, _reference
+from .. import _barycenter, _images, _reference
 
 __all__ = [
     "N_QUANTILES",
@@ -369,10 +369,7 @@ def _lut_takes_16_bit_indices() -> bool:
 #: ``cv2.LUT`` applies 65,536-entry tables to uint16 indices (:func:`gather`)
 LUT_16_BIT = _lut_takes_16_bit_indices()
 #: table dtypes ``cv2.LUT`` returns unchanged (it narrows 64-bit integers to int32)
-_LUT_DTYPES = frozenset(
-    np.dtype(t)
-    for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64)
-)
+_LUT_DTYPES = frozenset((*_images.CV_DTYPES, np.dtype(np.float16)))
 
 
 def gather(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -415,19 +412,13 @@ def keep_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -
     return out
 
 
-#: dtypes ``cv2.copyTo`` copies
-_COPY_DTYPES = frozenset(
-    np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
-)
-
-
 def _cv_copy_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray) -> bool:
     """:func:`keep_unmasked` by ``cv2.copyTo`` (several times faster than numpy's copy
     with a mask broadcast over the channels); False, with nothing done, where it does not apply.
     """
     if not (
         image.dtype == out.dtype
-        and image.dtype in _COPY_DTYPES
+        and image.dtype in _images.CV_DTYPES
         and image.shape == out.shape
         and image.ndim >= 3
         and image.shape[-1] <= 512  # (OpenCV's most channels)
