@@ -87,9 +87,19 @@ def test_the_lookup_reads_the_table_exactly_at_its_nodes():
     np.testing.assert_allclose(got[2], table[0, [0, 1], 0].mean(axis=0), atol=1e-6)
 
 
+def _summary_by_sorting(positions):
+    """The summary of float32 positions by np.unique: the reference for summarise."""
+    cells = positions.astype(np.intp)
+    k = lab.SUMMARY_CELLS
+    key = (cells[:, 0] * k + cells[:, 1]) * k + cells[:, 2]
+    occupied, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    sums = np.stack([np.bincount(inverse, weights=positions[:, c]) for c in range(3)])
+    return occupied, counts, (sums / counts).T.astype(np.float32)
+
+
 @pytest.mark.parametrize("chunk", [2**18, 97])
-def test_uint8_code_sums_equal_the_position_sums(monkeypatch, chunk):
-    """uint8 images are summarised from their codes (two packed bincounts): the same sums."""
+def test_uint8_codes_and_bands_give_the_same_summary_as_the_positions(monkeypatch, chunk):
+    """uint8 images are summarised from their codes (two packed bincounts), in any bands."""
     monkeypatch.setattr(lab, "_CODE_CHUNK", chunk)
     rng = np.random.default_rng(4)
     images = [
@@ -99,10 +109,18 @@ def test_uint8_code_sums_equal_the_position_sums(monkeypatch, chunk):
     ]
     for image in images:
         px = image.reshape(-1, 3)
-        sums = np.zeros((4, lab.SUMMARY_CELLS**3))
-        lab._code_sums(px, sums)
-        sums[1:] *= 0.25
-        np.testing.assert_array_equal(sums, lab._cell_sums(lab.cell_positions(px)))
+        expected = _summary_by_sorting(lab.cell_positions(px))
+        bands = [slice(r, r + 64) for r in range(0, image.shape[0], 64)]
+        mask = rng.random(image.shape[:2]) < 0.7
+        masked = _summary_by_sorting(lab.cell_positions(image[mask]))
+        for got, want in [
+            (lab.summarise([px]), expected),
+            (lab.summarise(lab._Bands(image, None, bands)), expected),
+            (lab.summarise(lab._Bands(image, mask, bands)), masked),
+            (lab.summarise(lab._Bands(image.astype(np.float32) / 255, mask, bands)), masked),
+        ]:
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
 
 
 @settings(max_examples=20, deadline=None)

@@ -58,6 +58,7 @@ longer a pure function of the colour).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
 
@@ -72,8 +73,9 @@ from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 SOURCE_GRID_NODES = 4096
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
-#: pixels per band of rows of a transform (its work memory, whatever the image's size)
-_BAND_PIXELS = 2**20
+#: pixels per band of rows of a transform: its work memory, whatever the image's size, and
+#: small enough that a band's temporaries are reused from cache rather than fresh pages
+_BAND_PIXELS = 2**17
 #: the upper bound of ``n_iter`` (its declaration, and the transfer's own check)
 MAX_ITERATIONS = 1000
 #: a box holding every CIELAB colour of the sRGB gamut (L, a, b lower and upper)
@@ -459,73 +461,98 @@ def colour_summary(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     >>> cells.tolist(), counts.tolist(), means.tolist()
     ([0, 262143], [2, 1], [[0.25, 0.0, 0.0], [63.75, 63.75, 63.75]])
     """
-    return _summary(_cell_sums(positions))
+    return summarise([positions])
 
 
-def _cell_sums(positions: np.ndarray) -> np.ndarray:
-    """Pixel counts and position sums ``(4, SUMMARY_CELLS**3)`` float64 of every cell."""
+def summarise(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`colour_summary` of the pixels of several parts (bands of an image), in two passes.
+
+    Each part is ``(N_i, 3)``: uint8 codes (summarised from the codes
+    themselves, exactly) or float32 :func:`cell_positions`. The first pass
+    counts the pixels of every cell, the second sums the occupied cells'
+    colours into arrays of the occupied cells only (a few thousand, where
+    the grid has :data:`SUMMARY_CELLS` cubed), so that no full-grid float
+    sums are formed or unpacked. ``parts`` may be any re-iterable sequence
+    (such as :class:`_Bands`, which reads each band again for the second pass).
+    """
+    size = SUMMARY_CELLS**3
+    counts = np.zeros(size, dtype=np.intp)
+    if len(parts) == 1:  # (one part: read once, its keys kept for the second pass)
+        parts = list(parts)
+    keys = []
+    for part in parts:
+        key = _cell_keys(part)
+        np.add.at(counts, key, 1)
+        keys.append(key if len(parts) == 1 else None)
+    occupied = np.flatnonzero(counts)
+    rank = np.empty(size, dtype=np.intp)  # (read only at occupied cells)
+    rank[occupied] = np.arange(occupied.size)
+    sums = np.zeros((3, occupied.size))
+    codes = False
+    for part, key in zip(parts, keys):
+        codes = part.dtype == np.uint8
+        index = rank[_cell_keys(part) if key is None else key]
+        (_add_code_sums if codes else _add_position_sums)(part, index, sums)
+    counts = counts[occupied]
+    if codes:
+        sums *= 0.25  # (code sums to position sums: exact)
+    means = (sums / counts).T.astype(np.float32)
+    return occupied, counts.astype(np.int64), means
+
+
+def _cell_keys(part: np.ndarray) -> np.ndarray:
+    """The flat summary cell (intp) of each of ``(N, 3)`` uint8 codes or float32 positions."""
+    if part.dtype == np.uint8:  # cell = the code's top six bits (its position's floor)
+        key = (part[:, 0] >> 2).astype(np.intp)
+        for c in (1, 2):
+            key <<= 6
+            key |= part[:, c] >> 2
+        return key
     n = SUMMARY_CELLS
-    # intp keys and float64 weights: bincount's own types (it casts others slowly)
-    cells = positions.astype(np.intp)  # (truncation: positions are not negative)
+    cells = part.astype(np.intp)  # (truncation: positions are not negative)
     key = cells[:, 0] * (n * n)
     key += cells[:, 1] * n
     key += cells[:, 2]
-    sums = np.empty((4, n**3))
-    sums[0] = np.bincount(key, minlength=n**3)
+    return key
+
+
+def _add_position_sums(positions: np.ndarray, index: np.ndarray, sums: np.ndarray) -> None:
+    """Add float positions ``(N, 3)`` of the (compact) cells ``index`` to ``sums`` ``(3, M)``."""
+    # float64 weights: bincount's own type (it casts others slowly)
     weights = np.ascontiguousarray(positions.T, dtype=np.float64)
     for c in range(3):
-        sums[c + 1] = np.bincount(key, weights=weights[c], minlength=n**3)
-    return sums
+        sums[c] += np.bincount(index, weights=weights[c], minlength=sums.shape[1])
 
 
-#: uint8 pixels per chunk of :func:`_code_sums`, so that a cell's code sums stay below 2**26
+#: uint8 pixels per chunk of :func:`_add_code_sums`, so that a cell's code sums stay below 2**26
 _CODE_CHUNK = 2**18
 #: two code sums of a cell share one float64: ``high * 2**26 + low``, exact below 2**53
 _PACK = float(2**26)
 
 
-def _code_sums(pixels: np.ndarray, sums: np.ndarray) -> None:
-    """Add the cell counts and 8-bit code sums of uint8 ``(N, 3)`` pixels to ``sums``.
+def _add_code_sums(pixels: np.ndarray, index: np.ndarray, sums: np.ndarray) -> None:
+    """Add the 8-bit code sums of uint8 pixels ``(N, 3)`` of the cells ``index`` to ``sums``.
 
-    ``sums`` is ``(4, SUMMARY_CELLS**3)`` float64 (counts, then the R, G and B
-    code sums, four times :func:`_cell_sums`' position sums, exactly). The
-    cells come from the codes' top six bits, with no float positions; two
-    ``bincount`` calls per chunk carry the four sums, R's and G's code sums
-    packed into one float64 weight and B's with the count into the other
-    (a chunk's sums per cell stay below 2**26, so the packed sums are exact
-    integers and come apart exactly).
+    ``sums`` is ``(3, M)`` float64 over the occupied cells (``index`` their
+    compact numbers). R's and G's codes share one packed float64 weight
+    (``R * 2**26 + G``), so two ``bincount`` calls per chunk carry the three
+    sums; a chunk's sums per cell stay below 2**26, so the packed sums are
+    exact integers and come apart exactly.
     """
-    n = SUMMARY_CELLS
+    m = sums.shape[1]
     for start in range(0, len(pixels), _CODE_CHUNK):
-        part = pixels[start : start + _CODE_CHUNK]
-        key = (part[:, 0] >> 2).astype(np.intp)
-        for c in (1, 2):
-            key <<= 6
-            key |= part[:, c] >> 2
+        part, idx = pixels[start : start + _CODE_CHUNK], index[start : start + _CODE_CHUNK]
         weight = part[:, 0].astype(np.float64)
         weight *= _PACK
-        weight += part[:, 1]  # R * 2**26 + G
-        _add_unpacked(np.bincount(key, weights=weight, minlength=n**3), sums[1], sums[2])
-        np.multiply(part[:, 2], _PACK, out=weight)
-        weight += 1.0  # B * 2**26 + 1
-        _add_unpacked(np.bincount(key, weights=weight, minlength=n**3), sums[3], sums[0])
-
-
-def _add_unpacked(packed: np.ndarray, high: np.ndarray, low: np.ndarray) -> None:
-    """Add the two halves of packed sums ``h * 2**26 + l`` (``l < 2**26``) to ``high``, ``low``."""
-    top = np.floor(packed / _PACK)
-    high += top
-    top *= _PACK
-    packed -= top
-    low += packed
-
-
-def _summary(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`colour_summary` from :func:`_cell_sums` (summed over bands of an image)."""
-    occupied = np.flatnonzero(sums[0])
-    counts = sums[0, occupied]
-    means = (sums[1:, occupied] / counts).T.astype(np.float32)
-    return occupied, counts.astype(np.int64), means
+        weight += part[:, 1]
+        packed = np.bincount(idx, weights=weight, minlength=m)
+        high = np.floor(packed / _PACK)
+        sums[0] += high
+        high *= _PACK
+        packed -= high
+        sums[1] += packed
+        weight[:] = part[:, 2]
+        sums[2] += np.bincount(idx, weights=weight, minlength=m)
 
 
 def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np.ndarray:
@@ -549,11 +576,20 @@ def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np
     n = SUMMARY_CELLS + 1
     idx, wts = _corner_weights(np.ascontiguousarray(means[:, [0, 2, 1]].T), np.array([n, n, n]))
     idx, wts = idx.ravel(), wts * counts.astype(np.float64)  # (float64: bincount's own)
-    total = np.bincount(idx, weights=wts.ravel(), minlength=n**3)
-    table = np.empty((n**3, 3), dtype=np.float32)
+    # sums over the nodes that receive anything only, numbered compactly
+    used = np.zeros(n**3, dtype=bool)
+    used[idx] = True
+    nodes = np.flatnonzero(used)
+    rank = np.empty(n**3, dtype=np.intp)  # (read only at used nodes)
+    rank[nodes] = np.arange(nodes.size)
+    idx = rank[idx]
+    total = np.bincount(idx, weights=wts.ravel(), minlength=nodes.size)
+    values = np.empty((nodes.size, 3), dtype=np.float32)
     for c in range(3):
-        table[:, c] = np.bincount(idx, weights=(wts * moves[:, c]).ravel(), minlength=n**3)
-    np.divide(table, total[:, None], out=table, where=total[:, None] > 0)
+        values[:, c] = np.bincount(idx, weights=(wts * moves[:, c]).ravel(), minlength=nodes.size)
+    np.divide(values, total[:, None], out=values, where=total[:, None] > 0)
+    table = np.zeros((n**3, 3), dtype=np.float32)
+    table[nodes] = values
     return table.reshape(n, n, n, 3)
 
 
@@ -719,6 +755,27 @@ def regrain(source: np.ndarray, colour: np.ndarray, *, smoothness: float = 1.0) 
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+class _Bands:
+    """The pixels of an image's bands of rows for :func:`summarise`, read afresh on each pass.
+
+    uint8 images give their codes, others their :func:`cell_positions`;
+    with a mask, only the masked pixels.
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray | None, bands: list[slice]) -> None:
+        self.image, self.mask, self.bands = image, mask, bands
+
+    def __len__(self) -> int:
+        return len(self.bands)
+
+    def __iter__(self):
+        for rows in self.bands:
+            band = self.image[rows]
+            if band.dtype != np.uint8:
+                band = cell_positions(band, "X")
+            yield band.reshape(-1, 3) if self.mask is None else band[self.mask[rows]]
+
+
 # --------------------------------------------------------------------------- method
 def _pixels(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return image.reshape(-1, 3) if mask is None else image[mask]
@@ -832,19 +889,7 @@ class Lab(MatchingMethod):
         # by bands of rows: the work memory is a band's, whatever the image's size
         step = max(1, _BAND_PIXELS // image.shape[1])
         bands = [slice(r, r + step) for r in range(0, image.shape[0], step)]
-        if image.dtype == np.uint8:  # (cells and sums from the codes themselves)
-            sums = np.zeros((4, SUMMARY_CELLS**3))
-            for rows in bands:
-                band = image[rows]
-                _code_sums(band.reshape(-1, 3) if mask is None else band[mask[rows]], sums)
-            sums[1:] *= 0.25  # (code sums to position sums: exact)
-        else:
-            sums = 0.0
-            for rows in bands:
-                positions = cell_positions(image[rows], "X")
-                counted = positions.reshape(-1, 3) if mask is None else positions[mask[rows]]
-                sums = sums + _cell_sums(counted)
-        _, counts, means = _summary(sums)
+        _, counts, means = summarise(_Bands(image, mask, bands))
         if counts.size == 0:  # (nothing masked: nothing changes)
             out[...] = image
             return
