@@ -183,13 +183,15 @@ def _displacements(
     r: np.ndarray,
     flat_weights: np.ndarray,
     ref_quantiles: np.ndarray,
+    probs: np.ndarray,
     n_nodes: int,
 ) -> np.ndarray:
     """Moves ``(3, U)`` along the rows of ``r`` that quantile-match the projections ``r @ x``.
 
     ``x`` holds the colours as columns, ``flat_weights`` their weights
     repeated for each row of ``r`` (``np.tile(weights, 3)``), and
-    ``ref_quantiles`` ``(3, n_q)`` the reference sketches along the rows.
+    ``ref_quantiles`` ``(3, n_q)`` the reference sketches along the rows, at
+    the probabilities ``probs`` (:func:`_reference.probability_grid`).
 
     Each projection is placed on an ``n_nodes`` grid spanning the projection
     of the colours' bounding box, every weight shared linearly between its two
@@ -223,7 +225,6 @@ def _displacements(
     counts = np.bincount(i, weights=flat_weights - upper, minlength=size)
     counts[1:] += np.bincount(i, weights=upper, minlength=size - 1)
     cdf = _reference.midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes))
-    probs = _reference.probability_grid(ref_quantiles.shape[1])
     moves = np.stack([np.interp(cdf[k], probs, ref_quantiles[k]) for k in range(n_axes)])
     moves -= lo[:, None] + np.arange(n_nodes) * step[:, None]  # matched value - node value
     flat_moves = moves.astype(np.float32).ravel()
@@ -304,7 +305,8 @@ def read_grid(grid: np.ndarray, t: np.ndarray) -> np.ndarray:
     shape = (-(-m // _MAP_WIDTH), _MAP_WIDTH) if m > _MAP_WIDTH else (1, m)
     size = shape[0] * shape[1]
     slab = t[0].astype(np.int32)
-    frac = t[0] - slab
+    frac = np.zeros(size, dtype=np.float32)
+    np.subtract(t[0], slab, out=frac[:m])
     rows = np.zeros(size, dtype=np.float32)
     np.multiply(slab, np.float32(rows_per_slab), out=rows[:m], casting="unsafe")
     rows[:m] += t[1]
@@ -314,11 +316,12 @@ def read_grid(grid: np.ndarray, t: np.ndarray) -> np.ndarray:
     lower = cv2.remap(image, cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     rows += np.float32(rows_per_slab)
     upper = cv2.remap(image, cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    upper -= lower
-    upper = upper.reshape(-1, 3)[:m]
-    upper *= frac[:, None]
-    upper += lower.reshape(-1, 3)[:m]
-    return upper
+    # lower + frac * (upper - lower), with frac as three planes (numpy's broadcast over a
+    # last axis of 3 is slow)
+    cv2.subtract(upper, lower, dst=upper)
+    cv2.multiply(upper, cv2.merge([frac.reshape(shape)] * 3), dst=upper)
+    cv2.add(upper, lower, dst=upper)
+    return upper.reshape(-1, 3)[:m]
 
 
 def smooth_displacements(x: np.ndarray, moves: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -366,10 +369,13 @@ def smooth_displacements(x: np.ndarray, moves: np.ndarray, weights: np.ndarray) 
     flat[:, 3] = np.bincount(node, weights=weights, minlength=size)
     for c in range(3):
         flat[:, c] = np.bincount(node, weights=weights * moves[c], minlength=size)
-    acc = _blur(acc)
-    # (nodes that received nothing hold 0 / 0: their tiny floor makes the field 0 there)
-    field = acc[..., :3] / np.maximum(acc[..., 3:], np.float32(1e-30))
-    return read_grid(field, t).T
+    acc = _blur(acc).reshape(z * (y + reach), w, 4)
+    # the ratio by planes (numpy's broadcast over a last axis of 3 is slow); nodes that
+    # received nothing hold 0 / 0, which their tiny floor makes 0
+    planes = cv2.split(acc)
+    weight = np.maximum(planes[3], np.float32(1e-30))
+    field = cv2.merge([cv2.divide(plane, weight) for plane in planes[:3]])
+    return read_grid(field.reshape(z, y + reach, w, 3), t).T
 
 
 def transfer(
@@ -405,10 +411,12 @@ def transfer(
     # (float64 weights: bincount casts any other dtype to float64 first, slowly)
     weights64 = np.asarray(weights, dtype=np.float64)
     flat_weights = np.tile(weights64, 3)
+    probs = _reference.probability_grid(quantiles.shape[1])
     for it in range(n_iter if joint else 1):
         k = it % len(rotations)
         r = rotations[k]
-        moves = _displacements(x, r, flat_weights, quantiles[3 * k : 3 * k + 3], SOURCE_GRID_NODES)
+        q = quantiles[3 * k : 3 * k + 3]
+        moves = _displacements(x, r, flat_weights, q, probs, SOURCE_GRID_NODES)
         moves = _rotate(r.T, moves)
         x += smooth_displacements(x, moves, weights64) if joint else moves
     return np.ascontiguousarray(x.T)
