@@ -73,9 +73,11 @@ from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 SOURCE_GRID_NODES = 4096
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
-#: pixels per band of rows of a transform: its work memory, whatever the image's size, and
-#: small enough that a band's temporaries are reused from cache rather than fresh pages
-_BAND_PIXELS = 2**17
+#: pixels per band of rows of a transform's summary and of its lookup: the work memory is a
+#: band's, whatever the image's size, and small enough that a band's temporaries are reused
+#: from the allocator rather than mapped afresh (each fresh page costs a fault)
+_BAND_PIXELS = 2**18
+_LOOKUP_PIXELS = 2**16
 #: the upper bound of ``n_iter`` (its declaration, and the transfer's own check)
 MAX_ITERATIONS = 1000
 #: a box holding every CIELAB colour of the sRGB gamut (L, a, b lower and upper)
@@ -907,7 +909,8 @@ class Lab(MatchingMethod):
         table = colour_table(means, counts, _color.lab_to_rgb(moved) - _color.lab_to_rgb(lab))
         scale = np.float32(_color.full_scale(image.dtype))
         colours = np.empty(image.shape, np.float32) if params["regrain"] else None
-        for rows in bands:
+        step = max(1, _LOOKUP_PIXELS // image.shape[1])
+        for rows in (slice(r, r + step) for r in range(0, image.shape[0], step)):
             positions = cell_positions(image[rows], "X")
             matched = look_up(table, positions)
             positions *= np.float32(1 / _CELL_SCALE)  # now the source in [0, 1]
