@@ -791,7 +791,7 @@ def _interp_nondecreasing(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.nda
 _CHECKED_ROWS = 4096
 
 
-def running_counts(counts: np.ndarray) -> np.ndarray:
+def running_counts(counts: np.ndarray, fractional: bool = False) -> np.ndarray:
     """``np.cumsum(counts, axis=-1)`` in float64.
 
     Counts holding integers (of an integer dtype, or integral floats below
@@ -799,10 +799,12 @@ def running_counts(counts: np.ndarray) -> np.ndarray:
     which numpy does many times faster than a float64 running sum, with the
     same result: every partial sum of such counts is exact either way.
     Weights with fractions, and float rows shorter than :data:`_CHECKED_ROWS`
-    (where the integrality check costs more than it saves), are summed in float64.
+    (where the integrality check costs more than it saves), are summed in float64;
+    ``fractional=True`` says that float counts hold fractions, skipping the check.
     """
     integral = counts.dtype.kind in "ui" or (
         counts.dtype.kind == "f"
+        and not fractional
         and counts.shape[-1] >= _CHECKED_ROWS
         and float(np.abs(counts).max()) < 2.0**53
         and bool((np.trunc(counts) == counts).all())
@@ -812,14 +814,17 @@ def running_counts(counts: np.ndarray) -> np.ndarray:
     return np.cumsum(counts, axis=-1, dtype=np.float64)
 
 
-def midpoint_cdf(hist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def midpoint_cdf(
+    hist: np.ndarray, out: np.ndarray | None = None, fractional: bool = False
+) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
     Along the last axis, in float64 (into ``out`` if given). Computed as
     ``(counts below + counts up to and including) / (2 total)``: for integer
     counts both sums are exact, so the quotient is the correctly rounded one.
+    ``fractional`` is passed on to :func:`running_counts`.
     """
-    cum = running_counts(hist)
+    cum = running_counts(hist, fractional)
     out = np.add(cum, cum, out=out)  # 2 * counts up to and including
     out -= hist  # counts below + counts up to and including
     out /= 2 * cum[..., -1:]

@@ -74,8 +74,9 @@ def test_uint8_histograms_fills_rows_of_float32_counts():
         np.random.default_rng(4).integers(0, 9, (3, 256)).astype(np.float32),  # short rows
     ],
 )
-def test_running_counts_equal_the_float64_running_sum(counts):
-    got = _reference.running_counts(counts)
+@pytest.mark.parametrize("fractional", [False, True])
+def test_running_counts_equal_the_float64_running_sum(counts, fractional):
+    got = _reference.running_counts(counts, fractional)
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, np.cumsum(counts, axis=-1, dtype=np.float64))
 

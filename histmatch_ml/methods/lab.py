@@ -226,7 +226,8 @@ def _displacements(
     size = n_axes * n_nodes + 1
     counts = np.bincount(i, weights=flat_weights - upper, minlength=size)
     counts[1:] += np.bincount(i, weights=upper, minlength=size - 1)
-    cdf = _reference.midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes))
+    # (weights shared between nodes: fractional counts)
+    cdf = _reference.midpoint_cdf(counts[:-1].reshape(n_axes, n_nodes), fractional=True)
     moves = np.stack([np.interp(cdf[k], probs, ref_quantiles[k]) for k in range(n_axes)])
     moves -= lo[:, None] + np.arange(n_nodes) * step[:, None]  # matched value - node value
     flat_moves = moves.astype(np.float32).ravel()
@@ -363,8 +364,14 @@ def smooth_displacements(x: np.ndarray, moves: np.ndarray, weights: np.ndarray) 
     stop = np.minimum(np.floor(t.max(axis=1)).astype(np.intp) + 1 + reach, n - 1)
     t -= start[:, None].astype(np.float32)
     z, y, w = stop - start + 1
-    near = np.rint(t).astype(np.intp)
-    node = (near[0] * (y + reach) + near[1]) * w + near[2]
+    # the nearest node's flat index, in float32 (exact: the grid has far fewer than 2**24
+    # nodes) and made an integer once
+    near = np.rint(t)
+    node = near[0] * np.float32(y + reach)
+    node += near[1]
+    node *= np.float32(w)
+    node += near[2]
+    node = node.astype(np.intp)
     size = z * (y + reach) * w
     acc = np.empty((z, y + reach, w, 4), dtype=np.float32)
     flat = acc.reshape(size, 4)
