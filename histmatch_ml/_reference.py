@@ -449,7 +449,7 @@ def _coarse_bins(
         found, counts = keys[starts], np.diff(np.append(starts, len(keys)))
     else:
         counts = np.bincount(_coarse_keys(values, extremes, native, bits, work, low))
-        found = np.flatnonzero(counts)
+        found = np.flatnonzero(counts != 0)
         counts = counts[found]
         found += low
     return _float64_keys(found, bits, native), counts.astype(np.int64), extremes
@@ -502,7 +502,7 @@ class _Tally:
 
     def rows(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
         """The sorted float64 bins ``(keys, counts)`` counted so far, at ``bits``."""
-        found = np.flatnonzero(self.counts)
+        found = np.flatnonzero(self.counts != 0)
         counts = self.counts[found]
         return _float64_keys(found + self.low, bits, self.native), counts
 
@@ -651,7 +651,7 @@ def as_bins(state: dict) -> dict:
     )
     rows, extremes = [], []
     for hist in state["histograms"]:
-        occupied = np.flatnonzero(hist)
+        occupied = np.flatnonzero(hist != 0)
         rows.append((order_keys(values[occupied].copy()), hist[occupied].astype(np.int64)))
         extremes.append(values[occupied[[0, -1]]])
     rows, bits = fit_resolution(rows, 52)
