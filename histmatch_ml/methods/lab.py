@@ -70,7 +70,7 @@ from .. import _color, _reference
 from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
 
 #: grid nodes of the per-image source CDF along each projection
-SOURCE_GRID_NODES = 4096
+SOURCE_GRID_NODES = 2048
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
 #: pixels per band of rows of a transform's summary and of its lookup: the work memory is a
@@ -91,8 +91,9 @@ FIELD_NODES = 33
 #: the box of that grid: the sRGB gamut's extent in CIELAB, rounded out
 _FIELD_BOX = np.array([[0.0, -90.0, -110.0], [100.0, 100.0, 100.0]], dtype=np.float32)
 #: standard deviation of the smoothing, in cells of the field grid, and the kernel's reach
+#: (two standard deviations: the weights beyond are 1% of the centre's)
 FIELD_SIGMA = 1.0
-_FIELD_RADIUS = 3
+_FIELD_RADIUS = 2
 
 
 # --------------------------------------------------------------------------- colours
@@ -271,12 +272,13 @@ def _blur(acc: np.ndarray) -> np.ndarray:
     keep one 2-D pass along the second axis from mixing slabs (they receive
     what spills over and are never read).
     """
-    taps, one = _TAPS, np.ones(1, dtype=np.float32)
+    # one 1-D filter per pass (sepFilter2D would add a pass of its 1-tap partner)
+    along_rows, along_columns = _TAPS[None, :], _TAPS[:, None]
     zero = cv2.BORDER_CONSTANT
     z, yp, x, c = acc.shape
-    out = cv2.sepFilter2D(acc.reshape(z * yp, x, c), -1, taps, one, borderType=zero)
-    out = cv2.sepFilter2D(out.reshape(z * yp, x * c), -1, one, taps, borderType=zero)
-    out = cv2.sepFilter2D(out.reshape(z, yp * x * c), -1, one, taps, borderType=zero)
+    out = cv2.filter2D(acc.reshape(z * yp, x, c), -1, along_rows, borderType=zero)
+    out = cv2.filter2D(out.reshape(z * yp, x * c), -1, along_columns, borderType=zero)
+    out = cv2.filter2D(out.reshape(z, yp * x * c), -1, along_columns, borderType=zero)
     return out.reshape(acc.shape)
 
 
