@@ -151,6 +151,28 @@ def test_smoothed_field_moves_a_rigid_shift_unchanged_and_averages_nearby_moves(
     assert np.abs(smooth).mean() < 0.3 * np.abs(noisy).mean()
 
 
+def test_field_blur_is_the_separable_gaussian_with_zeros_outside(rng):
+    """The blur of the field grid equals a direct 3-D convolution of its slabs, zero-padded.
+
+    The spare rows after each slab (zeros, as the splat leaves them) keep slabs apart.
+    """
+    z, y, x, reach = 7, 5, 6, lab._FIELD_RADIUS
+    inner = rng.random((z, y, x, 4)).astype(np.float32)
+    acc = np.zeros((z, y + reach, x, 4), dtype=np.float32)
+    acc[:, :y] = inner
+    got = lab._blur(acc)[:, :y]
+    # direct: pad every axis with zeros, then a valid convolution along each axis in turn
+    taps = lab._TAPS.astype(np.float64)
+    expected = np.pad(inner.astype(np.float64), [(reach, reach)] * 3 + [(0, 0)])
+    for axis in range(3):
+        n = expected.shape[axis] - 2 * reach
+        expected = sum(
+            t * np.take(expected, np.arange(k, k + n), axis=axis) for k, t in enumerate(taps)
+        )
+    assert expected.shape == got.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_marginal_mode_matches_each_lab_channel(src, ref, fitted):
     lab_ref = _color.rgb_to_lab(ref).reshape(-1, 3)
     lab_src = _color.rgb_to_lab(src).reshape(-1, 3)
