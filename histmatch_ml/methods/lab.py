@@ -609,7 +609,8 @@ def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np
         values[c] = np.bincount(idx, weights=(wts * moves[:, c]).ravel(), minlength=nodes.size)
         np.divide(values[c], total, out=values[c], where=received)
     table = np.zeros((n**3, 3), dtype=np.float32)
-    table[nodes] = values.T
+    for c in range(3):  # (faster than one scatter of the transposed rows)
+        table[nodes, c] = values[c]
     return table.reshape(n, n, n, 3)
 
 
