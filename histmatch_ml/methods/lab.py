@@ -58,7 +58,7 @@ longer a pure function of the colour).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator
 from numbers import Integral
 from typing import Any
 
@@ -483,7 +483,7 @@ def colour_summary(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return summarise([positions])
 
 
-def summarise(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def summarise(parts: Collection[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`colour_summary` of the pixels of several parts (bands of an image), in two passes.
 
     Each part is ``(N_i, 3)``: uint8 codes (summarised from the codes
@@ -491,7 +491,7 @@ def summarise(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.n
     counts the pixels of every cell, the second sums the occupied cells'
     colours into arrays of the occupied cells only (a few thousand, where
     the grid has :data:`SUMMARY_CELLS` cubed), so that no full-grid float
-    sums are formed or unpacked. ``parts`` may be any re-iterable sequence
+    sums are formed or unpacked. ``parts`` may be any sized, re-iterable collection
     (such as :class:`_Bands`, which reads each band again for the second pass).
     """
     size = SUMMARY_CELLS**3
@@ -789,7 +789,7 @@ class _Bands:
     def __len__(self) -> int:
         return len(self.bands)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[np.ndarray]:
         for rows in self.bands:
             band = self.image[rows]
             if band.dtype != np.uint8:
