@@ -25,7 +25,8 @@ def match_histograms(
     grid_cells: int = 65536,
     n_quantiles: int = 1024,
     ordering: str = "variational",
-    n_iter: int = 20,
+    n_iter: int = 12,
+    n_refine: int = 10,
     lab_mode: str = "joint",
     regrain: bool = False,
     landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
@@ -65,8 +66,10 @@ def match_histograms(
         channel by ``reference="barycenter"``, see :class:`HistogramMatcher`).
     ordering : {"variational", "local_means"}, default="variational"
         How ``method="exact"`` ranks pixels of equal value.
-    n_iter : int in [1, 1000], default=20
-        Iterations of ``method="lab"``'s sliced transport.
+    n_iter : int in [1, 1000], default=12
+        Iterations of ``method="lab"``'s sliced transport whose moves are smoothed.
+    n_refine : int in [0, 1000], default=10
+        Final iterations of ``method="lab"``'s transport applied unsmoothed.
     lab_mode : {"joint", "marginal"}, default="joint"
         ``method="lab"``: the joint colour distribution or each CIELAB channel.
     regrain : bool, default=False
@@ -135,6 +138,7 @@ def match_histograms(
         n_quantiles=n_quantiles,
         ordering=ordering,
         n_iter=n_iter,
+        n_refine=n_refine,
         lab_mode=lab_mode,
         regrain=regrain,
         random_state=random_state,

@@ -211,10 +211,11 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
         channels one after the other, ``"offsets"`` ``(n_channels_ + 1,)``
         where each starts), ``"bits"`` (their resolution) and ``"extremes"``
         ``(n_channels_, 2)``; and ``"dtype"``.
-        For ``lab``: ``"rotations"`` of shape ``(n_iter, 3, 3)`` (seeded
-        projection axes, fixed at the first fit), ``"projected_quantiles"`` of
-        shape ``(3 * n_iter, n_quantiles)`` (the reference's LAB pixels along
-        each axis) and ``"dtype"``; no reference image is kept. For
+        For ``lab``: ``"rotations"`` of shape ``(K, 3, 3)`` with ``K = n_iter +
+        n_refine`` at the first fit (seeded projection axes, fixed then),
+        ``"projected_quantiles"`` of shape ``(3 * K, n_quantiles)`` (the
+        reference's LAB pixels along each axis) and ``"dtype"``; no reference
+        image is kept. For
         ``luminance``: the per-channel state of the references' CIELAB L*
         (one channel, whatever ``n_channels_``).
     dtype_ : str
@@ -313,7 +314,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         grid_cells: int = 65536,
         n_quantiles: int = 1024,
         ordering: str = "variational",
-        n_iter: int = 20,
+        n_iter: int = 12,
+        n_refine: int = 10,
         lab_mode: str = "joint",
         regrain: bool = False,
         landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
@@ -332,6 +334,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.n_quantiles = n_quantiles
         self.ordering = ordering
         self.n_iter = n_iter
+        self.n_refine = n_refine
         self.lab_mode = lab_mode
         self.regrain = regrain
         self.landmarks = landmarks

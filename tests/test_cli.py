@@ -468,13 +468,15 @@ def test_fit_lab_options_reach_the_model(tree, tmp_path):
     out = tmp_path / "m.npz"
     result = cli(
         "fit", tree / "refs", "-o", out, "--method", "lab", "--n-iter", "3", "--no-regrain",
-        "--lab-mode", "marginal",
+        "--lab-mode", "marginal", "--n-refine", "2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     model = load_model(out)
     assert model.method_ == "lab"
-    assert (model.n_iter, model.regrain, model.lab_mode) == (3, False, "marginal")
-    assert model.reference_["rotations"].shape == (3, 3, 3)
+    assert (model.n_iter, model.n_refine, model.regrain, model.lab_mode) == (
+        3, 2, False, "marginal",
+    )  # fmt: skip
+    assert model.reference_["rotations"].shape == (3 + 2, 3, 3)
     assert model.random_state == 0  # the command line's default seed
     regrained = tmp_path / "r.npz"
     assert cli("fit", tree / "refs", "-o", regrained, "--method", "lab", "--n-iter", "3",

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import RGB_PAIRS, load
-from histmatch_ml import HistogramMatcher, _color, match_histograms
+from histmatch_ml import HistogramMatcher, _color, _reference, match_histograms
 from histmatch_ml.methods import lab
 from histmatch_ml.metrics import sliced_wasserstein, speckle, wasserstein_1d
 
@@ -61,13 +61,13 @@ def test_smooth_regions_stay_smooth_and_colours_follow_the_reference(source, ref
     s, r = half(source), half(reference)
     per_channel = match_histograms(s, r, method="per_channel")
     matcher = HistogramMatcher("lab", random_state=0, n_iter=40).fit(r[None])
-    default = matcher.set_params(n_iter=20).transform(s[None])[0]
-    more = matcher.set_params(n_iter=40).transform(s[None])[0]
-    for out in (default, more):
-        assert speckle(out, s) <= 1.25 * speckle(per_channel, s)
+    # the defaults (the first rotations of the same draw), and the smoothed transport alone
+    default = matcher.set_params(n_iter=12, n_refine=10).transform(s[None])[0]
+    smoothed = matcher.set_params(n_iter=40, n_refine=0).transform(s[None])[0]
     d_per_channel = sliced_wasserstein(per_channel, r)
-    assert sliced_wasserstein(more, r) <= 0.4 * d_per_channel
-    assert sliced_wasserstein(default, r) <= 0.5 * d_per_channel
+    for out in (default, smoothed):
+        assert speckle(out, s) <= 1.25 * speckle(per_channel, s)
+        assert sliced_wasserstein(out, r) <= 0.4 * d_per_channel
 
 
 def test_the_lookup_reads_the_table_exactly_at_its_nodes():
@@ -190,7 +190,8 @@ def test_marginal_mode_matches_each_lab_channel(src, ref, fitted):
 
 
 def test_more_iterations_get_closer(src, ref):
-    m = HistogramMatcher("lab", random_state=0, n_iter=30).fit(ref[None])
+    # (the smoothed transport alone: refinement iterations take a few steps much closer)
+    m = HistogramMatcher("lab", random_state=0, n_iter=30, n_refine=0).fit(ref[None])
     d30 = sliced_wasserstein(m.transform(src[None])[0], ref)
     d3 = sliced_wasserstein(m.set_params(n_iter=3).transform(src[None])[0], ref)
     assert d30 < 0.5 * d3
@@ -416,16 +417,16 @@ def test_partial_fit_reuses_the_first_rotations(ref):
 def test_state_is_plain_arrays_without_reference_pixels(fitted, ref):
     state = fitted.reference_
     assert set(state) == {"rotations", "projected_quantiles", "dtype"}
-    assert state["rotations"].shape == (20, 3, 3)
+    assert state["rotations"].shape == (12 + 10, 3, 3)  # n_iter + n_refine
     np.testing.assert_array_equal(state["rotations"][0], np.eye(3))
-    assert state["projected_quantiles"].shape == (60, 1024)
+    assert state["projected_quantiles"].shape == (66, 1024)
     assert all(isinstance(v, np.ndarray) for v in state.values())
     lab.Lab().check_state(state, 3)
     # its size does not grow with the references
     many = HistogramMatcher("lab", random_state=0, n_quantiles=64).fit(
         [ref, ref[::-1], ref.transpose(1, 0, 2)]
     )
-    assert many.reference_["projected_quantiles"].shape == (60, 64)
+    assert many.reference_["projected_quantiles"].shape == (66, 64)
 
 
 def test_check_state_rejects_broken_states(fitted):
@@ -447,6 +448,34 @@ def test_save_and_load_round_trip(fitted, src, tmp_path):
     path = fitted.save(tmp_path / "lab.npz")
     loaded = HistogramMatcher.load(path)
     np.testing.assert_array_equal(loaded.transform(src[None]), fitted.transform(src[None]))
+
+
+def test_refinement_iterations_get_closer_after_the_smoothed_ones(ref, src):
+    m = HistogramMatcher("lab", random_state=0).fit(ref[None])
+    smoothed = m.set_params(n_refine=0).transform(src[None])[0]
+    refined = m.set_params(n_refine=10).transform(src[None])[0]
+    assert sliced_wasserstein(refined, ref) < 0.85 * sliced_wasserstein(smoothed, ref)
+    # the refinement continues the rotations' cycle after the smoothed iterations
+    x = np.random.default_rng(1).normal([50, 5, 5], [10, 10, 10], (500, 3)).astype(np.float32)
+    w = np.ones(500)
+    state = m.reference_
+    by_hand = lab.transfer(x, w, state, 3)
+    probs = _reference.probability_grid(state["projected_quantiles"].shape[1])
+    for k in (3, 4):
+        r = state["rotations"][k].astype(np.float32)
+        q = state["projected_quantiles"][3 * k : 3 * k + 3]
+        t = np.ascontiguousarray(by_hand.T)
+        moves = lab._displacements(t, r, np.tile(w, 3), q, probs, lab.SOURCE_GRID_NODES)
+        t += lab._rotate(r.T, moves)
+        by_hand = np.ascontiguousarray(t.T)
+    np.testing.assert_array_equal(lab.transfer(x, w, state, 3, n_refine=2), by_hand)
+    # marginal mode is one match whatever n_refine is
+    np.testing.assert_array_equal(
+        lab.transfer(x, w, state, 3, joint=False, n_refine=5),
+        lab.transfer(x, w, state, 3, joint=False),
+    )
+    with pytest.raises(ValueError, match="n_refine"):
+        lab.transfer(x, w, state, 3, n_refine=-1)
 
 
 def test_n_iter_beyond_the_fitted_rotations_cycles(ref, src):
@@ -579,6 +608,8 @@ def test_many_iterations_on_a_tiny_image_cost_one_rotation_of_memory_at_a_time()
         tracemalloc.stop()
     # one rotation's three 65,536-node grids (and small change), not 200 of them at once
     assert peak < 16 * 2**20
-    assert m.reference_["projected_quantiles"].shape == (600, 64)
+    assert m.reference_["projected_quantiles"].shape == (3 * (200 + 10), 64)
     with pytest.raises(ValueError, match="n_iter"):
         HistogramMatcher("lab", n_iter=10**6).fit(x)
+    with pytest.raises(ValueError, match="n_refine"):
+        HistogramMatcher("lab", n_refine=-1).fit(x)

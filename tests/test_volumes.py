@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from histmatch_ml import HistogramMatcher, _ordering
 from histmatch_ml.methods import available_methods
+from histmatch_ml.metrics import sliced_wasserstein
 
 BUILT_IN = ["per_channel", "exact", "lab", "landmarks"]
 METHODS = [m for m in BUILT_IN if m in available_methods()]
@@ -101,10 +102,22 @@ def test_partial_fit_on_volumes_equals_fit(method):
     parts = HistogramMatcher(method, spatial_dims=3, n_iter=2, random_state=0)
     parts.partial_fit(refs[:1]).partial_fit(refs[1:])
     a, b = parts.transform(vols), whole.transform(vols)
-    if method == "lab":  # (merged projection sketches: equal within the sketches' tolerance)
-        assert np.abs(a.astype(int) - b).mean() < 2.0  # (of 255 levels)
-    else:
+    if method != "lab":
         np.testing.assert_array_equal(a, b)
+        return
+    # merged projection sketches: equal within the sketches' tolerance. The smoothed
+    # transport follows them closely; the unsmoothed refinement matches these few
+    # isolated random colours one by one, so it moves each colour by far more for a small
+    # change of the sketch, but both results are as close to the references
+    pixels = [np.concatenate([r.reshape(-1, 3) for r in refs])[None], vols.reshape(1, -1, 3)]
+    ref_pixels, before = pixels[0], sliced_wasserstein(pixels[1], pixels[0])
+    d_a, d_b = (sliced_wasserstein(x.reshape(1, -1, 3), ref_pixels) for x in (a, b))
+    assert max(d_a, d_b) < 0.6 * before
+    assert abs(d_a - d_b) < 0.1 * before
+    whole.set_params(n_refine=0)
+    parts.set_params(n_refine=0)
+    a, b = parts.transform(vols), whole.transform(vols)
+    assert np.abs(a.astype(int) - b).mean() < 2.0  # (of 255 levels)
 
 
 def test_streams_of_volumes_are_learned_chunk_by_chunk():

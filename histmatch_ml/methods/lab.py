@@ -12,8 +12,9 @@ Learned state (plain arrays, no reference pixels kept):
 
 * ``"rotations"`` ``(K, 3, 3)``: orthonormal bases, the first the LAB axes
   themselves, the others drawn at random from the ``Generator`` given to the
-  first fit (``K = n_iter`` at that fit). Later ``partial_fit`` calls reuse
-  them, and ``transform`` cycles through them for ``n_iter`` iterations.
+  first fit (``K = n_iter + n_refine`` at that fit). Later ``partial_fit``
+  calls reuse them, and ``transform`` cycles through them for its
+  ``n_iter + n_refine`` iterations.
 * ``"projected_quantiles"`` ``(3 K, n_quantiles)``: quantile sketches of the reference
   LAB colours projected on every row of every rotation (Hazen/midpoint
   convention), on a fixed 65,536-node grid per direction (0.005 LAB units).
@@ -41,7 +42,13 @@ stays smooth:
    before they are applied (:func:`smooth_displacements`: a normalised
    Gaussian convolution on a coarse CIELAB grid, read back by trilinear
    interpolation). Neighbouring colours cannot be sent far apart, which the
-   per-colour moves of plain sliced transport do (colour speckle).
+   per-colour moves of plain sliced transport do (colour speckle). The
+   smoothing also slows convergence where the reference is much wider than
+   a narrow cluster of the image's colours, so ``n_refine`` final iterations
+   apply their 1-D matches unsmoothed: by then the colours are close to the
+   reference and the moves are small, and each is still a continuous,
+   piecewise-linear function of the colour's projection (from the start,
+   unsmoothed moves would tear neighbouring colours apart).
 3. *Lookup* (:func:`colour_table`, :func:`look_up`): the summary colours'
    moves, taken back to RGB as ``lab_to_rgb(out) - lab_to_rgb(in)`` (which
    cancels the conversion's round-trip error), fill a
@@ -395,12 +402,15 @@ def transfer(
     state: dict,
     n_iter: int,
     joint: bool = True,
+    n_refine: int = 0,
 ) -> np.ndarray:
     """Move weighted LAB colours ``(U, 3)`` towards the reference of ``state``.
 
-    ``joint=True``: ``n_iter`` iterations of distribution transfer, cycling
-    through ``state["rotations"]``. ``joint=False``: one per-axis quantile
-    match along the LAB axes (the first rotation). Returns float32 ``(U, 3)``.
+    ``joint=True``: ``n_iter`` iterations of distribution transfer whose
+    moves are smoothed (:func:`smooth_displacements`), then ``n_refine``
+    whose 1-D matches are applied as they are, cycling through
+    ``state["rotations"]``. ``joint=False``: one per-axis quantile match
+    along the LAB axes (the first rotation). Returns float32 ``(U, 3)``.
 
     Examples
     --------
@@ -414,8 +424,11 @@ def transfer(
     >>> bool(np.abs(out.mean(axis=0) - [60, 20, -10]).max() < 0.5)
     True
     """
-    if not 1 <= n_iter <= MAX_ITERATIONS:  # (n_iter is read at transform time)
+    # (both are read at transform time: set_params after fit is checked here)
+    if not 1 <= n_iter <= MAX_ITERATIONS:
         raise ValueError(f"n_iter must be in [1, {MAX_ITERATIONS}]; got {n_iter}")
+    if not 0 <= n_refine <= MAX_ITERATIONS:
+        raise ValueError(f"n_refine must be in [0, {MAX_ITERATIONS}]; got {n_refine}")
     rotations = state["rotations"].astype(np.float32)
     quantiles = state["projected_quantiles"]
     x = np.array(np.asarray(lab).T, dtype=np.float32, order="C")  # (3, U), a copy
@@ -423,13 +436,14 @@ def transfer(
     weights64 = np.asarray(weights, dtype=np.float64)
     flat_weights = np.tile(weights64, 3)
     probs = _reference.probability_grid(quantiles.shape[1])
-    for it in range(n_iter if joint else 1):
+    smoothed, total = (n_iter, n_iter + n_refine) if joint else (0, 1)
+    for it in range(total):
         k = it % len(rotations)
         r = rotations[k]
         q = quantiles[3 * k : 3 * k + 3]
         moves = _displacements(x, r, flat_weights, q, probs, SOURCE_GRID_NODES)
         moves = _rotate(r.T, moves)
-        x += smooth_displacements(x, moves, weights64) if joint else moves
+        x += smooth_displacements(x, moves, weights64) if it < smoothed else moves
     return np.ascontiguousarray(x.T)
 
 
@@ -812,10 +826,19 @@ class Lab(MatchingMethod):
         N_QUANTILES,
         Param(
             "n_iter",
-            20,
+            12,
             [Interval(Integral, 1, MAX_ITERATIONS, closed="both")],
-            "Iterations of the sliced transport (random projections of CIELAB).",
+            "Iterations of the sliced transport (random projections of CIELAB) whose moves "
+            "are smoothed over colour space.",
             f"int in [1, {MAX_ITERATIONS}]",
+        ),
+        Param(
+            "n_refine",
+            10,
+            [Interval(Integral, 0, MAX_ITERATIONS, closed="both")],
+            "Final iterations of the transport whose 1-D matches are applied unsmoothed "
+            "(closer to the reference; 0 for the smoothed transport only).",
+            f"int in [0, {MAX_ITERATIONS}]",
         ),
         Param(
             "lab_mode",
@@ -856,7 +879,7 @@ class Lab(MatchingMethod):
             labs,
             weights,
             rng,
-            params["n_iter"],
+            params["n_iter"] + params["n_refine"],
             params["n_quantiles"],
             rotations=None if like is None else like["rotations"],
         )
@@ -915,7 +938,8 @@ class Lab(MatchingMethod):
             out[...] = image
             return
         lab = _color.rgb_to_lab(means * np.float32(1 / _CELL_SCALE), "X")
-        moved = transfer(lab, counts, state, params["n_iter"], params["lab_mode"] == "joint")
+        joint = params["lab_mode"] == "joint"
+        moved = transfer(lab, counts, state, params["n_iter"], joint, params["n_refine"])
         # the moves in RGB, as differences of one conversion: cancels its round-trip error
         table = colour_table(means, counts, _color.lab_to_rgb(moved) - _color.lab_to_rgb(lab))
         scale = np.float32(_color.full_scale(image.dtype))
