@@ -18,22 +18,27 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "BiasFieldCorrector": ".bias",
     "HistogramMatcher": ".matcher",
     "ImageFlattener": ".preprocessing",
     "RandomHistogramMatching": ".augment",
+    "estimate_bias_field": ".bias",
     "match_histograms": ".functions",
 }
 
 __all__ = [
+    "BiasFieldCorrector",
     "HistogramMatcher",
     "ImageFlattener",
     "RandomHistogramMatching",
     "__version__",
+    "estimate_bias_field",
     "match_histograms",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .augment import RandomHistogramMatching
+    from .bias import BiasFieldCorrector, estimate_bias_field
     from .functions import match_histograms
     from .matcher import HistogramMatcher
     from .preprocessing import ImageFlattener
