@@ -19,7 +19,9 @@ correction of MR intensity inhomogeneity by information minimization").
   the grid starting at the corrected sample's smallest value), each value shared linearly
   between its two nearest bins and the histogram smoothed by a Gaussian (a
   Parzen estimate), so the objective is continuous in the coefficients. It is
-  minimised from "no bias" by Powell's method (no gradients).
+  minimised from "no bias" by Powell's method (no gradients), first with a
+  heavily smoothed histogram (a wide basin around the field), then with a
+  finely smoothed one from there.
 * The polynomial is centred on the sample (its mean over the sampled voxels
   is 0), so the field's geometric mean over them is 1 and the corrected
   image keeps its overall intensity level.
