@@ -13,8 +13,9 @@ correction of MR intensity inhomogeneity by information minimization").
 * The coordinates are scaled to ``[-1, 1]`` along every axis, so the model
   (every monomial of total degree 1 to ``degree``) does not depend on the
   voxel spacing: an affine change of coordinates keeps the total degree.
-* The entropy is measured on a seeded sample of ``n_samples`` voxels with
-  positive values (inside the mask, when one is given), in bins of a fixed
+* The entropy is measured on a seeded sample of at most ``n_samples``
+  voxels with positive values (inside the mask, when one is given: drawn
+  with replacement, repeats dropped; every such voxel when there are fewer), in bins of a fixed
   width (``_BINS`` of them over the uncorrected sample's central log range,
   the grid starting at the corrected sample's smallest value), each value shared linearly
   between its two nearest bins and the histogram smoothed by a Gaussian (a
@@ -34,7 +35,7 @@ intensities that the bias field had spread.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from numbers import Integral
 from typing import Any
 
@@ -86,26 +87,35 @@ def _entropy(counts: np.ndarray) -> float:
 
 
 def _fit_channel(
-    values: np.ndarray,
-    where: tuple[np.ndarray, ...],
-    shape: tuple[int, ...],
+    channel: np.ndarray,
+    usable: np.ndarray,
     degree: int,
     n_samples: int,
     rng: np.random.RandomState,
+    name: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients and the centring constants of one channel's log field."""
     from scipy import ndimage, optimize  # (on use: the core imports stay light)
 
-    pick = rng.choice(values.size, min(n_samples, values.size), replace=False)
-    logs = np.log(values[pick].astype(np.float64))
+    shape = channel.shape
+    flat = np.flatnonzero(usable)
+    if flat.size < _MIN_VOXELS:
+        raise ValueError(
+            f"{name} needs at least {_MIN_VOXELS} voxels with positive values per channel "
+            f"(inside its mask, when one is given) to estimate a bias field; got {flat.size}"
+        )
+    if flat.size > n_samples:  # drawn with replacement, repeats dropped: memory of the sample
+        flat = flat[np.unique(rng.randint(0, flat.size, size=n_samples))]
+    where = np.unravel_index(flat, shape)
+    logs = np.log(channel[where].astype(np.float64))
     powers = _axis_powers(shape, degree)
     terms = _monomials(degree, len(shape))
-    basis = np.empty((pick.size, len(terms)))
+    basis = np.empty((flat.size, len(terms)))
     for k, exps in enumerate(terms):
-        column = np.ones(pick.size)
+        column = np.ones(flat.size)
         for axis, e in enumerate(exps):
             if e:
-                column *= powers[axis][e][where[axis][pick]]
+                column *= powers[axis][e][where[axis]]
         basis[:, k] = column
     centre = basis.mean(axis=0)
     basis -= centre
@@ -173,37 +183,27 @@ def _draws(random_state: Any) -> Callable[[], np.random.RandomState]:
     return lambda: shared
 
 
-def _fields(
+def _channel_fields(
     image: np.ndarray,
     mask: np.ndarray | None,
     degree: int,
     n_samples: int,
     draws: Callable[[], np.random.RandomState],
     name: str,
-) -> np.ndarray:
-    """The field ``(*spatial, C)`` (float64) of an image ``(*spatial, C)``."""
-    shape = image.shape[:-1]
-    fields = np.empty(image.shape)
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(channel, field)`` of an image ``(*spatial, C)``, one float64 field at a time."""
     for c in range(image.shape[-1]):
         channel = image[..., c]
         usable = channel > 0
         if mask is not None:
             usable &= mask
-        where = np.nonzero(usable)
-        if where[0].size < _MIN_VOXELS:
-            raise ValueError(
-                f"{name} needs at least {_MIN_VOXELS} voxels with positive values"
-                f"{' inside its mask' if mask is not None else ''} per channel to estimate "
-                f"a bias field; channel {c} of an image has {where[0].size}"
-            )
-        coef, centre = _fit_channel(channel[where], where, shape, degree, n_samples, draws())
-        fields[..., c] = _field_of(coef, centre, shape, degree)
-    return fields
+        coef, centre = _fit_channel(channel, usable, degree, n_samples, draws(), name)
+        yield c, _field_of(coef, centre, channel.shape, degree)
 
 
-def _corrected(image: np.ndarray, fields: np.ndarray, out: np.ndarray) -> None:
-    """``image / fields`` into ``out`` (of the image's dtype: integers rounded and clipped)."""
-    result = image / fields
+def _correct_into(channel: np.ndarray, field: np.ndarray, out: np.ndarray) -> None:
+    """``channel / field`` into ``out`` (of the image's dtype: integers rounded and clipped)."""
+    result = np.divide(channel, field, out=field)
     if out.dtype.kind in "iu":
         info = np.iinfo(out.dtype)
         np.rint(result, out=result)
@@ -333,8 +333,10 @@ class BiasFieldCorrector(TransformerMixin, BaseEstimator):
         draws = _draws(self.random_state)
         for i, (image, image_mask) in enumerate(zip(batch.images, masks)):
             image, image_mask = batch.volume(i, image), batch.volume(i, image_mask)
-            fields = _fields(image, image_mask, self.degree, self.n_samples, draws, "X")
-            _corrected(image, fields, batch.volume(i, outputs[i]))
+            out = batch.volume(i, outputs[i])
+            found = _channel_fields(image, image_mask, self.degree, self.n_samples, draws, "X")
+            for c, field in found:
+                _correct_into(image[..., c], field, out[..., c])
         return _images.restore(batch, outputs if full is None else full)
 
     def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:
@@ -417,5 +419,7 @@ def estimate_bias_field(
                 f"mask must be a boolean array of the image's spatial shape {data.shape[:-1]}; "
                 f"got {mask.dtype} of shape {mask.shape}"
             )
-    fields = _fields(data, mask, degree, n_samples, _draws(random_state), "image")
-    return (fields[..., 0] if grey else fields).astype(np.float32)
+    fields = np.empty(data.shape, dtype=np.float32)
+    for c, field in _channel_fields(data, mask, degree, n_samples, _draws(random_state), "image"):
+        fields[..., c] = field
+    return fields[..., 0] if grey else fields
