@@ -233,7 +233,8 @@ class BiasFieldCorrector(TransformerMixin, BaseEstimator):
     degree : int in [1, 6], default=2
         Total degree of the polynomial (2: 9 coefficients for a volume, 5 for an image).
     n_samples : int in [100, inf), default=20000
-        Voxels sampled per channel for the entropy.
+        The most voxels sampled per channel for the entropy (drawn with
+        replacement, repeats dropped; all of them when there are fewer).
     random_state : int, RandomState instance or None, default=0
         Seeds the sample. An integer gives every channel of every image the
         same draw, so a field does not depend on the other channels or
@@ -253,7 +254,7 @@ class BiasFieldCorrector(TransformerMixin, BaseEstimator):
     others. Outputs have the input's dtype (integers rounded and clipped).
     The cost is one to two thousand evaluations of the entropy of the
     sample (whatever the image's size) plus a few passes over its voxels:
-    about half a second for a brain volume (``benchmarks/README.md``).
+    about a third of a second for a brain volume (``benchmarks/README.md``).
 
     Examples
     --------
