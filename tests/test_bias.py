@@ -159,3 +159,14 @@ def test_correcting_before_matching_aligns_the_tissues_of_biased_volumes():
         matched = HistogramMatcher("exact", spatial_dims=3).fit(inputs[:1]).transform(inputs)
         spreads.append(_tissue_cv(matched[1].astype(float), labels_b))
     assert spreads[1] < 0.5 * spreads[0]
+
+
+def test_channels_first_tensors_come_back_as_tensors():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    vols = np.stack([_phantom(rng)[1] * _field((20, 28, 24), (0.2, 0, 0, 0, 0))] * 2)
+    vols = vols.astype(np.float32)
+    out = BiasFieldCorrector().transform(torch.from_numpy(vols[:, None]))  # (N, C, D, H, W)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 20, 28, 24)
+    assert out.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy()[:, 0], BiasFieldCorrector().transform(vols))
