@@ -45,6 +45,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
 from . import _images
+from .methods._base import blend
 
 #: bins of the log-intensity histogram whose entropy is minimised (over the uncorrected
 #: sample's central range), and the Gaussian's standard deviations in bins (the Parzen
@@ -80,6 +81,18 @@ def _axis_powers(shape: tuple[int, ...], degree: int) -> list[np.ndarray]:
     return out
 
 
+def _monomial(
+    powers: list[np.ndarray], exps: tuple[int, ...], coords: tuple, start: Any
+) -> np.ndarray:
+    """``start`` times the monomial ``exps`` at ``coords``: per axis, indices into the
+    coordinates (a sample's, or an open mesh that broadcasts to the whole grid)."""
+    term = start
+    for axis, e in enumerate(exps):
+        if e:
+            term = term * powers[axis][e][coords[axis]]
+    return term
+
+
 def _entropy(counts: np.ndarray) -> float:
     p = counts[counts > 0]
     p = p / p.sum()
@@ -112,11 +125,7 @@ def _fit_channel(
     terms = _monomials(degree, len(shape))
     basis = np.empty((flat.size, len(terms)))
     for k, exps in enumerate(terms):
-        column = np.ones(flat.size)
-        for axis, e in enumerate(exps):
-            if e:
-                column *= powers[axis][e][where[axis]]
-        basis[:, k] = column
+        basis[:, k] = _monomial(powers, exps, where, np.ones(flat.size))
     centre = basis.mean(axis=0)
     basis -= centre
     # a fixed bin width (of the uncorrected sample's central range), the grid starting at
@@ -161,15 +170,10 @@ def _field_of(
 ) -> np.ndarray:
     """The multiplicative field ``exp(sum_k coef_k (monomial_k - centre_k))`` over ``shape``."""
     powers = _axis_powers(shape, degree)
+    mesh = np.ix_(*(np.arange(n) for n in shape))
     log_field = np.full(shape, -float(coef @ centre))
     for c, exps in zip(coef, _monomials(degree, len(shape))):
-        term = np.asarray(c)
-        for axis, e in enumerate(exps):
-            if e:
-                view = [1] * len(shape)
-                view[axis] = shape[axis]
-                term = term * powers[axis][e].reshape(view)
-        log_field += term
+        log_field += _monomial(powers, exps, mesh, np.asarray(c))
     return np.exp(log_field)
 
 
@@ -203,12 +207,7 @@ def _channel_fields(
 
 def _correct_into(channel: np.ndarray, field: np.ndarray, out: np.ndarray) -> None:
     """``channel / field`` into ``out`` (of the image's dtype: integers rounded and clipped)."""
-    result = np.divide(channel, field, out=field)
-    if out.dtype.kind in "iu":
-        info = np.iinfo(out.dtype)
-        np.rint(result, out=result)
-        np.clip(result, info.min, info.max, out=result)
-    out[...] = result
+    blend(channel, np.divide(channel, field, out=field), 1.0, out.dtype, out=out)
 
 
 class BiasFieldCorrector(TransformerMixin, BaseEstimator):
