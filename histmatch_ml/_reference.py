@@ -31,6 +31,7 @@ Everything here is a pure function of arrays.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import cv2
@@ -906,6 +907,8 @@ def quantile_points(knots: dict, channel: int) -> tuple[np.ndarray, np.ndarray]:
     if "probs" not in knots:
         return probability_grid(len(v)), v
     p = knots["probs"][channel]
+    if len(p) < 2 or p[-2] != p[-1]:  # (the last knot not repeated: no padding)
+        return p, v
     end = int(np.searchsorted(p, p[-1])) + 1  # the padding repeats the last knot
     return p[:end], v[:end]
 
@@ -918,9 +921,8 @@ def _interp(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
     are interpolated fraction first, on halved values (halving is exact), and
     doubled back.
     """
-    with np.errstate(over="ignore"):
-        fits = np.isfinite((v[-1] - v[0]) * (len(v) - 1))
-    if fits or len(v) < 2:
+    # (Python floats overflow to infinity without a warning)
+    if math.isfinite((float(v[-1]) - float(v[0])) * (len(v) - 1)) or len(v) < 2:
         return np.interp(q, p, v)
     j = np.clip(np.searchsorted(p, q, side="right") - 1, 0, len(p) - 2)
     dp = p[j + 1] - p[j]
@@ -944,7 +946,11 @@ def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
 
 
 def quantile_values(
-    knots: dict, channel: int, probs: np.ndarray, out: np.ndarray | None = None
+    knots: dict,
+    channel: int,
+    probs: np.ndarray,
+    out: np.ndarray | None = None,
+    increasing: bool = False,
 ) -> np.ndarray:
     """The reference quantile function of one channel at probabilities ``probs`` (float64).
 
@@ -952,12 +958,13 @@ def quantile_values(
     near float64's limits), non-decreasing in ``probs`` to the last ulp
     (``np.interp`` alone can overshoot a knot by one). ``out`` (a float array
     of the shape of ``probs``, not ``probs`` itself) receives the result,
-    rounded to its dtype, if given.
+    rounded to its dtype, if given. ``increasing=True`` says that ``probs`` is
+    1-D and non-decreasing (a midpoint CDF), which is then not checked.
     """
     probs = np.asarray(probs, dtype=np.float64)
     p, v = quantile_points(knots, channel)
     result = _interp(probs, p, v)
-    if probs.ndim == 1 and bool((probs[1:] >= probs[:-1]).all()):  # every internal caller
+    if probs.ndim == 1 and (increasing or bool((probs[1:] >= probs[:-1]).all())):
         _monotone(result)
     else:  # cap each value by the right end of its segment
         ends = np.minimum(np.searchsorted(p, probs, side="right"), len(v) - 1)
@@ -971,8 +978,11 @@ def quantile_values(
 def midpoint_quantiles(
     counts: np.ndarray, knots: dict, channel: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``quantile_values(knots, channel, midpoint_cdf(counts))``: one histogram row's table."""
-    return quantile_values(knots, channel, midpoint_cdf(counts), out=out)
+    """``quantile_values(knots, channel, midpoint_cdf(counts))``: one histogram row's table.
+
+    (A midpoint CDF of counts is non-decreasing: see :func:`midpoint_cdf`.)
+    """
+    return quantile_values(knots, channel, midpoint_cdf(counts), out=out, increasing=True)
 
 
 def learn(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict[str, np.ndarray]:

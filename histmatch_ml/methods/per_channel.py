@@ -92,7 +92,8 @@ def occupied_lut(
     if already at hand.
     """
     occupied = np.flatnonzero(counts > 0 if present is None else present)
-    matched = _reference.quantile_values(knots, channel, _reference.midpoint_cdf(counts[occupied]))
+    probs = _reference.midpoint_cdf(counts[occupied])
+    matched = _reference.quantile_values(knots, channel, probs, increasing=True)
     out.fill(0)
     out[occupied] = (
         matched if levels is None else blend(levels[occupied], matched, strength, out.dtype)
