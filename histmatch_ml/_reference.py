@@ -811,24 +811,35 @@ def running_counts(counts: np.ndarray, fractional: bool = False) -> np.ndarray:
         and bool((np.trunc(counts) == counts).all())
     )
     if integral:
-        return np.cumsum(counts.astype(np.int64, copy=False), axis=-1).astype(np.float64)
+        running = counts.astype(np.int64)  # (a copy, summed in place)
+        np.cumsum(running, axis=-1, out=running)
+        return running.astype(np.float64)
     return np.cumsum(counts, axis=-1, dtype=np.float64)
 
 
 def midpoint_cdf(
-    hist: np.ndarray, out: np.ndarray | None = None, fractional: bool = False
+    hist: np.ndarray,
+    out: np.ndarray | None = None,
+    fractional: bool = False,
+    below: float = 0.0,
+    total: float | None = None,
 ) -> np.ndarray:
     """Midpoint CDF of a histogram: ``(counts below + count / 2) / total`` per bin.
 
     Along the last axis, in float64 (into ``out`` if given). Computed as
     ``(counts below + counts up to and including) / (2 total)``: for integer
     counts both sums are exact, so the quotient is the correctly rounded one.
-    ``fractional`` is passed on to :func:`running_counts`.
+    ``fractional`` is passed on to :func:`running_counts`. For a block of a
+    longer (1-D) histogram, ``below`` is the count before the block and
+    ``total`` the whole histogram's.
     """
     cum = running_counts(hist, fractional)
-    out = np.add(cum, cum, out=out)  # 2 * counts up to and including
+    if below:
+        cum += below
+    twice_total = 2 * (cum[..., -1:] if total is None else total)  # (before cum is overwritten)
+    out = np.add(cum, cum, out=cum if out is None else out)  # 2 * counts up to and including
     out -= hist  # counts below + counts up to and including
-    out /= 2 * cum[..., -1:]
+    out /= twice_total
     return out
 
 
@@ -975,14 +986,61 @@ def quantile_values(
     return out
 
 
+#: entries of a lookup table computed at once when :func:`midpoint_quantiles` works by blocks
+TABLE_BLOCK = 2**14
+
+
 def midpoint_quantiles(
-    counts: np.ndarray, knots: dict, channel: int, out: np.ndarray | None = None
+    counts: np.ndarray,
+    knots: dict,
+    channel: int,
+    out: np.ndarray | None = None,
+    blocks: bool = False,
 ) -> np.ndarray:
     """``quantile_values(knots, channel, midpoint_cdf(counts))``: one histogram row's table.
 
-    (A midpoint CDF of counts is non-decreasing: see :func:`midpoint_cdf`.)
+    ``counts`` are the integer counts of a histogram (of any numeric dtype).
+    With ``blocks``, a table longer than :data:`TABLE_BLOCK` is computed by
+    blocks of that many entries, each block's running counts starting from
+    the counts below it, so its float64 work arrays are a block's, not the
+    table's (a few more calls): integer running sums are exact, so the values
+    are the same to the bit. ``out`` may be ``counts`` itself (each block is
+    read before it is written). (A midpoint CDF of counts is non-decreasing:
+    see :func:`midpoint_cdf`.)
     """
-    return quantile_values(knots, channel, midpoint_cdf(counts), out=out, increasing=True)
+    n = len(counts)
+    if not blocks or n <= TABLE_BLOCK:
+        return quantile_values(knots, channel, midpoint_cdf(counts), out=out, increasing=True)
+    out = np.empty(n) if out is None else out
+    points = quantile_points(knots, channel)
+    total = float(counts.sum(dtype=np.int64 if counts.dtype.kind in "ui" else np.float64))
+    below, floor = 0.0, -np.inf
+    for start in range(0, n, TABLE_BLOCK):
+        block = slice(start, start + TABLE_BLOCK)
+        counted = float(counts[block].sum(dtype=np.float64))  # (out may be counts' memory)
+        floor = _table_block(counts[block], below, total, points, floor, out[block])
+        below += counted
+    return out
+
+
+def _table_block(
+    counts: np.ndarray, below: float, total: float, points: tuple, floor: float, out: np.ndarray
+) -> float:
+    """One block of :func:`midpoint_quantiles` into ``out``; returns its last value.
+
+    ``floor`` is the previous block's last value: the running maximum that
+    :func:`_monotone` takes over the whole table is carried from block to block.
+    (A function of its own, so that a block's work arrays are freed before the next's.)
+    """
+    # (as int64: integer counts, whose running sum needs no check for fractions)
+    probs = midpoint_cdf(counts.astype(np.int64, copy=False), below=below, total=total)
+    matched = _interp(probs, *points)
+    del probs
+    if matched[0] < floor or (matched[1:] < matched[:-1]).any():
+        matched[0] = max(matched[0], floor)
+        np.maximum.accumulate(matched, out=matched)
+    out[...] = matched
+    return float(matched[-1])
 
 
 def learn(images: list[np.ndarray], masks: list[np.ndarray] | None) -> dict[str, np.ndarray]:

@@ -233,13 +233,16 @@ def test_histograms_of_images_beyond_exact_float32_counts_are_summed_by_bands(mo
     np.testing.assert_array_equal(_reference.level_counts(plane16, None, 65536), expected16)
 
 
-@pytest.mark.parametrize(("dtype", "bound"), [(np.uint8, 1.1), (np.float32, 1.6)])
-def test_work_memory_is_one_channels(dtype, bound):
+@pytest.mark.parametrize("size", [512, 1024])
+@pytest.mark.parametrize(("dtype", "bound"), [(np.uint8, 1.1), (np.float32, 1.5)])
+def test_work_memory_is_one_channels(dtype, bound, size):
+    """The peak (output included) stays within ``bound`` times the output's bytes: a float
+    image is read by bands of rows and its tables computed by blocks (:func:`match_planes`)."""
     import tracemalloc
 
     import cv2
 
-    src = cv2.resize(load("astronaut"), (1024, 1024))
+    src = cv2.resize(load("astronaut"), (size, size))
     ref = load("coffee")
     if dtype == np.float32:  # continuous values: the grid path
         src = cv2.GaussianBlur(src.astype(np.float32) / 255, (0, 0), 1.5)
@@ -325,7 +328,7 @@ def test_float_references_fitted_in_parts_match_alike():
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_a_nan_in_any_band_of_a_large_float_image_is_refused(masked):
-    # (ranges are read band by band, or in one interleaved pass, above 2**18 pixels)
+    # (ranges are read band by band, or in one interleaved pass, above 2**16 pixels)
     image = np.random.default_rng(0).random((700, 700, 3), dtype=np.float32)
     image[650, 3, 1] = np.nan
     bands = per_channel._row_bands(image.shape[:2])

@@ -287,6 +287,43 @@ def test_midpoint_quantiles_equal_quantile_values_at_the_midpoint_cdf(n, kind, d
     np.testing.assert_array_equal(out32, got.astype(np.float32))
 
 
+@pytest.mark.parametrize("n", [2**14 + 1, 65536, 100_003])
+@pytest.mark.parametrize("kind", ["quantiles", "histograms"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_midpoint_quantiles_by_blocks_are_the_same_to_the_bit(n, kind, dtype, monkeypatch):
+    rng = np.random.default_rng(n)
+    knots = _reference.quantile_knots(_random_state(kind, rng, n_knots=1024))
+    counts = (rng.integers(0, 9, n) * (rng.random(n) < 0.6)).astype(dtype)
+    counts[[0, -1]] = [3, 2]
+    whole = _reference.midpoint_quantiles(counts, knots, 1)
+    blocked = _reference.midpoint_quantiles(counts, knots, 1, blocks=True)
+    np.testing.assert_array_equal(blocked, whole)
+    if dtype == np.float32:  # a float32 table written over its own counts
+        own = counts.copy()
+        assert _reference.midpoint_quantiles(own, knots, 1, out=own, blocks=True) is own
+        np.testing.assert_array_equal(own, whole.astype(np.float32))
+    # the running maximum that repairs a step down is carried across the blocks: the
+    # interpolation made to dip below its neighbours here and there (and at a block's start)
+    counts = rng.integers(1, 9, n).astype(dtype)  # (no empty bins: every probability distinct)
+    probs = _reference.midpoint_cdf(counts)
+    span = float(np.ptp(knots["values"][1]))  # (dips of 1% of the range: steps down)
+    dips = np.where(np.arange(n) % 5000 == 4999, 0.01 * span, 0.0)
+    dips[_reference.TABLE_BLOCK] = 0.01 * span
+    interp = _reference._interp
+
+    def dipping(q, p, v):  # (the dips of q's own entries, found by their probabilities)
+        start = int(np.searchsorted(probs, q[0]))
+        return interp(q, p, v) - dips[start : start + len(q)]
+
+    assert (np.diff(dipping(probs, *_reference.quantile_points(knots, 1))) < 0).any()
+    monkeypatch.setattr(_reference, "_interp", dipping)
+    repaired = _reference.midpoint_quantiles(counts, knots, 1)
+    assert (np.diff(repaired) >= 0).all()
+    np.testing.assert_array_equal(
+        _reference.midpoint_quantiles(counts, knots, 1, blocks=True), repaired
+    )
+
+
 # ------------------------------------------------------------ floats of 8-bit levels
 def test_float_references_of_8_bit_levels_keep_exact_level_histograms():
     rng = np.random.default_rng(0)

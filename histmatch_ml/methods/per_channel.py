@@ -55,6 +55,7 @@ def cdf_lut(
     levels: np.ndarray | None = None,
     strength: float = 1.0,
     out: np.ndarray | None = None,
+    blocks: bool = False,
 ) -> np.ndarray:
     """Lookup table ``(len(counts),)`` in ``dtype`` from a source histogram.
 
@@ -65,14 +66,16 @@ def cdf_lut(
     anything; uncounted (unmasked) pixels are restored afterwards. A sparse
     histogram (at most 1/8 occupied) computes its occupied entries only, so a
     16-bit image costs what its distinct values cost; a dense one is computed
-    whole, in place in work buffers. ``out`` is an optional buffer to fill.
+    whole, in place in work buffers (with ``blocks``, a float table by blocks of
+    entries: :func:`.._reference.midpoint_quantiles`). ``out`` is an optional
+    buffer to fill, which may be ``counts`` itself.
     """
     out = np.empty(len(counts), dtype=dtype) if out is None else out
     present = counts > 0
     if np.count_nonzero(present) <= len(counts) // 8:
         return occupied_lut(counts, knots, channel, out, levels, strength, present)
     if levels is None:  # float cells: the quantiles are the table
-        return _reference.midpoint_quantiles(counts, knots, channel, out=out)
+        return _reference.midpoint_quantiles(counts, knots, channel, out=out, blocks=blocks)
     matched = _reference.midpoint_quantiles(counts, knots, channel)
     return blend(levels, matched, strength, dtype, out=out)
 
@@ -121,12 +124,22 @@ def dense_luts(
     return blend(levels, matched, strength, dtype, out=out)
 
 
-#: pixels per band of rows in :func:`match_planes` (its work memory, whatever the image size)
+#: most pixels per band of rows in :func:`match_planes` (its work memory, whatever the image size)
 BAND_PIXELS = 2**18
+#: least pixels per band: images up to this size are split into channel planes at once
+MIN_BAND_PIXELS = 2**16
 
 
 def _row_bands(shape: tuple[int, int]) -> list[slice]:
-    rows = max(1, BAND_PIXELS // max(1, shape[1]))
+    """Bands of rows of about a quarter of the image, of MIN_BAND_PIXELS to BAND_PIXELS pixels.
+
+    (Whole-image channel planes of more than MIN_BAND_PIXELS pixels make the
+    work memory several times a channel's and cost fresh memory
+    pages at every call; bands below it cost more calls than they save.)
+    """
+    pixels = shape[0] * shape[1]
+    band = min(BAND_PIXELS, max(MIN_BAND_PIXELS, pixels // 4))
+    rows = max(1, band // max(1, shape[1]))
     return [slice(r, r + rows) for r in range(0, shape[0], rows)]
 
 
@@ -407,7 +420,8 @@ def match_planes(
     band (:data:`BAND_PIXELS`) is split into channel planes at once and merged
     back at the end (one pass each way over the interleaved image); a larger
     one is read and written by bands of rows through one band-sized plane, so
-    its work memory is the cells (one or two bytes a pixel) and one band.
+    its work memory is the cells (one or two bytes a pixel), one band, the
+    histogram and the table (a float32 table over the histogram's counts).
     """
     dtype, n_channels, shape = image.dtype, image.shape[2], image.shape[:2]
     exact = _reference.has_exact_levels(dtype)
@@ -434,7 +448,13 @@ def match_planes(
 
     cells = np.empty(shape, dtype=cell_dtype)
     hist = np.empty((n_cells, 1), dtype=np.float32) if cell_dtype != np.uint32 else None
-    table = np.empty(n_cells, dtype=plane_dtype)
+    # (a float32 table is written over the counts it is computed from, which it has read
+    # by then: :func:`cdf_lut`)
+    same = hist is not None and plane_dtype == np.float32 and not exact
+    table = hist.reshape(-1) if same else np.empty(n_cells, dtype=plane_dtype)
+    # (a channel of more pixels than the table has entries: its float table by blocks, whose
+    # work arrays are a fraction of the channel; a smaller one is dominated by the table anyway)
+    blocks = cells.size > n_cells
     grids = [None] * n_channels if exact else _channel_ranges(image, read, mask, bands)
     for c, grid in enumerate(grids):
         if exact or grid is not None:
@@ -444,7 +464,7 @@ def match_planes(
                 else:
                     grid_cells(read(c, rows), grid, mask is not None, cells[rows], n_cells)
             counts = _reference.level_counts(cells, mask, n_cells, out=hist)
-            lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, out=table)
+            lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, table, blocks)
         else:  # one value: it sits at the median of the reference
             median = _reference.quantile_values(knots, c, np.array([0.5]))[0]
         for rows in bands:  # the matched values
