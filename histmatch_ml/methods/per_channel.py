@@ -417,9 +417,10 @@ def match_planes(
     and wide integers, those through float64 to be rounded once), one
     histogram of the cells gives the channel's lookup table (:func:`cdf_lut`),
     and the table is gathered into the channel of ``out``. An image of one
-    band (:data:`BAND_PIXELS`) is split into channel planes at once and merged
-    back at the end (one pass each way over the interleaved image); a larger
-    one is read and written by bands of rows through one band-sized plane, so
+    band (up to :data:`MIN_BAND_PIXELS`, :func:`_row_bands`) is split into
+    channel planes at once and merged back at the end (one pass each way over
+    the interleaved image); a larger one is read and written by bands of rows
+    through one band-sized plane, so
     its work memory is the cells (one or two bytes a pixel), one band, the
     histogram and the table (a float32 table over the histogram's counts).
     """
