@@ -486,18 +486,22 @@ def _sort_strict(packed: np.ndarray, low_ties: bool = False) -> tuple[np.ndarray
 def _two_pass_order(word: np.ndarray, shift: int, pos_bits: int) -> np.ndarray:
     """The (key, position) order of ``word`` (keys less their minimum; overwritten).
 
-    Least significant part first: a sort of (the low ``shift`` bits,
-    position), then of (the top bits, rank in that order), each packed into
-    one uint64 (``shift <= pos_bits <= 32``).
+    Least significant part first: a stable sort of the low ``shift`` bits
+    (numpy's radix sort where they fit 16 bits, else a sort of (low bits,
+    position) packed into one uint64), then a sort of (the top bits, rank in
+    that order) packed into one uint64 (``shift <= pos_bits <= 32``).
     """
     n = len(word)
     mask = np.uint64((1 << pos_bits) - 1)
     place = np.arange(n, dtype=np.uint64)
     first = word & np.uint64((1 << shift) - 1)
-    first <<= np.uint64(pos_bits)
-    first |= place
-    first.sort()
-    first &= mask  # the order by (low bits, position)
+    if shift <= 16:  # the order by (low bits, position), in linear time
+        first = np.argsort(first.astype(np.uint8 if shift <= 8 else np.uint16), kind="stable")
+    else:
+        first <<= np.uint64(pos_bits)
+        first |= place
+        first.sort()
+        first &= mask
     word >>= np.uint64(shift)
     second = word[first]
     del word
@@ -506,7 +510,7 @@ def _two_pass_order(word: np.ndarray, shift: int, pos_bits: int) -> np.ndarray:
     del place
     second.sort()
     second &= mask
-    return first[second].astype(np.intp)
+    return first[second].astype(np.intp, copy=False)
 
 
 def _repair_runs(

@@ -355,3 +355,17 @@ def test_sort_strict_orders_by_key_then_position(n, top, low_bits, n_top, low_ti
     expected = np.lexsort((np.arange(n), key))
     np.testing.assert_array_equal(order, expected)
     np.testing.assert_array_equal(tied, key[expected][1:] == key[expected][:-1])
+
+
+@pytest.mark.parametrize("shift", [1, 8, 9, 16, 17, 20])
+def test_two_pass_order_is_the_key_then_position_order(rng, shift):
+    # low bits sorted by a radix sort (up to 16 of them) or by a packed 64-bit sort;
+    # positions fit 20 bits, so the top bits take the other 44 and keys tie often
+    n, pos_bits = 3000, 20
+    top = rng.integers(0, 5, n, dtype=np.uint64) << np.uint64(64 - pos_bits - 3)
+    word = (top << np.uint64(shift)) | rng.integers(
+        0, min(4, 2**shift), n, dtype=np.uint64
+    ) << np.uint64(max(shift - 2, 0))
+    order = _ordering._two_pass_order(word.copy(), shift, pos_bits)
+    assert order.dtype == np.intp
+    np.testing.assert_array_equal(order, np.lexsort((np.arange(n), word)))
