@@ -443,8 +443,10 @@ def _pack(keys: list) -> np.ndarray:
     return packed
 
 
-def _sort_strict(packed: np.ndarray, low_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Order by ``packed`` (uint64) then position; also return which neighbours in it are tied.
+def _sort_strict(
+    packed: np.ndarray, low_ties: bool = False, want_tied: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Order by ``packed`` (uint64) then position, and which neighbours in it are tied.
 
     One (SIMD) sort of uint64 words that hold the key's top bits above the
     position, which orders by (key, position) wherever the key fits beside
@@ -454,7 +456,9 @@ def _sort_strict(packed: np.ndarray, low_ties: bool = False) -> tuple[np.ndarray
     whose low bits are often all that tells them apart, such as
     ``local_means``' last ring sum), the key is sorted in two passes, its
     low bits first (:func:`_two_pass_order`). Keys too wide even for that go
-    through an argsort (:func:`_argsort_strict`).
+    through an argsort (:func:`_argsort_strict`). Without ``want_tied`` the
+    tied mask may be None (it is not computed where the order needs no keys
+    gathered in it).
     """
     n = len(packed)
     if n < 2:
@@ -467,19 +471,21 @@ def _sort_strict(packed: np.ndarray, low_ties: bool = False) -> tuple[np.ndarray
         return _argsort_strict(packed)
     if shift and low_ties:
         order = _two_pass_order(word, shift, pos_bits)
-        sorted_key = packed[order]
-        return order, sorted_key[1:] == sorted_key[:-1]
-    word >>= np.uint64(shift)
-    word <<= np.uint64(pos_bits)
-    word |= np.arange(n, dtype=np.uint64)
-    word.sort()
-    order = (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+    else:
+        word >>= np.uint64(shift)
+        word <<= np.uint64(pos_bits)
+        word |= np.arange(n, dtype=np.uint64)
+        word.sort()
+        order = (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+        if shift:
+            sorted_key = packed[order]
+            down = np.flatnonzero(sorted_key[1:] < sorted_key[:-1])
+            if len(down):
+                word >>= np.uint64(pos_bits)  # the sorted top bits
+                _repair_runs(order, sorted_key, word, down + 1, low, shift)
+    if not want_tied:
+        return order, None
     sorted_key = packed[order]
-    if shift:
-        down = np.flatnonzero(sorted_key[1:] < sorted_key[:-1])
-        if len(down):
-            word >>= np.uint64(pos_bits)  # the sorted top bits
-            _repair_runs(order, sorted_key, word, down + 1, low, shift)
     return order, sorted_key[1:] == sorted_key[:-1]
 
 
@@ -773,7 +779,7 @@ def _sort_buckets(
             continue
         positions = perm[a:b]
         if len(words) == 1:
-            order, tied = _sort_strict(words[0][positions], low_ties)
+            order, tied = _sort_strict(words[0][positions], low_ties, want_tied)
         else:  # stable: ties keep the raster order of the bucket
             keys = [word[positions] for word in words]
             order = np.lexsort(keys[::-1])
@@ -802,7 +808,8 @@ def _strict(
         low_ties = ordering == "local_means"
         tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties)
         return perm, tied
-    order, tied = _sort_strict(_pack(_keys(channel, index, ordering)), ordering == "local_means")
+    packed = _pack(_keys(channel, index, ordering))
+    order, tied = _sort_strict(packed, ordering == "local_means", want_tied)
     return (order if index is None else index[order]), tied
 
 
