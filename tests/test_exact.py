@@ -254,6 +254,41 @@ def test_uint8_reference_on_uint16_image_keeps_reference_levels(rng):
     )
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_own_levels_are_handed_out_as_the_finished_float_values(rng, monkeypatch, dtype):
+    # an integer image matched to a reference of its dtype gets the levels straight in
+    # its dtype; the float work plane, rounded, clipped and cast, gives the same pixels
+    from histmatch_ml.methods import exact as exact_module
+
+    info = np.iinfo(dtype)
+    source = rng.integers(info.min, info.max, size=(60, 70, 3), endpoint=True).astype(dtype)
+    source[:20] //= 7  # (repeated levels: ranked by the ordering)
+    reference = rng.integers(info.min, info.max, size=(50, 50, 3), endpoint=True).astype(dtype)
+    mask = rng.random(source.shape[:2]) < 0.6
+    matcher = exact().fit([reference])
+    assert exact_module.own_levels(matcher.reference_, matcher.tables_, source.dtype)
+    direct = [matcher.transform([source], mask=m)[0] for m in (None, [mask])]
+    monkeypatch.setattr(exact_module, "own_levels", lambda *args: False)
+    finished = [matcher.transform([source], mask=m)[0] for m in (None, [mask])]
+    for a, b in zip(direct, finished):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(direct[1][~mask], source[~mask])
+
+
+def test_own_levels_only_for_a_reference_of_the_images_dtype(rng):
+    from histmatch_ml.methods.exact import own_levels
+
+    reference = rng.integers(0, 256, size=(20, 20), dtype=np.uint8)
+    matcher = exact().fit([reference])
+    state, knots = matcher.reference_, matcher.tables_
+    assert own_levels(state, knots, np.dtype(np.uint8))
+    assert not own_levels(state, knots, np.dtype(np.uint16))  # other levels: rounded
+    assert not own_levels(state, knots, np.dtype(np.float32))
+    floats = exact().fit([reference / np.float32(255)])
+    assert not own_levels(floats.reference_, floats.tables_, np.dtype(np.uint8))
+
+
 # ------------------------------------------------------ masks, strength, API
 @pytest.mark.parametrize("ordering", ORDERINGS)
 def test_mask_only_masked_pixels_counted_and_changed(rng, ordering):

@@ -108,6 +108,22 @@ def ranked_values(
     return _reference.quantile_values(knots, channel, (np.arange(n) + 0.5) / n)
 
 
+def own_levels(state: dict, knots: dict, dtype: np.dtype) -> bool:
+    """Whether the ranked values of an image of ``dtype`` are levels of that dtype.
+
+    So for an integer image matched to a reference of its own dtype: the
+    values need no rounding or clipping, and can be handed out in the
+    image's dtype (a quarter of a float32 plane's bytes for 8 bits).
+    """
+    return (
+        dtype.kind in "ui"
+        and "histograms" in state
+        and "levels" not in state
+        and "scale" not in knots
+        and np.dtype(state["dtype"].item()) == dtype
+    )
+
+
 @register
 class Exact(MatchingMethod):
     """Exact histogram specification, each channel on its own.
@@ -150,11 +166,13 @@ class Exact(MatchingMethod):
         spatial_shape, n_channels = image.shape[:-1], image.shape[-1]
         size = int(np.prod(spatial_shape))
         n = size if mask is None else int(np.count_nonzero(mask))
-        work = np.result_type(image.dtype, np.float32)
         integer_image = image.dtype.kind in "ui"
         # at full strength finishing is elementwise (round, clip, cast), so each
-        # channel is finished on its own and only one channel's work plane lives
+        # channel is finished on its own and only one channel's work plane lives;
+        # values that are the image's own levels need no finishing at all
         per_channel = params["strength"] == 1.0
+        levels = per_channel and own_levels(state, tables, image.dtype)
+        work = image.dtype if levels else np.result_type(image.dtype, np.float32)
         matched = None if per_channel else np.empty(image.shape, dtype=work)
         for c in range(n_channels):
             channel = image[..., c]
@@ -164,7 +182,9 @@ class Exact(MatchingMethod):
             plane = np.empty(size, dtype=work) if mask is None else channel.astype(work).ravel()
             plane[order] = ranked_values(state, tables, c, n, integer_image, work)
             del order
-            if per_channel:
+            if levels:
+                out[..., c] = plane.reshape(spatial_shape)
+            elif per_channel:
                 part = np.s_[..., c : c + 1]
                 finish(image[part], plane.reshape(*spatial_shape, 1), mask, 1.0, out[part])
             else:
