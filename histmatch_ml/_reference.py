@@ -207,20 +207,47 @@ def plane_histograms(planes: np.ndarray, mask: np.ndarray | None, n_levels: int)
     return np.stack([level_counts(p, mask, n_levels) for p in planes]).astype(np.int64)
 
 
-def uint8_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+#: uint8 images of at least this many pixels are counted plane by plane given a work buffer
+PLANE_PIXELS = 2**17
+
+
+def uint8_histograms(
+    image: np.ndarray, mask: np.ndarray | None, work: np.ndarray | None = None
+) -> np.ndarray:
     """Per-channel histograms ``(C, 256)`` of a uint8 ``(H, W, C)`` image.
 
     ``cv2.calcHist`` on the interleaved image (no channel copies), each
     channel straight into its row: float32 counts for images of at most
     :data:`EXACT_COUNTS` pixels, int64 sums over bands of rows for larger ones.
+    Given ``work`` (a C-contiguous uint8 buffer of the image's size apart from
+    the image, which is overwritten, such as the output that the matched
+    pixels will fill) a multi-channel image of :data:`PLANE_PIXELS` pixels or
+    more is split into it as contiguous planes first: OpenCV counts an
+    interleaved channel on one thread and a contiguous plane on all of its
+    threads.
     """
     if image.shape[2] > 4:  # (OpenCV takes at most 4 interleaved channels here)
         return plane_histograms(channel_planes(image), mask, 256)
     bands = _bands(image)
     if len(bands) == 1:
         hist = np.empty((image.shape[2], 256), dtype=np.float32)
+        n_channels, planar = image.shape[2], None
+        if (
+            work is not None
+            and n_channels > 1
+            and image.shape[0] * image.shape[1] >= PLANE_PIXELS
+            and work.dtype == np.uint8
+            and work.size == image.size
+            and work.flags.c_contiguous
+            and not np.may_share_memory(work, image)
+        ):
+            planar = list(work.reshape(n_channels, *image.shape[:2]))
+            cv2.split(image, planar)
         for c, row in enumerate(hist):
-            _calc_hist(image, c, mask, 256, row.reshape(256, 1))
+            if planar is None:
+                _calc_hist(image, c, mask, 256, row.reshape(256, 1))
+            else:
+                _calc_hist(planar[c], 0, mask, 256, row.reshape(256, 1))
         return hist
     hist = np.zeros((image.shape[2], 256), dtype=np.int64)
     for rows in bands:

@@ -62,6 +62,26 @@ def test_uint8_histograms_fills_rows_of_float32_counts():
         np.testing.assert_array_equal(h[c], np.bincount(img[:, :, c][mask], minlength=256))
 
 
+@pytest.mark.parametrize("n_channels", [2, 3, 4])
+@pytest.mark.parametrize("masked", [False, True])
+def test_uint8_histograms_through_planes_in_a_work_buffer(n_channels, masked):
+    # counted from contiguous planes split into the work buffer (its contents are
+    # overwritten), the same counts; a buffer that overlaps the image is not used
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (512, 300, n_channels), dtype=np.uint8)
+    assert img.shape[0] * img.shape[1] >= _reference.PLANE_PIXELS
+    before = img.copy()
+    mask = rng.random(img.shape[:2]) < 0.5 if masked else None
+    expected = _reference.uint8_histograms(img, mask)
+    work = np.full_like(img, 7)
+    np.testing.assert_array_equal(_reference.uint8_histograms(img, mask, work=work), expected)
+    np.testing.assert_array_equal(work.reshape(n_channels, -1)[-1], img[..., -1].ravel())
+    np.testing.assert_array_equal(_reference.uint8_histograms(img, mask, work=img), expected)
+    np.testing.assert_array_equal(img, before)
+    strided = np.empty((512, 600, n_channels), dtype=np.uint8)[:, ::2]  # not contiguous: unused
+    np.testing.assert_array_equal(_reference.uint8_histograms(img, mask, work=strided), expected)
+
+
 @pytest.mark.parametrize(
     "counts",
     [

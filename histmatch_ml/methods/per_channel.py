@@ -295,7 +295,7 @@ class PerChannel(MatchingMethod):
 
 def match_uint8(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
     """uint8 ``(H, W, C<=4)``: histograms and tables per channel, one ``cv2.LUT`` for all."""
-    hist = _reference.uint8_histograms(image, mask)
+    hist = _reference.uint8_histograms(image, mask, work=out)  # (out: filled below)
     table = lut_table(image.shape[2])
     levels = _reference.level_values(image.dtype)
     dense_luts(hist, knots, levels, strength, image.dtype, table[0].T)
