@@ -9,6 +9,7 @@ import pytest
 from conftest import load
 from histmatch_ml import HistogramMatcher, match_histograms
 from histmatch_ml.methods import per_channel
+from histmatch_ml.methods._base import row_bands
 from histmatch_ml.metrics import histogram_distance
 
 
@@ -331,7 +332,7 @@ def test_a_nan_in_any_band_of_a_large_float_image_is_refused(masked):
     # (ranges are read band by band, or in one interleaved pass, above 2**16 pixels)
     image = np.random.default_rng(0).random((700, 700, 3), dtype=np.float32)
     image[650, 3, 1] = np.nan
-    bands = per_channel._row_bands(image.shape[:2])
+    bands = row_bands(image.shape[:2], per_channel.MIN_BAND_PIXELS, per_channel.BAND_PIXELS)
     assert len(bands) > 1
     mask = np.ones(image.shape[:2], bool) if masked else None
     planes = np.ascontiguousarray(image.transpose(2, 0, 1))

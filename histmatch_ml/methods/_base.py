@@ -54,6 +54,7 @@ __all__ = [
     "keep_unmasked",
     "on_register",
     "register",
+    "row_bands",
     "unregister",
     "warn_scale_mismatch",
 ]
@@ -431,6 +432,30 @@ def _cv_copy_unmasked(out: np.ndarray, image: np.ndarray, mask: np.ndarray) -> b
     dst = out.reshape(rows)
     where = np.ascontiguousarray(~mask).reshape(rows[:2]).view(np.uint8)
     return np.shares_memory(cv2.copyTo(image.reshape(rows), where, dst), out)
+
+
+def row_bands(shape: tuple[int, ...], least: int, most: int, parts: int = 4) -> list[slice]:
+    """Bands of rows of about ``1 / parts`` of an image, of ``least`` to ``most`` pixels each.
+
+    The work memory of a kernel that reads an image band by band is a
+    band's: a part of a small image keeps it a fraction of the image, and
+    ``most`` bounds it for a large one; ``least`` keeps the bands few where
+    each costs more calls than its memory saves. (A band's temporaries are
+    taken again from the allocator at the next band, where whole-image ones
+    are freshly mapped pages at every call.)
+
+    Examples
+    --------
+    >>> from histmatch_ml.methods._base import row_bands
+    >>> row_bands((512, 512), 2**14, 2**16)[:2]  # a quarter: 65,536 pixels, 128 rows
+    [slice(0, 128, None), slice(128, 256, None)]
+    >>> len(row_bands((64, 64), 2**14, 2**16))  # smaller than the least band: one
+    1
+    """
+    pixels = shape[0] * shape[1]
+    band = min(most, max(least, pixels // parts))
+    rows = max(1, band // max(1, shape[1]))
+    return [slice(r, r + rows) for r in range(0, shape[0], rows)]
 
 
 def finish(

@@ -74,17 +74,18 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import _color, _reference
-from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
+from ._base import N_QUANTILES, MatchingMethod, Param, finish, register, row_bands
 
 #: grid nodes of the per-image source CDF along each projection
 SOURCE_GRID_NODES = 2048
 #: grid nodes of the reference histograms along each direction
 REFERENCE_GRID_NODES = 65536
-#: pixels per band of rows of a transform's summary and of its lookup: the work memory is a
-#: band's, whatever the image's size, and small enough that a band's temporaries are reused
-#: from the allocator rather than mapped afresh (each fresh page costs a fault)
-_BAND_PIXELS = 2**18
-_LOOKUP_PIXELS = 2**16
+#: least and most pixels, and parts of the image, per band of rows of a transform's summary
+#: and of its lookup (:func:`._base.row_bands`): the work memory is a band's, a fraction of a
+#: small image and bounded for a large one (the lookup's, some 48 bytes a pixel, beside the
+#: colour table's fixed 3.3 MB, in sixteenths)
+_BAND_PIXELS = (2**16, 2**18, 4)
+_LOOKUP_PIXELS = (2**14, 2**16, 16)
 #: the upper bound of ``n_iter`` (its declaration, and the transfer's own check)
 MAX_ITERATIONS = 1000
 #: a box holding every CIELAB colour of the sRGB gamut (L, a, b lower and upper)
@@ -257,13 +258,16 @@ def _corner_weights(t: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.nda
 
     ``t`` ``(3, M)`` holds float32 grid coordinates, at least 0 and below
     ``dims - 1`` along each axis (``dims`` nodes; the last axis varies fastest).
+    The indices are int32 where the grid's nodes fit in it (half the memory).
     """
-    cell = t.astype(np.intp)  # (truncation: coordinates are not negative)
+    index = np.int32 if int(np.prod(dims, dtype=np.int64)) < 2**31 else np.intp
+    dims = dims.astype(index)
+    cell = t.astype(index)  # (truncation: coordinates are not negative)
     frac = t - cell
     both = np.stack([1 - frac, frac])  # (2, 3, M): weights of the lower and upper node
     wts = both[:, None, None, 0] * both[None, :, None, 1] * both[None, None, :, 2]
     base = (cell[0] * dims[1] + cell[1]) * dims[2] + cell[2]
-    steps = (_CORNERS[:, 0] * dims[1] + _CORNERS[:, 1]) * dims[2] + _CORNERS[:, 2]
+    steps = ((_CORNERS[:, 0] * dims[1] + _CORNERS[:, 1]) * dims[2] + _CORNERS[:, 2]).astype(index)
     return base + steps[:, None], wts.reshape(8, -1)
 
 
@@ -518,7 +522,8 @@ def summarise(parts: Collection[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
         np.add.at(counts, key, 1)
         keys.append(key if len(parts) == 1 else None)
     occupied = np.flatnonzero(counts != 0)  # (numpy finds the True of a bool array fastest)
-    rank = np.empty(size, dtype=np.intp)  # (read only at occupied cells)
+    # the grid's counts give way to the occupied cells' ranks (read only at occupied cells)
+    counts, rank = counts[occupied], counts
     rank[occupied] = np.arange(occupied.size)
     sums = np.zeros((3, occupied.size))
     codes = False
@@ -526,7 +531,7 @@ def summarise(parts: Collection[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
         codes = part.dtype == np.uint8
         index = rank[_cell_keys(part) if key is None else key]
         (_add_code_sums if codes else _add_position_sums)(part, index, sums)
-    counts = counts[occupied]
+    del rank
     if codes:
         sums *= 0.25  # (code sums to position sums: exact)
     means = (sums / counts).T.astype(np.float32)
@@ -608,20 +613,28 @@ def colour_table(means: np.ndarray, counts: np.ndarray, moves: np.ndarray) -> np
     """
     n = SUMMARY_CELLS + 1
     idx, wts = _corner_weights(np.ascontiguousarray(means[:, [0, 2, 1]].T), np.array([n, n, n]))
-    idx, wts = idx.ravel(), wts * counts.astype(np.float64)  # (float64: bincount's own)
-    # sums over the nodes that receive anything only, numbered compactly
+    wts *= counts.astype(np.float64)  # (float64: bincount's own)
+    idx = idx.ravel()
+    # sums over the nodes that receive anything only, numbered compactly (the grid-sized
+    # work arrays are gone before the table is made)
     used = np.zeros(n**3, dtype=bool)
     used[idx] = True
     nodes = np.flatnonzero(used)
-    rank = np.empty(n**3, dtype=np.intp)  # (read only at used nodes)
-    rank[nodes] = np.arange(nodes.size)
+    del used
+    rank = np.empty(n**3, dtype=np.int32)  # (read only at used nodes; 65**3 fit in int32)
+    rank[nodes] = np.arange(nodes.size, dtype=np.int32)
     idx = rank[idx]
+    del rank
+    idx = idx.astype(np.intp)  # (bincount's own type: not cast again at each call)
     total = np.bincount(idx, weights=wts.ravel(), minlength=nodes.size)
     received = total > 0
     values = np.empty((3, nodes.size), dtype=np.float32)  # (planes: fast divisions)
+    weights = np.empty_like(wts)  # (one buffer for the three channels' weights)
     for c in range(3):
-        values[c] = np.bincount(idx, weights=(wts * moves[:, c]).ravel(), minlength=nodes.size)
+        np.multiply(wts, moves[:, c], out=weights)
+        values[c] = np.bincount(idx, weights=weights.ravel(), minlength=nodes.size)
         np.divide(values[c], total, out=values[c], where=received)
+    del idx, wts, weights, total, received
     table = np.zeros((n**3, 3), dtype=np.float32)
     for c in range(3):  # (faster than one scatter of the transposed rows)
         table[nodes, c] = values[c]
@@ -931,8 +944,7 @@ class Lab(MatchingMethod):
 
     def apply(self, image, mask, state, tables, params, out) -> None:
         # by bands of rows: the work memory is a band's, whatever the image's size
-        step = max(1, _BAND_PIXELS // image.shape[1])
-        bands = [slice(r, r + step) for r in range(0, image.shape[0], step)]
+        bands = row_bands(image.shape, *_BAND_PIXELS)
         _, counts, means = summarise(_Bands(image, mask, bands))
         if counts.size == 0:  # (nothing masked: nothing changes)
             out[...] = image
@@ -942,10 +954,10 @@ class Lab(MatchingMethod):
         moved = transfer(lab, counts, state, params["n_iter"], joint, params["n_refine"])
         # the moves in RGB, as differences of one conversion: cancels its round-trip error
         table = colour_table(means, counts, _color.lab_to_rgb(moved) - _color.lab_to_rgb(lab))
+        del means, counts, lab, moved  # (the summary's arrays: not alive during the lookup)
         scale = np.float32(_color.full_scale(image.dtype))
         colours = np.empty(image.shape, np.float32) if params["regrain"] else None
-        step = max(1, _LOOKUP_PIXELS // image.shape[1])
-        for rows in (slice(r, r + step) for r in range(0, image.shape[0], step)):
+        for rows in row_bands(image.shape, *_LOOKUP_PIXELS):
             positions = cell_positions(image[rows], "X")
             matched = look_up(table, positions)
             positions *= np.float32(1 / _CELL_SCALE)  # now the source in [0, 1]

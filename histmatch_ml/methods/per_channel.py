@@ -39,7 +39,16 @@ from sklearn.utils._param_validation import Interval
 
 from .. import _images, _reference
 from .._images import channel_from, channel_into, interleave_into, split_into
-from ._base import N_QUANTILES, MatchingMethod, Param, blend, gather, keep_unmasked, register
+from ._base import (
+    N_QUANTILES,
+    MatchingMethod,
+    Param,
+    blend,
+    gather,
+    keep_unmasked,
+    register,
+    row_bands,
+)
 
 #: cells of the float path's grid by default (the resolution of the source CDF)
 GRID_CELLS = 65536
@@ -128,19 +137,6 @@ def dense_luts(
 BAND_PIXELS = 2**18
 #: least pixels per band: images up to this size are split into channel planes at once
 MIN_BAND_PIXELS = 2**16
-
-
-def _row_bands(shape: tuple[int, int]) -> list[slice]:
-    """Bands of rows of about a quarter of the image, of MIN_BAND_PIXELS to BAND_PIXELS pixels.
-
-    (Whole-image channel planes of more than MIN_BAND_PIXELS pixels make the
-    work memory several times a channel's and cost fresh memory
-    pages at every call; bands below it cost more calls than they save.)
-    """
-    pixels = shape[0] * shape[1]
-    band = min(BAND_PIXELS, max(MIN_BAND_PIXELS, pixels // 4))
-    rows = max(1, band // max(1, shape[1]))
-    return [slice(r, r + rows) for r in range(0, shape[0], rows)]
 
 
 #: where the minimum sits in cell 0 (and the maximum in the last cell): values
@@ -417,7 +413,7 @@ def match_planes(
     and wide integers, those through float64 to be rounded once), one
     histogram of the cells gives the channel's lookup table (:func:`cdf_lut`),
     and the table is gathered into the channel of ``out``. An image of one
-    band (up to :data:`MIN_BAND_PIXELS`, :func:`_row_bands`) is split into
+    band (up to :data:`MIN_BAND_PIXELS`, :func:`._base.row_bands`) is split into
     channel planes at once and merged back at the end (one pass each way over
     the interleaved image); a larger one is read and written by bands of rows
     through one band-sized plane, so
@@ -434,7 +430,7 @@ def match_planes(
         cell_dtype = np.uint16 if n_cells <= 65536 else np.uint32
         levels = None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
-    bands = _row_bands(shape)
+    bands = row_bands(shape, MIN_BAND_PIXELS, BAND_PIXELS)
     whole = len(bands) == 1
     if whole:
         planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
