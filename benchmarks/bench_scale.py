@@ -12,6 +12,12 @@ skimage's call on the same image, time per megapixel, growth
 exponent ``log(t2 / t1) / log(n2 / n1)`` from the previous size, and peak
 memory (tracemalloc, reset between cases) over the image's bytes.
 
+Power-of-two sizes: from 1024x1024 up, per_channel (uint8 and float32) on the
+image and on the same image resized one column narrower (``N x (N - 1)``),
+interleaved with more repeats than the main table; time per pixel of the
+power-of-two image over the narrower one's (target at 4096x4096: at most
+1.1x, no slowdown from power-of-two strides).
+
 Fit throughput: ``HistogramMatcher().fit`` on ``--fit-images`` (2,000) RGB
 256x256 crops of ``astronaut`` (seeded offsets) as uint8 and as continuous
 float32 (``(crop + U[0, 1)) / 256``, so not 8-bit levels), and three
@@ -44,15 +50,18 @@ SLOWER = {"exact local_means": (10.0, 12.0), "exact variational": (15.0, 18.0)}
 #: least required ``skimage / ours`` speed-up: {case: (at 256x256, from 512x512 up)}
 FASTER = {"per_channel uint8": (3.0, 5.0), "per_channel float32": (10.0, 10.0)}
 GROWTH = 1.1
+#: most time per pixel of an N x N per_channel call over an N x (N - 1) one, at POW2_SIZE
+POW2_RATIO, POW2_SIZE = 1.1, 4096
 PEAK = {"exact local_means": 8.0, "exact variational": 8.0, "lab": 8.0}
 PEAK_PER_CHANNEL = 1.5
 #: least float32 / uint8 fit throughput
 FIT_RATIO = 0.1
 
 
-def _inputs(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The uint8 source at ``size`` and its float32 version (``/255``, blurred)."""
-    image = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_LINEAR)
+def _inputs(size: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 source at ``size`` (x ``width``) and its float32 version (``/255``, blurred)."""
+    shape = (width or size, size)  # (cv2's order: width, height)
+    image = cv2.resize(data.astronaut(), shape, interpolation=cv2.INTER_LINEAR)
     blurred = cv2.GaussianBlur(image.astype(np.float32) / np.float32(255), (0, 0), 1.5)
     return image, blurred
 
@@ -83,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> Table:
         m.fit(reference[None])
     float_matcher = HistogramMatcher(method="per_channel").fit(float_reference[None])
     table = Table("case", "size", "time", "ours / skimage", "ms / MP", "growth", "peak / image")
+    pow2 = Table("case", "size", "time", "time, one column less", "per-pixel ratio")
     verdicts: list[tuple[str, bool]] = []
     previous: dict[str, tuple[int, float]] = {}
     previous_size = None
@@ -132,14 +142,57 @@ def main(argv: Sequence[str] | None = None) -> Table:
                 f"{peak:.2f}x",
             )
         previous_size = size
+        if size >= 1024:
+            _power_of_two_rows(
+                size,
+                image,
+                blurred,
+                matchers["per_channel uint8"],
+                float_matcher,
+                args.quick,
+                pow2,
+                verdicts,
+            )
     print(table.markdown())
     print("\ngrowth: log(t2 / t1) / log(n2 / n1) from the previous size; peak: tracemalloc")
+    if pow2.rows:
+        print()
+        print(pow2.markdown())
     print()
     print(_fit_rows(args.fit_images, args.quick, verdicts).markdown())
     for case, met in verdicts:
         print(f"  {case}: {'met' if met else 'MISSED'}")
     print_targets(verdicts)
     return table
+
+
+def _power_of_two_rows(
+    size: int,
+    image: np.ndarray,
+    blurred: np.ndarray,
+    matcher: HistogramMatcher,
+    float_matcher: HistogramMatcher,
+    quick: bool,
+    table: Table,
+    verdicts: list,
+) -> None:
+    """per_channel at ``size x size`` against ``size x (size - 1)`` (see the module docstring)."""
+    narrow, narrow_blurred = _inputs(size, size - 1)
+    fns = {
+        "uint8": lambda: matcher.transform(image[None]),
+        "uint8 narrow": lambda: matcher.transform(narrow[None]),
+        "float32": lambda: float_matcher.transform(blurred[None]),
+        "float32 narrow": lambda: float_matcher.transform(narrow_blurred[None]),
+    }
+    repeat = 3 if quick else (5 if size >= 4096 else 9)
+    times = interleaved_medians(fns, repeat=repeat, warmup=1)
+    for kind in ("uint8", "float32"):
+        t, t_narrow = times[kind], times[f"{kind} narrow"]
+        ratio = (t / size) / (t_narrow / (size - 1))  # (the same rows: per pixel is per column)
+        table.row(f"per_channel {kind}", f"{size}x{size}", t, t_narrow, f"{ratio:.3f}x")
+        if size == POW2_SIZE:
+            case = f"per_channel {kind} {size}x{size} per pixel {ratio:.2f}x {size}x{size - 1}'s"
+            verdicts.append((f"{case} <= {POW2_RATIO:g}x", ratio <= POW2_RATIO))
 
 
 def _fit_rows(n_images: int, quick: bool, verdicts: list) -> Table:
