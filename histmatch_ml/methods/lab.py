@@ -943,7 +943,8 @@ class Lab(MatchingMethod):
         return {}
 
     def apply(self, image, mask, state, tables, params, out) -> None:
-        # by bands of rows: the work memory is a band's, whatever the image's size
+        # by bands of rows: the work memory is a band's (a part of a small image, bounded for a
+        # large one)
         bands = row_bands(image.shape, *_BAND_PIXELS)
         _, counts, means = summarise(_Bands(image, mask, bands))
         if counts.size == 0:  # (nothing masked: nothing changes)
