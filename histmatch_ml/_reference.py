@@ -261,10 +261,11 @@ def uint8_histograms(
 def image_histograms(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Per-channel level histograms ``(C, L)`` int64 of one ``(H, W, C)`` 8/16-bit image.
 
-    uint8 images through :func:`uint8_histograms`, other dtypes through
-    contiguous level planes (:func:`level_counts`).
+    Interleaved uint8 images through :func:`uint8_histograms`; other dtypes,
+    and channels-first views (:func:`._images.planes_of`, read without a copy),
+    through contiguous level planes (:func:`level_counts`).
     """
-    if image.dtype == np.uint8:
+    if image.dtype == np.uint8 and _images.planes_of(image) is None:
         return uint8_histograms(image, mask).astype(np.int64, copy=False)
     n_levels, _ = level_count_and_offset(image.dtype)
     return plane_histograms(channel_planes(level_index(image)), mask, n_levels)

@@ -104,6 +104,54 @@ def test_cpu_tensors_are_matched_channels_first(monkeypatch, dtype, strength, ma
         assert_same(single, batched, x[0])
 
 
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("exact", {"ordering": "variational"}),
+        ("exact", {"ordering": "local_means"}),
+        ("landmarks", {}),
+        ("landmarks", {"standard_range": (0, 100)}),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32"])
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_tensors_reach_exact_and_landmarks_as_planes(
+    monkeypatch, method, options, dtype, strength, masked
+):
+    """exact and landmarks read and write a CPU tensor's planes: the arrays' result, to the bit."""
+    from histmatch_ml import _images
+    from histmatch_ml.backends import torch as torch_backend
+    from histmatch_ml.methods import get_method
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CPU tensor was converted to (H, W, C) on the way in")
+
+    monkeypatch.setattr(_images, "_chw_to_hwc", refuse)
+    kind, layouts = type(get_method(method)), []
+    apply = kind.apply
+
+    def recorded(self, image, mask, state, tables, params, out):
+        layouts.append((_images.planes_of(image) is not None, _images.planes_of(out) is not None))
+        return apply(self, image, mask, state, tables, params, out)
+
+    monkeypatch.setattr(kind, "apply", recorded)
+    refs, images = real_images()
+    matcher = HistogramMatcher(method, strength=strength, **options).fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(images, dtype))
+    before = x.clone()
+    mask = half_mask((x.shape[0], x.shape[2], x.shape[3])) if masked else None
+    got = matcher.transform(x, mask=mask)
+    assert layouts == [(True, True)] * len(x)
+    assert torch.equal(x, before)  # (the planes are only read)
+    monkeypatch.setattr(_images, "_chw_to_hwc", lambda *a: pytest.fail("not reached"))
+    layouts.clear()
+    assert_same(got, numpy_path(matcher, x, mask), x)
+    assert layouts == [(False, False)] * len(x)  # (the arrays: interleaved)
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 1, 7), (2, 3, 5, 1), (1, 4, 6, 6)])
 def test_small_and_thin_cpu_tensors(monkeypatch, shape):
     from histmatch_ml.backends import torch as torch_backend

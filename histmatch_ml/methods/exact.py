@@ -160,6 +160,8 @@ class Exact(MatchingMethod):
 
     #: volumes are ordered with 3-D neighbourhoods (see :mod:`histmatch_ml._ordering`)
     spatial = True
+    #: channels-first images (CPU tensors) are ordered and written plane by plane
+    planar = True
 
     def apply(self, image, mask, state, tables, params, out) -> None:
         # image: (H, W, C), or a volume (D, H, W, C) ordered in 3-D
@@ -173,7 +175,8 @@ class Exact(MatchingMethod):
         per_channel = params["strength"] == 1.0
         levels = per_channel and own_levels(state, tables, image.dtype)
         work = image.dtype if levels else np.result_type(image.dtype, np.float32)
-        matched = None if per_channel else np.empty(image.shape, dtype=work)
+        # (the image's layout: its planes, if planar)
+        matched = None if per_channel else np.empty_like(image, dtype=work)
         for c in range(n_channels):
             channel = image[..., c]
             # (the work plane is made after the ordering, whose own work is the peak)

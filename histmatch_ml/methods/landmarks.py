@@ -246,6 +246,8 @@ class Landmarks(MatchingMethod):
     state_kind = "landmarks"
     raw_values = False
     barycenter_keys = ("landmarks",)
+    #: channels-first images (CPU tensors) are read and written plane by plane
+    planar = True
 
     def image_summary(self, batch, params, rng, like=None) -> dict:
         """One reference's landmarks, mapped to ``standard_range`` (the barycentre's parts)."""
@@ -291,7 +293,7 @@ class Landmarks(MatchingMethod):
         probs = tables["percentiles"] / 100.0
         source = image_landmarks(image, mask, probs)
         work = np.result_type(image.dtype, np.float32)
-        matched = np.empty(image.shape, dtype=work)
+        matched = np.empty_like(image, dtype=work)  # (the image's layout: its planes, if planar)
         if _reference.has_exact_levels(image.dtype):  # one table over the levels
             levels = _reference.level_values(image.dtype)
             index = _reference.level_index(image)
@@ -302,7 +304,7 @@ class Landmarks(MatchingMethod):
                 np.take(table.astype(work), index[:, :, c], out=matched[:, :, c])
         else:
             for c in range(image.shape[2]):
-                plane = np.array(image[:, :, c], dtype=work)  # (a copy: mapped in place)
+                plane = matched[:, :, c]
+                plane[...] = image[:, :, c]  # (mapped in place)
                 piecewise_map(plane, source[c], tables["standard"][c], plane)
-                matched[:, :, c] = plane
         finish(image, matched, mask, params["strength"], out)
