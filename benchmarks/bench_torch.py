@@ -19,8 +19,8 @@ kernel) is timed in the same loop.
 
 Rows: ``per_channel`` (all the columns), then ``exact`` (both orderings) and
 ``landmarks`` (torch kernel against the numpy path only), uint8 and float32.
-``exact`` rows use a batch of ``--exact-batch`` images (default 8) and at most
-3 rounds: a round of the default batch of 32 would take minutes on 2 cores.
+``exact`` rows use a batch of ``--exact-batch`` images (default 8): a round of
+the default batch of 32 would take minutes on 2 cores.
 
 Images: scikit-image's ``astronaut``, ``coffee``, ``chelsea`` and ``rocket``
 resized to SxS, rolled and brightened into N distinct images; the matcher is
@@ -204,13 +204,12 @@ def main(argv: list[str] | None = None) -> Table:
         add_row(label, args.batch, _times(arrays, references, device, repeat, kornia_match))
     for name, method, options in OTHER_METHODS:
         n = min(args.batch, args.exact_batch) if method == "exact" else args.batch
-        rounds = min(repeat, 3) if method == "exact" else repeat
         for label, arrays, references in cases:
-            t = _method_times(arrays[:n], references, device, rounds, method, options)
+            t = _method_times(arrays[:n], references, device, repeat, method, options)
             add_row(f"{name}: {label}", n, t)
     print(
         f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"medians of {repeat} interleaved runs ({min(repeat, 3)} for the exact rows)\n"
+        f"medians of {repeat} interleaved runs\n"
     )
     print(table.markdown())
     print_targets(verdicts)
