@@ -104,6 +104,34 @@ def test_cpu_tensors_are_matched_channels_first(monkeypatch, dtype, strength, ma
         assert_same(single, batched, x[0])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint16", "int16"])
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_tensor_planes_read_and_written_in_place(monkeypatch, dtype, strength, masked):
+    """A channels-first float or 16-bit image of several bands: no channel copies, same result."""
+    from histmatch_ml.backends import torch as torch_backend
+    from histmatch_ml.methods import per_channel
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+    copies = []
+    for name in ("channel_into", "channel_from", "split_into"):
+        kernel = getattr(per_channel, name)
+        monkeypatch.setattr(
+            per_channel, name, lambda *a, k=kernel, n=name: copies.append(n) or k(*a)
+        )
+    rng = np.random.default_rng(4)
+    refs, _ = real_images()
+    photo = np.stack([skdata.astronaut()[:300, :280], skdata.coffee()[:300, :280]])
+    assert 300 * 280 > per_channel.MIN_BAND_PIXELS  # (several bands of rows)
+    matcher = HistogramMatcher(strength=strength).fit(as_dtype(refs, dtype))
+    x = to_tensor(as_dtype(photo, dtype))
+    mask = torch.from_numpy(rng.random((2, 300, 280)) < 0.6) if masked else None
+    got = matcher.transform(x, mask=mask)
+    assert copies == []
+    assert_same(got, numpy_path(matcher, x, mask), x)
+    assert copies  # (the arrays: interleaved channels, copied by bands)
+
+
 @pytest.mark.parametrize(
     "method, options",
     [

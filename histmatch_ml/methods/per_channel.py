@@ -161,6 +161,7 @@ def grid_cells(
     masked: bool,
     cells: np.ndarray,
     n_cells: int = GRID_CELLS,
+    work: np.ndarray | None = None,
 ) -> None:
     """Write the float-grid cell of every pixel of a 2-D float plane into ``cells``.
 
@@ -176,20 +177,22 @@ def grid_cells(
     that values far from zero (``1e6 + [0, 100]`` in float32) keep their
     resolution, and with ``masked`` the unmasked pixels outside the range go
     to the end cells. ``plane`` (a band of rows of a channel, contiguous,
-    float32/float64) is used as scratch space and overwritten; ``cells`` is a
-    uint16 (up to 65,536 cells) or uint32 array of its shape.
+    float32/float64) is used as scratch space and overwritten, unless ``work``
+    (a contiguous array of its shape and dtype) is given: then ``plane`` is
+    only read and ``work`` is the scratch space. ``cells`` is a uint16 (up to
+    65,536 cells) or uint32 array of its shape.
     """
     lo, hi = grid
-    t = plane
+    t = plane if work is None else work  # (what the steps below write)
     if hi - lo > float(np.finfo(plane.dtype).max):  # float32 data wider than float32's range
-        t = plane.astype(np.float64)
+        plane = t = plane.astype(np.float64)
     if not np.isfinite(hi - lo):  # float64 data wider than float64's range
-        t *= 0.5
+        plane = np.multiply(plane, 0.5, out=t)
         lo, hi = lo * 0.5, hi * 0.5
     real = t.dtype.type
     span = n_cells - 2 + 2 * _END  # lo -> 1 - _END, hi -> n_cells - 1 + _END
     scale = span / (hi - lo)
-    t -= real(lo)
+    np.subtract(plane, real(lo), out=t)
     if scale <= float(np.finfo(t.dtype).max):
         t *= real(scale)
     else:  # a subnormal range: divide, then scale
@@ -419,6 +422,9 @@ def match_planes(
     through one band-sized plane, so
     its work memory is the cells (one or two bytes a pixel), one band, the
     histogram and the table (a float32 table over the histogram's counts).
+    Channels-first views (``image`` and ``out`` both, :func:`._images.planes_of`)
+    are read by bands from their own planes, and 16-bit and float channels
+    gathered straight into ``out``'s: no channel copies either way.
     """
     dtype, n_channels, shape = image.dtype, image.shape[2], image.shape[:2]
     exact = _reference.has_exact_levels(dtype)
@@ -431,16 +437,22 @@ def match_planes(
         levels = None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
     bands = row_bands(shape, MIN_BAND_PIXELS, BAND_PIXELS)
-    whole = len(bands) == 1
+    planar = _images.planes_of(image) is not None and _images.planes_of(out) is not None
+    whole = len(bands) == 1 and not planar
+    # (a channels-first 16-bit or float image: its planes read in place and its channels
+    # gathered straight into out's; wide integers are still copied to float64 band planes)
+    direct = planar and plane_dtype == dtype
     if whole:
         planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
     else:
         band_plane = np.empty((bands[0].stop, shape[1]), dtype=plane_dtype)
 
     def read(c: int, rows: slice) -> np.ndarray:
-        """Channel ``c``'s band ``rows`` as a contiguous plane (a work array)."""
+        """Channel ``c``'s band ``rows``, contiguous: a work array, or (direct) a view."""
         if whole:
             return planes[c]
+        if direct:
+            return image[rows, :, c]
         return channel_into(image[rows], c, band_plane[: image[rows].shape[0]])
 
     cells = np.empty(shape, dtype=cell_dtype)
@@ -459,20 +471,25 @@ def match_planes(
                 if exact:
                     _reference.level_index(read(c, rows), out=cells[rows])
                 else:
-                    grid_cells(read(c, rows), grid, mask is not None, cells[rows], n_cells)
+                    # (a view of the image is only read: the band plane is the work space)
+                    work = band_plane[: len(cells[rows])] if direct else None
+                    grid_cells(read(c, rows), grid, mask is not None, cells[rows], n_cells, work)
             counts = _reference.level_counts(cells, mask, n_cells, out=hist)
             lut = cdf_lut(counts, knots, c, plane_dtype, levels, strength, table, blocks)
         else:  # one value: it sits at the median of the reference
             median = _reference.quantile_values(knots, c, np.array([0.5]))[0]
         for rows in bands:  # the matched values
-            band = planes[c] if whole else band_plane[: len(cells[rows])]
+            if whole:
+                band = planes[c]
+            else:
+                band = out[rows, :, c] if direct else band_plane[: len(cells[rows])]
             if exact or grid is not None:
                 gather(lut, cells[rows], band)
             else:
                 band.fill(median)
             if not (exact or dtype.kind == "f"):  # wide integers: blended, rounded, clipped
                 blend(image[rows, :, c], band, strength, dtype, out=out[rows, :, c])
-            elif not whole:
+            elif not (whole or direct):
                 channel_from(band, out[rows], c)
     if whole and (exact or dtype.kind == "f"):
         interleave_into(planes, out)
