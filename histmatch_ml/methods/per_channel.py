@@ -437,11 +437,14 @@ def match_planes(
         levels = None
         plane_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
     bands = row_bands(shape, MIN_BAND_PIXELS, BAND_PIXELS)
-    planar = _images.planes_of(image) is not None and _images.planes_of(out) is not None
-    whole = len(bands) == 1 and not planar
     # (a channels-first 16-bit or float image: its planes read in place and its channels
-    # gathered straight into out's; wide integers are still copied to float64 band planes)
-    direct = planar and plane_dtype == dtype
+    # gathered straight into out's; wide integers are still copied to float64 planes)
+    direct = (
+        plane_dtype == dtype
+        and _images.planes_of(image) is not None
+        and _images.planes_of(out) is not None
+    )
+    whole = len(bands) == 1 and not direct
     if whole:
         planes = split_into(image, np.empty((n_channels, *shape), dtype=plane_dtype))
     else:
