@@ -59,8 +59,11 @@ with work buffers reused from tile to tile. Tiles, blocks and buckets hold a
 fraction of the channel's pixels, and indices are int32 where they fit, so
 the work arrays stay a few bytes per pixel at any size.
 
-Other dtypes (floats, wide integers) replace an overflowing word by its dense
-rank and sort the single packed key once, the same way.
+Other dtypes (floats, wide integers) have no levels to group by: their pixels
+are sorted once by (value, position), in the same packed uint64 words, and
+only the runs of equal values are then put in (key, position) order, the
+key computed for the pixels of those runs alone (continuous data has few).
+The value is compared exactly in the channel's own dtype.
 
 Keys are computed on the whole channel (neighbours outside a mask are context);
 only the masked pixels are ordered. Borders are mirrored (``local_means``) or
@@ -76,6 +79,8 @@ square). Position is the raster index of the volume.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -189,12 +194,19 @@ def ring_sums(channel: np.ndarray) -> list[np.ndarray]:
     Sums are over level indices for 8/16-bit integers (exact, float32) and over
     the values (float64) otherwise; borders are mirrored (``BORDER_REFLECT``).
     """
+    return list(_ring_planes(channel))
+
+
+def _ring_planes(channel: np.ndarray) -> Iterator[np.ndarray]:
+    """:func:`ring_sums` one at a time (2-D: each ring filtered when it is asked for)."""
     plane, _ = _level_plane(channel)
     if plane.ndim == 3:  # a volume: the four 3-D shells
         work = np.float64 if plane.dtype == np.float64 else np.float32
-        return _shell_sums(plane.astype(work))
+        yield from _shell_sums(plane.astype(work))
+        return
     depth = cv2.CV_64F if plane.dtype == np.float64 else cv2.CV_32F
-    return [cv2.filter2D(plane, depth, kernel, borderType=cv2.BORDER_REFLECT) for kernel in _RINGS]
+    for kernel in _RINGS:
+        yield cv2.filter2D(plane, depth, kernel, borderType=cv2.BORDER_REFLECT)
 
 
 def _packed_key_uint8(channel: np.ndarray, work: dict | None = None) -> np.ndarray:
@@ -238,18 +250,13 @@ def _packed_key_uint8(channel: np.ndarray, work: dict | None = None) -> np.ndarr
     return key
 
 
-def _local_means_keys(channel: np.ndarray, index: np.ndarray | None) -> list:
-    if channel.dtype == np.uint8 and channel.ndim == 2:
-        return [(_take(_packed_key_uint8(channel), index), 59)]
+def _local_means_keys(channel: np.ndarray) -> list:
+    """``(flat key, bits)`` of an 8/16-bit channel: its levels, then the ring sums."""
     plane, bits = _level_plane(channel)
-    keys = [(_take(plane, index), bits)]
+    keys = [(plane.ravel(), bits)]
     sizes = _RING_SIZES if channel.ndim == 2 else _SHELL_SIZES
     for size, ring in zip(sizes, ring_sums(channel)):
-        if bits is None:
-            keys.append((_take(ring, index), None))
-        else:
-            ring_bits = (size * (2**bits - 1)).bit_length()
-            keys.append((_take(ring, index).astype(np.uint64), ring_bits))
+        keys.append((ring.ravel().astype(np.uint64), (size * (2**bits - 1)).bit_length()))
     return keys
 
 
@@ -394,53 +401,9 @@ def _float_sort_bits(x: np.ndarray) -> np.ndarray:
     return _sort_bits_into(bits, np.empty(bits.shape, dtype=np.int64)).reshape(np.shape(x))
 
 
-def _variational_keys(channel: np.ndarray, index: np.ndarray | None) -> list:
-    plane, bits = _level_plane(channel)
-    if bits is None:
-        value, bits = _dense_rank(_take(channel, index))
-    else:
-        value = _take(plane, index)
-    # the correction fills the rest of the 64-bit key: its top 64 - bits bits
-    # (for 8-bit values: sign, exponent and 44 of the 52 mantissa bits)
-    correction = _float_sort_bits(_take(variational_correction(channel), index))
-    correction >>= np.uint64(bits)
-    return [(value, bits), (correction, 64 - bits)]
-
-
 # ------------------------------------------------------------------- sorting
 def _take(plane: np.ndarray, index: np.ndarray | None) -> np.ndarray:
     return plane.ravel() if index is None else plane.ravel()[index]
-
-
-def _dense_rank(key: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rank of every element among the distinct values of ``key`` (uint64), and bits."""
-    order = np.argsort(key)
-    sorted_key = key[order]
-    steps = np.empty(len(key), dtype=np.uint64)
-    steps[0] = 0
-    np.not_equal(sorted_key[1:], sorted_key[:-1], out=steps[1:], casting="unsafe")
-    rank = np.empty(len(key), dtype=np.uint64)
-    rank[order] = np.cumsum(steps)
-    return rank, max(int(rank[order[-1]]).bit_length(), 1)
-
-
-def _pack(keys: list) -> np.ndarray:
-    """Pack ``(array, bits or None)`` keys, most significant first, into one uint64."""
-    packed, width = None, 0
-    for key, bits in keys:
-        if bits is None:
-            key, bits = _dense_rank(key)
-        else:
-            key = key.astype(np.uint64, copy=False)
-        if packed is None:  # keys are fresh arrays built here: safe to update in place
-            packed, width = key, bits
-            continue
-        if width + bits > 64:
-            packed, width = _dense_rank(packed)
-        packed <<= np.uint64(bits)
-        packed |= key
-        width += bits
-    return packed
 
 
 def _sort_strict(
@@ -582,13 +545,6 @@ def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, tied
 
 
-def _keys(channel: np.ndarray, index: np.ndarray | None, ordering: str) -> list:
-    check_ordering(ordering)
-    if ordering == "local_means":
-        return _local_means_keys(channel, index)
-    return _variational_keys(channel, index)
-
-
 # ------------------------------------------------- sorting by level (linear)
 #: the most pixels per bucket of consecutive levels sorted together
 _BUCKET = 1 << 16
@@ -703,7 +659,7 @@ def _level_words(channel: np.ndarray, ordering: str) -> list[np.ndarray]:
         return [_strip_key(channel, VARIATIONAL_ITERATIONS + 1, _variational_word)]
     if channel.dtype == np.uint8 and channel.ndim == 2:
         return [_strip_key(channel, 2, _packed_key_uint8)]
-    return _words(_local_means_keys(channel, None))
+    return _words(_local_means_keys(channel))
 
 
 def _group_by_level(
@@ -795,6 +751,79 @@ def _sort_buckets(
     return tied_all
 
 
+def _value_bits(values: np.ndarray) -> np.ndarray:
+    """uint64 in the order of ``values``: integers, or finite floats by their bit patterns.
+
+    float32 values keep their 32 bits (fewer bits to sort than as float64);
+    ``-0.0`` and ``0.0`` are one value.
+    """
+    if values.dtype.kind == "f":
+        if values.dtype.itemsize not in (4, 8):  # (float16: float32 is exact)
+            values = values.astype(np.float32)
+        values = _reference.order_keys(values + values.dtype.type(0.0))
+    if values.dtype.kind == "u":
+        return values.astype(np.uint64)
+    bits = values.astype(np.int64).view(np.uint64)
+    bits ^= np.uint64(1 << 63)  # (signed order as unsigned order)
+    return bits
+
+
+def _value_first_order(
+    channel: np.ndarray, index: np.ndarray | None, ordering: str, want_tied: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Strict order of the (masked) pixels of a channel without exact levels, and its ties.
+
+    The sort key ``(value, ordering key, position)`` is compared
+    lexicographically, so the ordering key decides only among pixels of equal
+    value: one sort by (value, position), then each run of equal values is
+    put in (ordering key, position) order, the key computed for the pixels of
+    those runs only. Continuous (float) data has few such runs. Indices are
+    into the masked pixels (``index``) when there is a mask.
+    """
+    order, tied = _sort_strict(_value_bits(_take(channel, index)))
+    if not tied.any():
+        return order, tied
+    # the correction before the runs' bookkeeping (its iterations' work arrays are
+    # freed first); the rings after it, each filtered when it is gathered
+    local_means = ordering == "local_means"
+    planes = _ring_planes(channel) if local_means else [variational_correction(channel)]
+    starts = np.empty(len(order), dtype=bool)  # first pixel of a run of equal values
+    starts[0] = True
+    np.logical_not(tied, out=starts[1:])
+    in_tie = ~starts
+    in_tie[:-1] |= tied
+    step = _index_dtype(len(order))
+    members = np.flatnonzero(in_tie).astype(step)  # (in position order within a run)
+    del in_tie
+    run = np.cumsum(starts, dtype=step)[members]
+    run -= 1  # (the value's dense rank)
+    n_values = int(np.count_nonzero(starts))
+    del starts
+    pixels = order[members] if index is None else index[order[members]]
+    keys = [plane.ravel()[pixels] for plane in planes]
+    del planes, pixels
+    # sorts stable in the members keep the pixels of equal keys in position order
+    if local_means:
+        moved = np.lexsort([*keys[::-1], run])
+    else:  # (rank, the correction's top 64 - bits bits) in one word, as for levels
+        bits = max((n_values - 1).bit_length(), 1)
+        word = _float_sort_bits(keys[0])
+        word >>= np.uint64(bits)
+        word |= run.astype(np.uint64) << np.uint64(64 - bits)
+        keys = [word]
+        moved = _sort_strict(word, want_tied=False)[0]
+    del run
+    order[members] = order[members[moved]]
+    if want_tied:  # neighbours of one run are still tied where every key agrees
+        pairs = np.flatnonzero(tied[members[:-1]])  # member j and j + 1 share a run
+        same = np.ones(len(pairs), dtype=bool)
+        for key in keys:
+            ranked = key[moved]
+            same &= ranked[pairs + 1] == ranked[pairs]
+        tied[members[pairs]] = same
+    return order, tied
+
+
 def _strict(
     channel: np.ndarray, mask: np.ndarray | None, ordering: str, want_tied: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -808,8 +837,7 @@ def _strict(
         low_ties = ordering == "local_means"
         tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties)
         return perm, tied
-    packed = _pack(_keys(channel, index, ordering))
-    order, tied = _sort_strict(packed, ordering == "local_means", want_tied)
+    order, tied = _value_first_order(channel, index, ordering, want_tied)
     return (order if index is None else index[order]), tied
 
 

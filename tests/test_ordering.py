@@ -190,6 +190,77 @@ def test_variational_float_scale_does_not_matter(rng):
     )
 
 
+# ------------------------------------------- channels without exact levels
+def dyadic_image(rng, shape, tied_fraction):
+    """float64 of many distinct dyadic values (ring sums exact in any order), some tied."""
+    image = rng.integers(0, 2**20, size=shape) / 256.0
+    tied = rng.random(shape) < tied_fraction
+    image[tied] = rng.integers(0, 4, size=int(tied.sum())) * 7.0  # a few values, often
+    return image
+
+
+def naive_value_first_order(image: np.ndarray, ordering: str, mask=None) -> np.ndarray:
+    """(value, ordering key, position) by one stable lexsort of the masked pixels."""
+    pixels = np.arange(image.size) if mask is None else np.flatnonzero(mask)
+    value = image.ravel()[pixels]
+    if ordering == "local_means":
+        keys = [r.ravel()[pixels] for r in naive_ring_sums(image)]
+    else:  # the correction's top 64 - bits bits, bits those of the values' dense rank
+        bits = max((len(np.unique(value)) - 1).bit_length(), 1)
+        c = _ordering.variational_correction(image).ravel()[pixels].view(np.uint64)
+        c = np.where(c >> np.uint64(63) == 1, ~c, c | np.uint64(1 << 63))
+        keys = [c >> np.uint64(bits)]
+    return pixels[np.lexsort([*keys[::-1], value])]
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize("tied_fraction", [0.0, 0.02, 0.6, 1.0])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_float_order_is_value_then_key_within_ties(rng, ordering, tied_fraction, dtype):
+    # float channels are sorted by value once, and only runs of equal values by the key
+    image = dyadic_image(rng, (37, 53), tied_fraction).astype(dtype)
+    expected = naive_value_first_order(image.astype(np.float64), ordering)
+    np.testing.assert_array_equal(_ordering.strict_order(image, ordering=ordering), expected)
+    mask = rng.random(image.shape) < 0.5
+    np.testing.assert_array_equal(
+        _ordering.strict_order(image, mask, ordering),
+        naive_value_first_order(image.astype(np.float64), ordering, mask),
+    )
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_float_unique_fraction_counts_ties_like_lexsort(rng, ordering):
+    image = dyadic_image(rng, (30, 40), 0.5)
+    image[:6] = 7.0  # flat rows: the key ties too
+    order = naive_value_first_order(image, ordering)
+    if ordering == "local_means":
+        keys = naive_ring_sums(image)
+    else:
+        bits = max((len(np.unique(image)) - 1).bit_length(), 1)
+        c = _ordering.variational_correction(image).ravel().view(np.uint64)
+        c = np.where(c >> np.uint64(63) == 1, ~c, c | np.uint64(1 << 63))
+        keys = [c >> np.uint64(bits)]
+    expected = 1 - ties_of(order, image, *keys).mean()
+    assert _ordering.unique_fraction(image, ordering=ordering) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_wide_integers_are_ordered_by_their_exact_values(rng, ordering, dtype):
+    # 2**60 + k: equal in float64, distinct as integers; the brighter pixel is never
+    # ranked below a darker one
+    image = (rng.permutation(48).reshape(6, 8).astype(np.uint64) + np.uint64(2**60)).astype(dtype)
+    order = _ordering.strict_order(image, ordering=ordering)
+    np.testing.assert_array_equal(order, np.argsort(image.ravel()))
+
+
+def test_negative_zero_is_zero():
+    image = np.array([[0.0, -0.0, 0.0], [-0.0, 1.0, -0.0]])
+    order = _ordering.strict_order(image, ordering="variational")
+    expected = naive_value_first_order(np.abs(image), "variational")
+    np.testing.assert_array_equal(order, expected)
+
+
 # --------------------------------------------------------- common behaviour
 @pytest.mark.parametrize("ordering", ORDERINGS)
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])

@@ -122,7 +122,7 @@ def test_cpu_tensor_planes_read_and_written_in_place(monkeypatch, dtype, strengt
     rng = np.random.default_rng(4)
     refs, _ = real_images()
     photo = np.stack([skdata.astronaut()[:300, :280], skdata.coffee()[:300, :280]])
-    assert 300 * 280 > per_channel.MIN_BAND_PIXELS  # (several bands of rows)
+    assert per_channel.MIN_BAND_PIXELS < 300 * 280  # (several bands of rows)
     matcher = HistogramMatcher(strength=strength).fit(as_dtype(refs, dtype))
     x = to_tensor(as_dtype(photo, dtype))
     mask = torch.from_numpy(rng.random((2, 300, 280)) < 0.6) if masked else None
