@@ -7,7 +7,9 @@ the share of pixels the ordering leaves tied (``1 - strict_ordering_ratio``,
 the worst channel of RGB images) with the time of one exact transform.
 
 Source: skimage ``astronaut`` (512x512 RGB); reference: ``coffee`` (400x600).
-Tie and per-image rows: coffee, chelsea (RGB) and camera, coins, moon, brick,
+The float32 rows are the images ``/ 255`` (8-bit levels: every pixel is in a run of
+equal values) and the same plus a little noise (continuous: few runs). Tie and
+per-image rows: coffee, chelsea (RGB) and camera, coins, moon, brick,
 grass, gravel (grey), each matched to ``astronaut`` (its grey version for grey
 images). Ratios are ``ours / skimage``: how many times slower than classic
 matching the exact specification is. Run::
@@ -57,6 +59,12 @@ def _channels(img: np.ndarray) -> list[np.ndarray]:
     return [img] if img.ndim == 2 else [np.ascontiguousarray(img[:, :, c]) for c in range(3)]
 
 
+def _continuous(img: np.ndarray) -> np.ndarray:
+    """float32 ``img / 255`` plus seeded Gaussian noise (sigma 0.004): not 8-bit levels."""
+    noise = np.random.default_rng(0).normal(0, 0.004, img.shape).astype(np.float32)
+    return img.astype(np.float32) / np.float32(255) + noise
+
+
 def _fitted(reference: np.ndarray, ordering: str) -> HistogramMatcher:
     return HistogramMatcher(method="exact", ordering=ordering).fit(reference[None])
 
@@ -100,6 +108,7 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
             ref.astype(np.float32) / np.float32(255),
             False,
         ),
+        f"float32 RGB {shape} /255 + noise": (_continuous(src), _continuous(ref), False),
     }
     for case, (image, reference, has_target) in cases.items():
         matchers = {o: _fitted(reference, o) for o in ORDERINGS}
