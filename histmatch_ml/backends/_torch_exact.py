@@ -13,7 +13,11 @@ The arithmetic of :mod:`histmatch_ml.methods.exact` and
   (3-D) for floats;
 * the keys packed into ``int64`` words that compare as the numpy keys do
   (value, then key, truncated as there), and one stable sort per word (least
-  significant first), so ties are ranked by position as in numpy;
+  significant first), so ties are ranked by position as in numpy; float rows
+  under ``"local_means"`` are sorted by value first and only the pixels of
+  runs of equal values by their ring sums, as in numpy (unless a sample of
+  the first row is mostly runs, such as floats of 8-bit levels: then every
+  pixel's words are sorted, which costs less there);
 * the output values by rank: the reference's level counts apportioned by
   largest remainder (:func:`histmatch_ml.methods.exact.target_counts`, as
   integer tensor ops) for integer images and level-histogram references,
@@ -243,17 +247,55 @@ def _words(keys: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
 
 
 def _local_means_words(x: torch.Tensor, shape: tuple[int, ...]) -> list[torch.Tensor]:
-    rows = len(x)
-    if x.dtype in _LEVEL_DTYPES:
-        level = level_rows(x)
-        bits = _level_bits(x.dtype)
-        sums = ring_sum_rows(level.view(rows, *shape))
-        keys = [(level, bits)]
-        for ring, total in zip(_ring_offsets(len(shape)), sums):
-            keys.append((total, (len(ring) * (2**bits - 1)).bit_length()))
-        return _words(keys)
+    """The packed ``local_means`` words of 8/16-bit rows: their levels, then the ring sums."""
+    level = level_rows(x)
+    bits = _level_bits(x.dtype)
+    sums = ring_sum_rows(level.view(len(x), *shape))
+    keys = [(level, bits)]
+    for ring, total in zip(_ring_offsets(len(shape)), sums):
+        keys.append((total, (len(ring) * (2**bits - 1)).bit_length()))
+    return _words(keys)
+
+
+def _value_first_orders(
+    x: torch.Tensor, counted: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """The ``local_means`` order of float rows: by value, then the ring sums within runs.
+
+    As the numpy kernel (:func:`histmatch_ml._ordering.strict_order` on floats):
+    one stable sort of every row by value, then the (counted) pixels of the runs
+    of equal values, of all rows together, sorted by (run, ring sums, position)
+    with stable sorts from the least significant key; continuous data has few.
+    """
+    rows, size = x.shape
     plane = x.to(torch.float64)
-    return [plane, *ring_sum_rows(plane.view(rows, *shape))]
+    sample = plane[0, :: max(1, size // 4096)]
+    if 2 * torch.unique(sample).numel() < sample.numel():  # mostly runs (floats of few
+        # levels): every pixel by (value, ring sums) in row-wise sorts costs less
+        return _lsd_order([plane, *ring_sum_rows(plane.view(rows, *shape))], counted)
+    value, order = torch.sort(torch.where(counted, plane, torch.inf), dim=1, stable=True)
+    # (uncounted pixels, last, keep their value: their order is never read)
+    tied = (value[:, 1:] == value[:, :-1]) & counted.gather(1, order[:, 1:])
+    del value
+    starts = torch.ones((rows, size), dtype=torch.bool, device=x.device)
+    starts[:, 1:] = ~tied
+    in_tie = torch.zeros_like(starts)
+    in_tie[:, 1:] = tied
+    in_tie[:, :-1] |= tied
+    members = in_tie.flatten().nonzero().squeeze(1)  # (in position order within a run)
+    if members.numel() == 0:
+        return order
+    flat_order = order.flatten()
+    pixels = (members // size) * size + flat_order[members]
+    keys = [ring.flatten()[pixels] for ring in ring_sum_rows(plane.view(rows, *shape))]
+    keys.insert(0, starts.flatten().cumsum(0)[members])  # the run (unique across rows)
+    perm = None
+    for key in reversed(keys):  # least significant first, each sort stable
+        key = key if perm is None else key[perm]
+        step = torch.sort(key, stable=True).indices
+        perm = step if perm is None else perm[step]
+    flat_order[members] = flat_order[members[perm]]
+    return order
 
 
 # ----------------------------------------------------------------- ordering
@@ -288,8 +330,15 @@ def strict_orders(
         words = _variational_words(x, counted, shape)
         if words is None:
             return None
+    elif x.dtype not in _LEVEL_DTYPES:
+        return _value_first_orders(x, counted, shape)
     else:
         words = _local_means_words(x, shape)
+    return _lsd_order(words, counted)
+
+
+def _lsd_order(words: list[torch.Tensor], counted: torch.Tensor) -> torch.Tensor:
+    """Row-wise order by ``words`` (most significant first), then position; uncounted last."""
     # uncounted pixels last: the largest key of the most significant word
     top = words[0]
     words[0] = torch.where(counted, top, torch.inf if top.is_floating_point() else _INT64_MAX)
