@@ -546,8 +546,10 @@ def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------- sorting by level (linear)
-#: the most pixels per bucket of consecutive levels sorted together
-_BUCKET = 1 << 16
+#: the most pixels per bucket of consecutive levels sorted together: small buckets are
+#: mostly one level, whose keys then fit one word beside the place (no second pass), and
+#: small arrays sort faster per element (they stay in cache)
+_BUCKET = 1 << 12
 #: the most positions per block of the counting sort by level
 _BLOCK = 1 << 18
 #: the most pixels per tile (strip, for volumes) in which keys are computed
