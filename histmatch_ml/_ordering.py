@@ -794,10 +794,10 @@ def _value_first_order(
     np.logical_not(tied, out=starts[1:])
     in_tie = ~starts
     in_tie[:-1] |= tied
-    step = _index_dtype(len(order))
-    members = np.flatnonzero(in_tie).astype(step)  # (in position order within a run)
+    index_type = _index_dtype(len(order))
+    members = np.flatnonzero(in_tie).astype(index_type)  # (in position order within a run)
     del in_tie
-    run = np.cumsum(starts, dtype=step)[members]
+    run = np.cumsum(starts, dtype=index_type)[members]
     run -= 1  # (the value's dense rank)
     n_values = int(np.count_nonzero(starts))
     del starts

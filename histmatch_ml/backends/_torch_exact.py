@@ -285,7 +285,7 @@ def _value_first_orders(
     members = in_tie.flatten().nonzero().squeeze(1)  # (in position order within a run)
     if members.numel() == 0:
         return order
-    flat_order = order.flatten()
+    flat_order = order.view(-1)  # (written through below)
     pixels = (members // size) * size + flat_order[members]
     keys = [ring.flatten()[pixels] for ring in ring_sum_rows(plane.view(rows, *shape))]
     keys.insert(0, starts.flatten().cumsum(0)[members])  # the run (unique across rows)
