@@ -14,10 +14,10 @@ The arithmetic of :mod:`histmatch_ml.methods.exact` and
 * the keys packed into ``int64`` words that compare as the numpy keys do
   (value, then key, truncated as there), and one stable sort per word (least
   significant first), so ties are ranked by position as in numpy; float rows
-  under ``"local_means"`` are sorted by value first and only the pixels of
-  runs of equal values by their ring sums, as in numpy (unless a sample of
-  the first row is mostly runs, such as floats of 8-bit levels: then every
-  pixel's words are sorted, which costs less there);
+  are sorted by value first and only the pixels of runs of equal values by
+  their key, as in numpy (unless a sample of the first row is mostly runs,
+  such as floats of 8-bit levels: then every pixel's words are sorted, which
+  costs less there);
 * the output values by rank: the reference's level counts apportioned by
   largest remainder (:func:`histmatch_ml.methods.exact.target_counts`, as
   integer tensor ops) for integer images and level-histogram references,
@@ -166,11 +166,16 @@ def _dense_rank(values: torch.Tensor, counted: torch.Tensor) -> tuple[torch.Tens
     steps = torch.zeros(ordered.shape, dtype=torch.int64, device=values.device)
     steps[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     ranks = steps.cumsum_(1)
+    return torch.empty_like(ranks).scatter_(1, perm, ranks), _rank_bits(ranks, counted)
+
+
+def _rank_bits(ranks: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """The bits of each row's largest counted rank (at least 1), ``(M, 1)``, from the
+    ranks of the rows in sorted order (counted pixels first)."""
     n = counted.sum(1, keepdim=True)
     top = ranks.gather(1, (n - 1).clamp(min=0))
     powers = torch.bitwise_left_shift(torch.ones((), dtype=torch.int64), torch.arange(62))
-    bits = (top >= powers.to(values.device)).sum(1, keepdim=True).clamp(min=1)
-    return torch.empty_like(ranks).scatter_(1, perm, ranks), bits
+    return (top >= powers.to(ranks.device)).sum(1, keepdim=True).clamp(min=1)
 
 
 def _variational_words(
@@ -258,22 +263,29 @@ def _local_means_words(x: torch.Tensor, shape: tuple[int, ...]) -> list[torch.Te
 
 
 def _value_first_orders(
-    x: torch.Tensor, counted: torch.Tensor, shape: tuple[int, ...]
-) -> torch.Tensor:
-    """The ``local_means`` order of float rows: by value, then the ring sums within runs.
+    x: torch.Tensor, counted: torch.Tensor, shape: tuple[int, ...], ordering: str
+) -> torch.Tensor | None:
+    """The order of float rows: by value, then the ordering key within runs of equal values.
 
     As the numpy kernel (:func:`histmatch_ml._ordering.strict_order` on floats):
     one stable sort of every row by value, then the (counted) pixels of the runs
-    of equal values, of all rows together, sorted by (run, ring sums, position)
-    with stable sorts from the least significant key; continuous data has few.
+    of equal values, of all rows together, sorted by (run, key, position) with
+    stable sorts from the least significant key (the key: the ring sums, or the
+    packed (rank, correction) word); continuous data has few. Rows whose first
+    row's sample is mostly runs (floats of few levels) sort every pixel's words
+    instead, which costs less there. None where :func:`variational_rows` is.
     """
     rows, size = x.shape
-    plane = x.to(torch.float64)
-    sample = plane[0, :: max(1, size // 4096)]
-    if 2 * torch.unique(sample).numel() < sample.numel():  # mostly runs (floats of few
-        # levels): every pixel by (value, ring sums) in row-wise sorts costs less
-        return _lsd_order([plane, *ring_sum_rows(plane.view(rows, *shape))], counted)
-    value, order = torch.sort(torch.where(counted, plane, torch.inf), dim=1, stable=True)
+    local_means = ordering == "local_means"
+    sample = x[0, :: max(1, size // 4096)]
+    if 2 * torch.unique(sample).numel() < sample.numel():
+        if local_means:
+            plane = x.to(torch.float64)
+            words = [plane, *ring_sum_rows(plane.view(rows, *shape))]
+        else:
+            words = _variational_words(x, counted, shape)
+        return None if words is None else _lsd_order(words, counted)
+    value, order = torch.sort(torch.where(counted, x, torch.inf), dim=1, stable=True)
     # (uncounted pixels, last, keep their value: their order is never read)
     tied = (value[:, 1:] == value[:, :-1]) & counted.gather(1, order[:, 1:])
     del value
@@ -287,8 +299,18 @@ def _value_first_orders(
         return order
     flat_order = order.view(-1)  # (written through below)
     pixels = (members // size) * size + flat_order[members]
-    keys = [ring.flatten()[pixels] for ring in ring_sum_rows(plane.view(rows, *shape))]
-    keys.insert(0, starts.flatten().cumsum(0)[members])  # the run (unique across rows)
+    run = starts.flatten().cumsum(0)[members]  # (unique across rows)
+    if local_means:
+        plane = x.to(torch.float64).view(rows, *shape)
+        keys = [run, *(ring.flatten()[pixels] for ring in ring_sum_rows(plane))]
+    else:  # the word of numpy's float key: the value's rank over the correction
+        d = variational_rows(x, shape)
+        if d is None:
+            return None
+        low = _float_order_bits(d).flatten()[pixels]
+        ranks = starts.cumsum(1) - 1  # (in sorted order)
+        bits = _rank_bits(ranks, counted).flatten()[members // size]
+        keys = [run, _pack_value(ranks.flatten()[members], low, bits)]
     perm = None
     for key in reversed(keys):  # least significant first, each sort stable
         key = key if perm is None else key[perm]
@@ -326,12 +348,10 @@ def strict_orders(
     _ordering.check_ordering(ordering)
     if counted is None:
         counted = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+    if x.dtype not in _LEVEL_DTYPES:
+        return _value_first_orders(x, counted, shape, ordering)
     if ordering == "variational":
-        words = _variational_words(x, counted, shape)
-        if words is None:
-            return None
-    elif x.dtype not in _LEVEL_DTYPES:
-        return _value_first_orders(x, counted, shape)
+        words = _variational_words(x, counted, shape)  # (levels: never None)
     else:
         words = _local_means_words(x, shape)
     return _lsd_order(words, counted)
