@@ -520,6 +520,24 @@ def _repair_runs(
     sorted_key[members] = sorted_key[moved]
 
 
+def _tie_members(tied: np.ndarray, dtype: type = np.intp) -> tuple[np.ndarray, np.ndarray]:
+    """The places of a sorted order that tie with a neighbour, and the run of each.
+
+    ``tied[i]`` says that places ``i`` and ``i + 1`` hold equal keys. Returns
+    the tied places (ascending, in ``dtype``) and the run of each: the rank of
+    its key among the order's distinct keys.
+    """
+    starts = np.empty(len(tied) + 1, dtype=bool)  # the first place of a run of equal keys
+    starts[0] = True
+    np.logical_not(tied, out=starts[1:])
+    in_tie = ~starts
+    in_tie[:-1] |= tied
+    members = np.flatnonzero(in_tie).astype(dtype, copy=False)
+    run = np.cumsum(starts, dtype=dtype)[members]
+    run -= 1
+    return members, run
+
+
 def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_sort_strict` by an argsort of the keys and a second sort of tied runs."""
     n = len(packed)
@@ -533,11 +551,8 @@ def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.argsort(packed, kind="stable"), tied
     # re-sort only the members of tied runs, by (run, position): runs are
     # contiguous in ``order``, so each one is put back into its own slots
-    in_tie = np.zeros(n, dtype=bool)
-    in_tie[1:] = tied
-    in_tie[:-1] |= tied
-    members = np.flatnonzero(in_tie)
-    run = np.cumsum(~tied, dtype=np.uint64)[members - (members > 0)]
+    members, run = _tie_members(tied)
+    run = run.astype(np.uint64)
     run <<= np.uint64(pos_bits)
     run |= order[members].astype(np.uint64)
     run.sort()
@@ -789,18 +804,8 @@ def _value_first_order(
     # freed first); the rings after it, each filtered when it is gathered
     local_means = ordering == "local_means"
     planes = _ring_planes(channel) if local_means else [variational_correction(channel)]
-    starts = np.empty(len(order), dtype=bool)  # first pixel of a run of equal values
-    starts[0] = True
-    np.logical_not(tied, out=starts[1:])
-    in_tie = ~starts
-    in_tie[:-1] |= tied
-    index_type = _index_dtype(len(order))
-    members = np.flatnonzero(in_tie).astype(index_type)  # (in position order within a run)
-    del in_tie
-    run = np.cumsum(starts, dtype=index_type)[members]
-    run -= 1  # (the value's dense rank)
-    n_values = int(np.count_nonzero(starts))
-    del starts
+    members, run = _tie_members(tied, _index_dtype(len(order)))  # (position order in a run)
+    n_values = len(order) - int(np.count_nonzero(tied))
     pixels = order[members] if index is None else index[order[members]]
     keys = [plane.ravel()[pixels] for plane in planes]
     del planes, pixels
@@ -893,7 +898,4 @@ def unique_fraction(
     0.0
     """
     _, tied = _strict(channel, mask, ordering, want_tied=True)
-    in_tie = np.zeros(len(tied) + 1, dtype=bool)
-    in_tie[1:] |= tied
-    in_tie[:-1] |= tied
-    return float(1.0 - in_tie.mean())
+    return float(1.0 - len(_tie_members(tied)[0]) / (len(tied) + 1))
