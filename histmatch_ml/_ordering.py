@@ -52,6 +52,11 @@ the runs whose dropped low bits then step down are re-sorted
 (``variational``, where that is rare), or the key is sorted in two such
 passes, low bits first (``local_means``, whose last ring sum often decides).
 Keys of several words go through a stable ``np.lexsort`` of the bucket.
+Exact specification to 8/16-bit levels needs less than the order: every pixel
+of a rank between two consecutive changes of output level (the *cuts*) gets
+the same value, so :func:`strict_partition` orders only the levels that a cut
+splits, each bucket of them partitioned at its cuts (an introselect of the
+same words, linear in the bucket) rather than sorted.
 Single-word keys (uint8 ``local_means``, 8/16-bit ``variational``) are
 computed in tiles with a halo (bit-identical: exact integer filters and the
 same floating-point operations per pixel), straight into one ``uint64`` array,
@@ -560,6 +565,45 @@ def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, tied
 
 
+def _select_strict(packed: np.ndarray, kth: np.ndarray, low_ties: bool = False) -> np.ndarray:
+    """An order of ``packed`` (uint64) then position that is strict at the places ``kth`` only.
+
+    For each ``k`` in ``kth`` (ascending, in ``1 .. n - 1``), the first ``k``
+    places of the returned order hold the ``k`` smallest (key, position)
+    pairs, in some order: what a partition of the words of :func:`_sort_strict`
+    (key's top bits above the position) gives where the key fits beside the
+    position. Where it does not, the partition is by (top bits, position),
+    and a run of equal top bits that a cut splits (found from the largest top
+    bits before each cut) has its pixels put back into the run's places in
+    (key, position) order. Keys too wide for that are sorted
+    (:func:`_sort_strict`).
+    """
+    n = len(packed)
+    pos_bits = max((n - 1).bit_length(), 1)
+    low = packed.min()
+    word = packed - low  # (a fresh array: packed into in place)
+    shift = max(0, int(word.max()).bit_length() - (64 - pos_bits))
+    if 2 * pos_bits + shift > 64:
+        return _sort_strict(packed, low_ties, want_tied=False)[0]
+    word >>= np.uint64(shift)
+    word <<= np.uint64(pos_bits)
+    word |= np.arange(n, dtype=np.uint64)
+    # (at least two places: numpy partitions at several places by introselect)
+    word.partition(kth if len(kth) > 1 else [kth[0] - 1, kth[0]])
+    order = (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+    if shift:
+        word >>= np.uint64(pos_bits)  # the top bits, place by place
+        # a cut at k splits a run of equal top bits when the pixel at k has the top bits of
+        # the largest before it (the places between the previous cut and k hold that one)
+        before = np.maximum.reduceat(word, np.concatenate(([0], kth)))[:-1]
+        split = word[kth][before == word[kth]]
+        if len(split):  # those runs' pixels back into their places in (key, position) order
+            places = np.flatnonzero(np.isin(word, split))  # (ascending)
+            members = order[places]
+            order[places] = members[np.lexsort((members, packed[members]))]
+    return order
+
+
 # ------------------------------------------------- sorting by level (linear)
 #: the most pixels per bucket of consecutive levels sorted together: small buckets are
 #: mostly one level, whose keys then fit one word beside the place (no second pass), and
@@ -768,6 +812,54 @@ def _sort_buckets(
     return tied_all
 
 
+def _split_buckets(counts: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of buckets of the levels that a cut splits (a cut strictly inside).
+
+    Runs of consecutive such levels, cut into buckets as :func:`_bucket_bounds`
+    cuts all levels; the other levels need no order and are in no bucket.
+    """
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    split = np.searchsorted(cuts, starts, side="right") < np.searchsorted(cuts, ends, side="left")
+    starts, ends = starts[split], ends[split]
+    if len(starts) == 0:
+        return starts, ends
+    size = _part_size(int(ends[-1]), _BUCKET)
+    new = np.ones(len(starts), dtype=bool)  # the first level of a bucket
+    new[1:] = starts[1:] != ends[:-1]  # (a level between them is not split)
+    part = (starts - starts[new][np.cumsum(new) - 1]) // size  # (from the run's start)
+    new[1:] |= part[1:] != part[:-1]
+    first = np.flatnonzero(new)
+    return starts[first], np.append(ends[first[1:] - 1], ends[-1])
+
+
+def _partition_buckets(
+    perm: np.ndarray,
+    counts: np.ndarray,
+    words: list[np.ndarray],
+    cuts: np.ndarray,
+    low_ties: bool = False,
+) -> None:
+    """Put ``perm`` (grouped by level, ``counts`` a level) in strict order at the ranks ``cuts``.
+
+    In place. What :func:`_sort_buckets` does where only the sets of pixels
+    between consecutive cuts matter: only the levels that a cut splits are
+    ordered, in buckets (:func:`_split_buckets`), each partitioned at its cuts
+    (:func:`_select_strict`); keys of several words are sorted (a stable
+    ``np.lexsort``).
+    """
+    starts, ends = _split_buckets(counts, cuts)
+    first = np.searchsorted(cuts, starts, side="right")  # the first cut after a start
+    last = np.searchsorted(cuts, ends, side="left")  # and the first at or after the end
+    for a, b, i, j in zip(starts.tolist(), ends.tolist(), first.tolist(), last.tolist()):
+        positions = perm[a:b]
+        if len(words) == 1:
+            order = _select_strict(words[0][positions], cuts[i:j] - a, low_ties)
+        else:
+            order = np.lexsort([word[positions] for word in words][::-1])
+        perm[a:b] = positions[order]
+
+
 def _value_bits(values: np.ndarray) -> np.ndarray:
     """uint64 in the order of ``values``: integers, or finite floats by their bit patterns.
 
@@ -832,9 +924,17 @@ def _value_first_order(
 
 
 def _strict(
-    channel: np.ndarray, mask: np.ndarray | None, ordering: str, want_tied: bool
+    channel: np.ndarray,
+    mask: np.ndarray | None,
+    ordering: str,
+    want_tied: bool,
+    cuts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Strict order of the (masked) pixels as flat indices, and its tied neighbours."""
+    """Strict order of the (masked) pixels as flat indices, and its tied neighbours.
+
+    With ``cuts`` (ascending ranks), an order that is strict at those ranks
+    only (:func:`strict_partition`), and no tied neighbours.
+    """
     index = _check_channel(channel, mask)
     check_ordering(ordering)
     if _reference.has_exact_levels(channel.dtype):
@@ -842,6 +942,9 @@ def _strict(
         words = _level_words(channel, ordering)
         perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
         low_ties = ordering == "local_means"
+        if cuts is not None:
+            _partition_buckets(perm, counts, words, cuts, low_ties)
+            return perm, None
         tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties)
         return perm, tied
     order, tied = _value_first_order(channel, index, ordering, want_tied)
@@ -881,6 +984,57 @@ def strict_order(
     [7, 4]
     """
     return _strict(channel, mask, ordering, want_tied=False)[0]
+
+
+def strict_partition(
+    channel: np.ndarray,
+    cuts: np.ndarray,
+    mask: np.ndarray | None = None,
+    ordering: str = "variational",
+) -> np.ndarray:
+    """:func:`strict_order` where only the pixels between consecutive ``cuts`` matter.
+
+    The first ``c`` indices are those of the ``c`` first pixels of
+    :func:`strict_order`, for every ``c`` in ``cuts``; between two cuts, in
+    any order. That is all that handing out values constant between the
+    cuts needs (exact specification to 8/16-bit levels: one value per
+    reference level), and an 8/16-bit channel then orders only the levels
+    that a cut splits, by a partition at its cuts rather than a sort.
+    Other dtypes get the full :func:`strict_order`.
+
+    Parameters
+    ----------
+    channel : ndarray of shape (H, W) or (D, H, W)
+        As for :func:`strict_order`.
+    cuts : array-like of int
+        Ranks, ascending, in ``0 .. n`` (``n`` the number of (masked) pixels).
+    mask, ordering
+        As for :func:`strict_order`.
+
+    Returns
+    -------
+    ndarray of int32 (intp from 2**31 pixels on), shape (n,)
+        Indices into ``channel.ravel()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from histmatch_ml._ordering import strict_order, strict_partition
+    >>> channel = np.array([[5, 5, 5], [5, 9, 5], [5, 5, 5]], dtype=np.uint8)
+    >>> sorted(strict_partition(channel, [7], ordering="local_means")[7:].tolist())
+    [4, 7]
+    >>> sorted(strict_order(channel, ordering="local_means")[7:].tolist())
+    [4, 7]
+    """
+    cuts = np.asarray(cuts, dtype=np.int64)
+    if cuts.ndim != 1 or (len(cuts) > 1 and bool((np.diff(cuts) < 0).any())):
+        raise ValueError(f"cuts must be a 1-D ascending sequence of ranks; got {cuts!r}")
+    n = channel.size if mask is None else int(np.count_nonzero(mask))
+    if len(cuts) and (cuts[0] < 0 or cuts[-1] > n):
+        raise ValueError(f"cuts must be ranks in 0 .. {n} (the pixels ordered); got {cuts!r}")
+    if not _reference.has_exact_levels(channel.dtype):
+        return strict_order(channel, mask, ordering)
+    return _strict(channel, mask, ordering, want_tied=False, cuts=cuts)[0]
 
 
 def unique_fraction(

@@ -440,3 +440,93 @@ def test_two_pass_order_is_the_key_then_position_order(rng, shift):
     order = _ordering._two_pass_order(word.copy(), shift, pos_bits)
     assert order.dtype == np.intp
     np.testing.assert_array_equal(order, np.lexsort((np.arange(n), word)))
+
+
+# ------------------------------------------------------- partitions at cuts
+def assert_partitioned(got: np.ndarray, order: np.ndarray, cuts) -> None:
+    """``got`` is a permutation of ``order`` holding the same pixels before every cut."""
+    np.testing.assert_array_equal(np.sort(got), np.sort(order))
+    for c in cuts:
+        np.testing.assert_array_equal(np.sort(got[:c]), np.sort(order[:c]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(2, 3000),
+    st.integers(0, 63),
+    st.integers(0, 40),
+    st.integers(1, 8),
+    st.integers(1, 40),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_select_strict_is_the_sort_at_the_cuts(n, top, low_bits, n_top, n_cuts, low_ties, seed):
+    # keys wider than fit beside a position split runs of equal top bits at the cuts, which
+    # are then put back in (key, position) order; narrow keys are partitioned as they are
+    rng = np.random.default_rng(seed)
+    high = rng.integers(0, n_top, n, dtype=np.uint64) << np.uint64(top)
+    key = high | rng.integers(0, 2**low_bits, n, dtype=np.uint64)
+    kth = np.unique(rng.integers(1, n, n_cuts))
+    got = _ordering._select_strict(key.copy(), kth, low_ties)
+    assert_partitioned(got, np.lexsort((np.arange(n), key)), kth)
+
+
+def test_select_strict_repairs_a_run_split_by_a_cut():
+    # one key of 61 bits beside 12 bits of position: 9 low bits are dropped, so the others
+    # (0 .. 255) share their top bits, and a partition by (top bits, position) alone would
+    # put the first 100 positions first
+    n = 4000
+    key = np.arange(n, dtype=np.uint64)[::-1] % np.uint64(256)
+    key[-1] = np.uint64(2**60)
+    got = _ordering._select_strict(key.copy(), np.array([100, 2000]))
+    assert_partitioned(got, np.lexsort((np.arange(n), key)), [100, 2000])
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize(
+    "dtype, n_levels, shape",
+    [(np.uint8, 256, (300, 280)), (np.uint8, 4, (120, 90)), (np.int16, 900, (80, 70))],
+)
+@pytest.mark.parametrize("n_cuts", [0, 1, 7, 255, 5000])
+def test_strict_partition_holds_the_strict_order_s_pixels_before_every_cut(
+    rng, monkeypatch, ordering, dtype, n_levels, shape, n_cuts
+):
+    # small buckets: runs of split levels are cut into several
+    monkeypatch.setattr(_ordering, "_BUCKET", 2000)
+    image = rng.integers(0, n_levels, size=shape) - (n_levels // 2 if dtype == np.int16 else 0)
+    image = image.astype(dtype)
+    image[: shape[0] // 3] = image[: shape[0] // 3] // 2  # flat-ish rows: big levels, ties
+    for mask in (None, rng.random(shape) < 0.6):
+        n = image.size if mask is None else int(mask.sum())
+        cuts = np.unique(rng.integers(0, n + 1, n_cuts))
+        order = _ordering.strict_order(image, mask, ordering)
+        got = _ordering.strict_partition(image, cuts, mask, ordering)
+        assert got.dtype == order.dtype
+        assert_partitioned(got, order, cuts)
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_strict_partition_of_volumes_and_floats(rng, ordering):
+    volume = rng.integers(0, 6, size=(7, 20, 18)).astype(np.uint8)
+    cuts = np.array([1, 300, 301, 2000])
+    order = _ordering.strict_order(volume, None, ordering)
+    assert_partitioned(_ordering.strict_partition(volume, cuts, None, ordering), order, cuts)
+    floats = np.round(rng.normal(size=(40, 30)), 1)  # no levels: the whole strict order
+    np.testing.assert_array_equal(
+        _ordering.strict_partition(floats, cuts[:-1], None, ordering),
+        _ordering.strict_order(floats, None, ordering),
+    )
+
+
+def test_strict_partition_errors():
+    image = np.zeros((4, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match="cuts must be a 1-D ascending"):
+        _ordering.strict_partition(image, [5, 3])
+    with pytest.raises(ValueError, match="cuts must be a 1-D ascending"):
+        _ordering.strict_partition(image, [[1, 2]])
+    with pytest.raises(ValueError, match=r"cuts must be ranks in 0 \.\. 16"):
+        _ordering.strict_partition(image, [3, 17])
+    with pytest.raises(ValueError, match=r"cuts must be ranks in 0 \.\. 2"):
+        _ordering.strict_partition(image, [-1, 1], np.arange(16).reshape(4, 4) < 2)
+    with pytest.raises(ValueError, match="ordering must be one of"):
+        _ordering.strict_partition(image, [1], ordering="nope")

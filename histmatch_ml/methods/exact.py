@@ -16,7 +16,10 @@ reference's values by rank:
   ``r`` of ``n`` gets the reference quantile function at ``(r + 0.5) / n``.
 
 Values are handed out in rank order, so a pixel brighter than another in the
-source is never darker in the output. Volumes (``spatial_dims=3``) are ordered
+source is never darker in the output. With exact level counts only the ranks
+where the output level changes matter, so the pixels are ordered only there
+(:func:`histmatch_ml._ordering.strict_partition`): the same output as the
+full order, for less work. Volumes (``spatial_dims=3``) are ordered
 with 3-D neighbourhoods (see :mod:`histmatch_ml._ordering`).
 
 The default ``ordering="variational"`` leaves no pixel tied on any of
@@ -79,6 +82,18 @@ def target_counts(hist: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
+def level_quota(state: dict, channel: int, n: int, integer_image: bool) -> np.ndarray | None:
+    """The pixels each reference level receives (:func:`target_counts`), or None.
+
+    None where the output values are not levels: a float image, or a
+    reference without level histograms (the values are then quantiles, one
+    per rank).
+    """
+    if integer_image and "histograms" in state:
+        return target_counts(state["histograms"][channel], n)
+    return None
+
+
 def ranked_values(
     state: dict,
     knots: dict,
@@ -86,16 +101,20 @@ def ranked_values(
     n: int,
     integer_image: bool,
     dtype: np.dtype | None = None,
+    quota: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``n`` output values of one channel in ascending order.
 
-    Exact level counts (:func:`target_counts`) when the state holds level
-    histograms and the image is of an integer dtype; otherwise the reference
-    quantile function at the rank midpoints ``(r + 0.5) / n``. The values are
-    computed in float64; level values are cast to ``dtype`` (if given) before
-    they are repeated, so the ``n`` values are never held in float64.
+    Exact level counts (:func:`level_quota`, or ``quota`` if already at hand)
+    when the state holds level histograms and the image is of an integer
+    dtype; otherwise the reference quantile function at the rank midpoints
+    ``(r + 0.5) / n``. The values are computed in float64; level values are
+    cast to ``dtype`` (if given) before they are repeated, so the ``n``
+    values are never held in float64.
     """
-    if integer_image and "histograms" in state:
+    if quota is None:
+        quota = level_quota(state, channel, n, integer_image)
+    if quota is not None:
         if "levels" in state:  # a float reference of 8-bit levels
             levels = np.asarray(state["levels"], dtype=np.float64)
         else:
@@ -104,7 +123,7 @@ def ranked_values(
             levels = levels * float(knots["scale"])
         if dtype is not None:
             levels = levels.astype(dtype)
-        return np.repeat(levels, target_counts(state["histograms"][channel], n))
+        return np.repeat(levels, quota)
     return _reference.quantile_values(knots, channel, (np.arange(n) + 0.5) / n)
 
 
@@ -179,11 +198,16 @@ class Exact(MatchingMethod):
         matched = None if per_channel else np.empty_like(image, dtype=work)
         for c in range(n_channels):
             channel = image[..., c]
+            quota = level_quota(state, c, n, integer_image)
             # (the work plane is made after the ordering, whose own work is the peak)
-            order = _ordering.strict_order(channel, mask, params["ordering"])
+            if quota is None:  # one value per rank: the full order
+                order = _ordering.strict_order(channel, mask, params["ordering"])
+            else:  # one value per level: the order need only be strict where the level changes
+                cuts = np.cumsum(quota[quota > 0])[:-1]
+                order = _ordering.strict_partition(channel, cuts, mask, params["ordering"])
             # (masked: unmasked pixels keep their value; finish restores them exactly)
             plane = np.empty(size, dtype=work) if mask is None else channel.astype(work).ravel()
-            plane[order] = ranked_values(state, tables, c, n, integer_image, work)
+            plane[order] = ranked_values(state, tables, c, n, integer_image, work, quota)
             del order
             if levels:
                 out[..., c] = plane.reshape(spatial_shape)
