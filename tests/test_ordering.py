@@ -407,21 +407,24 @@ def test_strict_order_uses_int32_indices():
     assert _ordering.strict_order(np.zeros((5, 5), dtype=np.uint8)).dtype == np.int32
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    st.integers(1, 3000),
-    st.integers(0, 63),
-    st.integers(0, 40),
-    st.integers(1, 8),
-    st.booleans(),
-    st.integers(0, 2**32 - 1),
-)
-def test_sort_strict_orders_by_key_then_position(n, top, low_bits, n_top, low_ties, seed):
-    # keys spanning more bits than fit beside a position (a few top values, many low
-    # bits: sorted by their top bits, then repaired or sorted low bits first) and narrow ones
+#: keys of ``n`` pixels: ``n_top`` values shifted up by ``top`` bits, plus ``low_bits`` random
+#: bits; (top, low_bits, n_top, seed) as hypothesis draws them
+WIDE_KEYS = (st.integers(0, 63), st.integers(0, 40), st.integers(1, 8), st.integers(0, 2**32 - 1))
+
+
+def wide_keys(n: int, top: int, low_bits: int, n_top: int, seed: int) -> np.ndarray:
+    """uint64 keys spanning more bits than fit beside a position, or narrow ones."""
     rng = np.random.default_rng(seed)
     high = rng.integers(0, n_top, n, dtype=np.uint64) << np.uint64(top)
-    key = high | rng.integers(0, 2**low_bits, n, dtype=np.uint64)
+    return high | rng.integers(0, 2**low_bits, n, dtype=np.uint64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 3000), *WIDE_KEYS, st.booleans())
+def test_sort_strict_orders_by_key_then_position(n, top, low_bits, n_top, seed, low_ties):
+    # keys spanning more bits than fit beside a position (a few top values, many low
+    # bits: sorted by their top bits, then repaired or sorted low bits first) and narrow ones
+    key = wide_keys(n, top, low_bits, n_top, seed)
     order, tied = _ordering._sort_strict(key.copy(), low_ties)
     expected = np.lexsort((np.arange(n), key))
     np.testing.assert_array_equal(order, expected)
@@ -451,22 +454,12 @@ def assert_partitioned(got: np.ndarray, order: np.ndarray, cuts) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    st.integers(2, 3000),
-    st.integers(0, 63),
-    st.integers(0, 40),
-    st.integers(1, 8),
-    st.integers(1, 40),
-    st.booleans(),
-    st.integers(0, 2**32 - 1),
-)
-def test_select_strict_is_the_sort_at_the_cuts(n, top, low_bits, n_top, n_cuts, low_ties, seed):
+@given(st.integers(2, 3000), *WIDE_KEYS, st.booleans(), st.integers(1, 40))
+def test_select_strict_is_the_sort_at_the_cuts(n, top, low_bits, n_top, seed, low_ties, n_cuts):
     # keys wider than fit beside a position split runs of equal top bits at the cuts, which
     # are then put back in (key, position) order; narrow keys are partitioned as they are
-    rng = np.random.default_rng(seed)
-    high = rng.integers(0, n_top, n, dtype=np.uint64) << np.uint64(top)
-    key = high | rng.integers(0, 2**low_bits, n, dtype=np.uint64)
-    kth = np.unique(rng.integers(1, n, n_cuts))
+    key = wide_keys(n, top, low_bits, n_top, seed)
+    kth = np.unique(np.random.default_rng(seed + 1).integers(1, n, n_cuts))
     got = _ordering._select_strict(key.copy(), kth, low_ties)
     assert_partitioned(got, np.lexsort((np.arange(n), key)), kth)
 
