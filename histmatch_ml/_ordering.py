@@ -824,7 +824,7 @@ def _split_buckets(counts: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np
     starts, ends = starts[split], ends[split]
     if len(starts) == 0:
         return starts, ends
-    size = _part_size(int(ends[-1]), _BUCKET)
+    size = _part_size(int(counts.sum()), _BUCKET)
     new = np.ones(len(starts), dtype=bool)  # the first level of a bucket
     new[1:] = starts[1:] != ends[:-1]  # (a level between them is not split)
     part = (starts - starts[new][np.cumsum(new) - 1]) // size  # (from the run's start)
