@@ -411,6 +411,32 @@ def _take(plane: np.ndarray, index: np.ndarray | None) -> np.ndarray:
     return plane.ravel() if index is None else plane.ravel()[index]
 
 
+def _word_layout(packed: np.ndarray) -> tuple[np.ndarray, np.uint64, int, int]:
+    """How uint64 keys share a word with their position: ``(word, low, pos_bits, shift)``.
+
+    ``word`` is ``packed - low`` (a fresh array, for :func:`_place_words` to pack
+    into in place), ``low`` the keys' minimum, ``pos_bits`` the bits a position
+    takes and ``shift`` the low key bits that do not fit beside it.
+    """
+    pos_bits = max((len(packed) - 1).bit_length(), 1)
+    low = packed.min()
+    word = packed - low
+    return word, low, pos_bits, max(0, int(word.max()).bit_length() - (64 - pos_bits))
+
+
+def _place_words(word: np.ndarray, shift: int, pos_bits: int) -> np.ndarray:
+    """``word`` (of :func:`_word_layout`) as (key's top bits, position) words, in place."""
+    word >>= np.uint64(shift)
+    word <<= np.uint64(pos_bits)
+    word |= np.arange(len(word), dtype=np.uint64)
+    return word
+
+
+def _places(word: np.ndarray, pos_bits: int) -> np.ndarray:
+    """The positions held in the low ``pos_bits`` bits of (sorted or partitioned) words."""
+    return (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+
+
 def _sort_strict(
     packed: np.ndarray, low_ties: bool = False, want_tied: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -431,20 +457,14 @@ def _sort_strict(
     n = len(packed)
     if n < 2:
         return np.arange(n, dtype=np.intp), np.zeros(0, dtype=bool)
-    pos_bits = max((n - 1).bit_length(), 1)
-    low = packed.min()
-    word = packed - low  # (a fresh array: packed into in place)
-    shift = max(0, int(word.max()).bit_length() - (64 - pos_bits))
+    word, low, pos_bits, shift = _word_layout(packed)
     if 2 * pos_bits + shift > 64:
         return _argsort_strict(packed)
     if shift and low_ties:
         order = _two_pass_order(word, shift, pos_bits)
     else:
-        word >>= np.uint64(shift)
-        word <<= np.uint64(pos_bits)
-        word |= np.arange(n, dtype=np.uint64)
-        word.sort()
-        order = (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+        _place_words(word, shift, pos_bits).sort()
+        order = _places(word, pos_bits)
         if shift:
             sorted_key = packed[order]
             down = np.flatnonzero(sorted_key[1:] < sorted_key[:-1])
@@ -561,7 +581,7 @@ def _argsort_strict(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     run <<= np.uint64(pos_bits)
     run |= order[members].astype(np.uint64)
     run.sort()
-    order[members] = (run & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+    order[members] = _places(run, pos_bits)
     return order, tied
 
 
@@ -578,19 +598,12 @@ def _select_strict(packed: np.ndarray, kth: np.ndarray, low_ties: bool = False) 
     (key, position) order. Keys too wide for that are sorted
     (:func:`_sort_strict`).
     """
-    n = len(packed)
-    pos_bits = max((n - 1).bit_length(), 1)
-    low = packed.min()
-    word = packed - low  # (a fresh array: packed into in place)
-    shift = max(0, int(word.max()).bit_length() - (64 - pos_bits))
+    word, _, pos_bits, shift = _word_layout(packed)
     if 2 * pos_bits + shift > 64:
         return _sort_strict(packed, low_ties, want_tied=False)[0]
-    word >>= np.uint64(shift)
-    word <<= np.uint64(pos_bits)
-    word |= np.arange(n, dtype=np.uint64)
     # (at least two places: numpy partitions at several places by introselect)
-    word.partition(kth if len(kth) > 1 else [kth[0] - 1, kth[0]])
-    order = (word & np.uint64((1 << pos_bits) - 1)).astype(np.intp)
+    _place_words(word, shift, pos_bits).partition(kth if len(kth) > 1 else [kth[0] - 1, kth[0]])
+    order = _places(word, pos_bits)
     if shift:
         word >>= np.uint64(pos_bits)  # the top bits, place by place
         # a cut at k splits a run of equal top bits when the pixel at k has the top bits of
