@@ -85,7 +85,7 @@ square). Position is the raster index of the volume.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -255,14 +255,18 @@ def _packed_key_uint8(channel: np.ndarray, work: dict | None = None) -> np.ndarr
     return key
 
 
-def _local_means_keys(channel: np.ndarray) -> list:
-    """``(flat key, bits)`` of an 8/16-bit channel: its levels, then the ring sums."""
+def _local_means_keys(channel: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+    """``(flat key, bits)`` of an 8/16-bit channel: its levels, then the ring sums.
+
+    One at a time, a 2-D channel's rings filtered as they are asked for
+    (:func:`_ring_planes`), so that :func:`_words` packs each before the next
+    exists.
+    """
     plane, bits = _level_plane(channel)
-    keys = [(plane.ravel(), bits)]
+    yield plane.ravel(), bits
     sizes = _RING_SIZES if channel.ndim == 2 else _SHELL_SIZES
-    for size, ring in zip(sizes, ring_sums(channel)):
-        keys.append((ring.ravel().astype(np.uint64), (size * (2**bits - 1)).bit_length()))
-    return keys
+    for size, ring in zip(sizes, _ring_planes(channel)):
+        yield ring.ravel(), (size * (2**bits - 1)).bit_length()
 
 
 # --------------------------------------------------------------- variational
@@ -665,17 +669,17 @@ def _tiles(shape: tuple[int, ...], halo: int) -> list[tuple[slice, ...]]:
     ]
 
 
-def _strip_key(channel: np.ndarray, halo: int, block_key) -> np.ndarray:
-    """``block_key`` of the whole channel as one flat uint64 array, tile by tile.
+def _strip_words(channel: np.ndarray, halo: int, block_words) -> list[np.ndarray]:
+    """The key words of the whole channel, each one flat uint64 array, tile by tile.
 
     Each tile (:func:`_tiles`) is computed with ``halo`` more pixels on every
     side where the channel has them, and cropped, so a key that depends on
-    neighbours at most ``halo`` pixels away comes out as on the whole channel.
-    ``block_key(block, work)`` returns the flat key of a block; ``work`` is one
+    neighbours at most ``halo`` pixels away comes out as on the whole channel,
+    and its work memory is a tile's. ``block_words(block, work)`` returns the
+    flat words of a block (the same number for every block); ``work`` is one
     dict of work buffers (:func:`_scratch`) for all the tiles.
     """
-    key = np.empty(channel.size, dtype=np.uint64)
-    out = key.reshape(channel.shape)
+    words: list[np.ndarray] = []
     work: dict = {}
     for tile in _tiles(channel.shape, halo):
         grown = tuple(
@@ -684,8 +688,11 @@ def _strip_key(channel: np.ndarray, halo: int, block_key) -> np.ndarray:
         )
         crop = tuple(slice(t.start - g.start, t.stop - g.start) for t, g in zip(tile, grown))
         block = channel[grown]
-        out[tile] = block_key(block, work).reshape(block.shape)[crop]
-    return key
+        for i, word in enumerate(block_words(block, work)):
+            if i == len(words):
+                words.append(np.empty(channel.size, dtype=np.uint64))
+            words[i].reshape(channel.shape)[tile] = word.reshape(block.shape)[crop]
+    return words
 
 
 def _variational_word(block: np.ndarray, work: dict | None = None) -> np.ndarray:
@@ -706,11 +713,13 @@ def _variational_word(block: np.ndarray, work: dict | None = None) -> np.ndarray
     return word
 
 
-def _words(keys: list) -> list[np.ndarray]:
+def _words(keys: Iterable[tuple[np.ndarray, int]]) -> list[np.ndarray]:
     """Pack ``(array, bits)`` keys into uint64 words, most significant first.
 
-    A word is closed when the next key would overflow it; comparing the words
-    lexicographically is comparing the keys lexicographically.
+    A key holds non-negative integers (of any dtype) below ``2**bits``. A word
+    is closed when the next key would overflow it; comparing the words
+    lexicographically is comparing the keys lexicographically. ``keys`` may be
+    an iterator: each key is read once, as it comes.
     """
     words, word, width = [], None, 0
     for key, bits in keys:
@@ -730,10 +739,12 @@ def _words(keys: list) -> list[np.ndarray]:
 def _level_words(channel: np.ndarray, ordering: str) -> list[np.ndarray]:
     """The sort key of every pixel of an 8/16-bit channel as flat uint64 words."""
     if ordering == "variational":
-        return [_strip_key(channel, VARIATIONAL_ITERATIONS + 1, _variational_word)]
-    if channel.dtype == np.uint8 and channel.ndim == 2:
-        return [_strip_key(channel, 2, _packed_key_uint8)]
-    return _words(_local_means_keys(channel))
+        halo, block_words = VARIATIONAL_ITERATIONS + 1, lambda b, w: [_variational_word(b, w)]
+    elif channel.dtype == np.uint8 and channel.ndim == 2:
+        halo, block_words = 2, lambda b, w: [_packed_key_uint8(b, w)]
+    else:  # (the rings reach two pixels away, the shells of a volume too)
+        halo, block_words = 2, lambda b, w: _words(_local_means_keys(b))
+    return _strip_words(channel, halo, block_words)
 
 
 def _group_by_level(
