@@ -996,7 +996,8 @@ def strict_order(
 
     Returns
     -------
-    ndarray of int32 (intp from 2**31 pixels on), shape (n,)
+    ndarray of int32 for 8/16-bit channels (intp from 2**31 pixels on), of intp
+    for other dtypes; shape (n,)
         Indices into ``channel.ravel()``; ``n`` is the number of (masked) pixels.
 
     Examples
@@ -1037,7 +1038,8 @@ def strict_partition(
 
     Returns
     -------
-    ndarray of int32 (intp from 2**31 pixels on), shape (n,)
+    ndarray of int32 for 8/16-bit channels (intp from 2**31 pixels on), of intp
+    for other dtypes; shape (n,)
         Indices into ``channel.ravel()``.
 
     Examples

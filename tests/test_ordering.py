@@ -403,8 +403,15 @@ def test_grouped_unique_fraction_counts_ties_like_lexsort(rng, monkeypatch):
     assert _ordering.unique_fraction(image, ordering="local_means") == pytest.approx(expected)
 
 
-def test_strict_order_uses_int32_indices():
-    assert _ordering.strict_order(np.zeros((5, 5), dtype=np.uint8)).dtype == np.int32
+def test_strict_order_index_dtypes_are_the_documented_ones():
+    levels = np.arange(25, dtype=np.uint16).reshape(5, 5)
+    mask = levels % 2 == 0
+    assert _ordering.strict_order(levels.astype(np.uint8)).dtype == np.int32
+    assert _ordering.strict_order(levels, mask).dtype == np.int32
+    assert _ordering.strict_partition(levels, [3], mask).dtype == np.int32
+    floats = levels / np.float32(7)
+    assert _ordering.strict_order(floats).dtype == np.intp
+    assert _ordering.strict_partition(floats, [3], mask).dtype == np.intp
 
 
 #: keys of ``n`` pixels: ``n_top`` values shifted up by ``top`` bits, plus ``low_bits`` random
