@@ -146,6 +146,23 @@ def test_dtypes_masks_and_strength(dtype):
     np.testing.assert_array_equal(fitted.set_params(strength=0.0).transform(x[None])[0], x)
 
 
+def test_bands_of_rows_give_the_whole_image_result(monkeypatch):
+    from histmatch_ml.methods import luminance
+
+    s, r = half("astronaut"), half("coffee")
+    mask = np.zeros(s.shape[:2], bool)
+    mask[30:200, 10:150] = True
+    for x in (s, (s / 255).astype(np.float32), s[..., :1]):
+        fitted = HistogramMatcher("luminance", strength=0.7).fit(r[None])
+        assert len(luminance.row_bands(x.shape, *luminance._BAND_PIXELS)) > 1
+        banded = fitted.transform(x[None], mask=mask[None])
+        fitted_again = HistogramMatcher("luminance", strength=0.7).fit(r[None])
+        with monkeypatch.context() as m:
+            m.setattr(luminance, "_BAND_PIXELS", (2**40, 2**40, 1))  # one band
+            whole = fitted_again.transform(x[None], mask=mask[None])
+        np.testing.assert_array_equal(banded, whole)
+
+
 def test_partial_fit_and_save_load(tmp_path):
     a, b, s = half("coffee"), half("chelsea"), half("astronaut")
     whole = HistogramMatcher("luminance").fit([a, b])

@@ -21,7 +21,8 @@ Back from the new L*, a colour keeps its a* and b* where that is inside the
 sRGB gamut; otherwise its chroma is scaled down, at the new L* and the same
 hue, to the largest that fits (:func:`histmatch_ml._color.with_lightness`).
 Images and references are read on each dtype's colour scale (8/16-bit
-integers by their full scale, floats in ``[0, 1]``).
+integers by their full scale, floats in ``[0, 1]``). Both conversions run by
+bands of rows, so their float64 work arrays are a band's, not the image's.
 """
 
 from __future__ import annotations
@@ -31,13 +32,21 @@ from typing import Any
 import numpy as np
 
 from .. import _color, _images
-from ._base import MatchingMethod, finish, get_method, register
+from ._base import MatchingMethod, finish, get_method, register, row_bands
 from .per_channel import PerChannel
+
+#: ``row_bands`` arguments of the colour conversions, which take some 200 bytes a pixel of
+#: float64 work arrays (with_lightness) band by band: a part of a small image, bounded for
+#: a large one
+_BAND_PIXELS = (2**14, 2**16, 16)
 
 
 def _lightness_image(image: np.ndarray, name: str) -> np.ndarray:
-    """The L* of an ``(H, W, 1 or 3)`` image as an ``(H, W, 1)`` float32 image."""
-    return _color.lightness(image, name)[:, :, None]
+    """The L* of an ``(H, W, 1 or 3)`` image as an ``(H, W, 1)`` float32 image, by bands."""
+    light = np.empty((*image.shape[:2], 1), dtype=np.float32)
+    for rows in row_bands(image.shape, *_BAND_PIXELS):
+        light[rows, :, 0] = _color.lightness(image[rows], name)
+    return light
 
 
 @register
@@ -89,8 +98,11 @@ class Luminance(MatchingMethod):
         light = _lightness_image(image, "X")
         matched = np.empty_like(light)
         self._channels().apply(light, mask, state, tables, {**params, "strength": 1.0}, matched)
-        unit = _color.with_lightness(image, matched[:, :, 0], "X")
-        scale = _color.full_scale(image.dtype)
-        if scale != 1.0:
-            unit *= np.float32(scale)
-        finish(image, unit, mask, params["strength"], out)
+        del light
+        scale = np.float32(_color.full_scale(image.dtype))
+        for rows in row_bands(image.shape, *_BAND_PIXELS):
+            unit = _color.with_lightness(image[rows], matched[rows, :, 0], "X")
+            if scale != 1.0:
+                unit *= scale
+            band_mask = None if mask is None else mask[rows]
+            finish(image[rows], unit, band_mask, params["strength"], out[rows])
