@@ -96,6 +96,54 @@ def test_standardization_removes_scale_and_offset():
     np.testing.assert_allclose(outs[0][masks[0]], outs[1][masks[0]], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "channels", "planar", "masked", "strength"),
+    [
+        (np.uint8, 3, False, False, 1.0),
+        (np.uint8, 3, False, True, 0.4),
+        (np.uint8, 3, True, False, 0.7),
+        (np.uint16, 3, False, True, 1.0),
+        (np.uint16, 2, True, False, 0.4),
+        (np.int16, 1, False, True, 0.6),
+        (np.int8, 4, False, False, 1.0),
+    ],
+)
+def test_integer_images_through_level_tables_equal_the_map_of_each_pixel(
+    dtype, channels, planar, masked, strength
+):
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    shape = (40, 33, channels)
+
+    def image(spread):
+        base = rng.gamma(2.0, spread, shape) + info.min * 0.3
+        return np.clip(base, info.min, info.max).astype(dtype)
+
+    refs = np.stack([image(info.max / 9), image(info.max / 6)])
+    x = image(info.max / 12)
+    if planar:  # channels-first memory, as a tensor's planes
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)).transpose(1, 2, 0)
+    mask = rng.random(shape[:2]) < 0.7 if masked else None
+    matcher = HistogramMatcher("landmarks", strength=strength).fit(refs)
+    got = matcher.transform(x[None], mask=None if mask is None else mask[None])[0]
+    # the map of each pixel in float32, blended, rounded and clipped, unmasked pixels kept
+    probs = matcher.tables_["percentiles"] / 100.0
+    source = image_landmarks(x, mask, probs)
+    expected = np.empty(shape, dtype=dtype)
+    s = np.float32(strength)
+    for c in range(channels):
+        values = x[:, :, c].astype(np.float64)
+        mapped = piecewise_map(values, source[c], matcher.tables_["standard"][c], values.copy())
+        mapped = mapped.astype(np.float32)
+        if strength != 1.0:
+            original = x[:, :, c].astype(np.float32)
+            mapped = (mapped - original) * s + original
+        expected[:, :, c] = np.clip(np.rint(mapped), info.min, info.max)
+    if mask is not None:
+        expected[~mask] = x[~mask]
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_piecewise_map_extrapolates_the_end_segments_and_flattens_ties():
     source = np.array([0.0, 1.0, 1.0, 3.0])
     standard = np.array([0.0, 10.0, 12.0, 20.0])

@@ -40,8 +40,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import _reference
-from ._base import N_QUANTILES, MatchingMethod, Param, finish, register
+from .. import _images, _reference
+from ._base import (
+    N_QUANTILES,
+    MatchingMethod,
+    Param,
+    blend,
+    finish,
+    gather,
+    keep_unmasked,
+    register,
+)
+from .per_channel import apply_lut_uint8
 
 #: Nyul's and TorchIO's percentiles: the cutoffs 1 and 99 and the deciles between
 DEFAULT_LANDMARKS = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
@@ -293,18 +303,36 @@ class Landmarks(MatchingMethod):
         probs = tables["percentiles"] / 100.0
         source = image_landmarks(image, mask, probs)
         work = np.result_type(image.dtype, np.float32)
+        if _reference.has_exact_levels(image.dtype):
+            _apply_level_tables(image, mask, source, tables["standard"], params, work, out)
+            return
         matched = np.empty_like(image, dtype=work)  # (the image's layout: its planes, if planar)
-        if _reference.has_exact_levels(image.dtype):  # one table over the levels
-            levels = _reference.level_values(image.dtype)
-            index = _reference.level_index(image)
-            for c in range(image.shape[2]):
-                table = piecewise_map(
-                    levels, source[c], tables["standard"][c], np.empty(len(levels))
-                )
-                np.take(table.astype(work), index[:, :, c], out=matched[:, :, c])
-        else:
-            for c in range(image.shape[2]):
-                plane = matched[:, :, c]
-                plane[...] = image[:, :, c]  # (mapped in place)
-                piecewise_map(plane, source[c], tables["standard"][c], plane)
+        for c in range(image.shape[2]):
+            plane = matched[:, :, c]
+            plane[...] = image[:, :, c]  # (mapped in place)
+            piecewise_map(plane, source[c], tables["standard"][c], plane)
         finish(image, matched, mask, params["strength"], out)
+
+
+def _apply_level_tables(image, mask, source, standard, params, work, out) -> None:
+    """An 8/16-bit image through one table per channel over its levels, into ``out``.
+
+    Each table is the map in ``work`` precision, blended by strength, rounded
+    and clipped to the image's dtype as :func:`._base.finish` does pixel by
+    pixel (the same arithmetic on the same values: the same result), then
+    gathered: one ``cv2.LUT`` for an interleaved uint8 image of up to four
+    channels, a gather per channel otherwise. No float copy of the image.
+    """
+    levels = _reference.level_values(image.dtype)
+    interleaved = np.empty((len(levels), image.shape[2]), dtype=image.dtype)  # (cv2.LUT's)
+    luts = interleaved.T  # (C, levels)
+    for c, lut in enumerate(luts):
+        table = piecewise_map(levels, source[c], standard[c], np.empty(len(levels)))
+        blend(levels, table.astype(work), params["strength"], image.dtype, out=lut)
+    if image.dtype == np.uint8 and image.shape[2] <= 4 and _images.planes_of(image) is None:
+        apply_lut_uint8(image, interleaved[None], out)
+    else:
+        index = _reference.level_index(image)
+        for c, lut in enumerate(luts):
+            gather(np.ascontiguousarray(lut), index[:, :, c], out[:, :, c])
+    keep_unmasked(out, image, mask)
