@@ -533,6 +533,10 @@ def test_unique_colours_property(dtype, n, seed):
     )
     assert counts.sum() == n and len(np.unique(colours, axis=0)) == len(colours)
     np.testing.assert_array_equal(np.bincount(inverse, minlength=len(colours)), counts)
+    same, none, same_counts = lab.unique_colours(px, return_inverse=False)
+    assert none is None
+    np.testing.assert_array_equal(same, colours)
+    np.testing.assert_array_equal(same_counts, counts)
 
 
 def test_transfer_of_a_constant_image_lands_in_the_reference(fitted, ref):
