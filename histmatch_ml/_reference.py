@@ -548,8 +548,12 @@ def _has_subnormals(values: np.ndarray, extremes: np.ndarray) -> bool:
 def _channel_groups(images: list[np.ndarray], masks: list[np.ndarray] | None):
     """Yield contiguous ``(C, n)`` arrays of the (masked) values of images, by LEARN_GROUP.
 
-    The arrays are views of one work buffer, overwritten by the next group
-    (each is consumed, and may be sorted in place, before the next is made).
+    Small images are grouped and large ones cut, so that a group holds the
+    first :data:`FIRST_GROUP` values, then :data:`LEARN_GROUP` (the last one
+    fewer): the work memory of learning is a group's whatever the images'
+    sizes (the state does not depend on how the values are grouped). The
+    arrays are views of one work buffer, overwritten by the next group (each
+    is consumed, and may be sorted in place, before the next is made).
     """
     group: list[np.ndarray] = []
     size = 0
@@ -571,11 +575,15 @@ def _channel_groups(images: list[np.ndarray], masks: list[np.ndarray] | None):
     limit = min(FIRST_GROUP, LEARN_GROUP)
     for i, image in enumerate(images):
         pixels = image.reshape(-1, image.shape[2]) if masks is None else image[masks[i]]
-        group.append(pixels)
-        size += len(pixels)
-        if size >= limit:
-            yield planes()
-            group, size, limit = [], 0, LEARN_GROUP
+        start = 0
+        while start < len(pixels):
+            part = pixels[start : start + limit - size]
+            group.append(part)
+            size += len(part)
+            start += len(part)
+            if size >= limit:
+                yield planes()
+                group, size, limit = [], 0, LEARN_GROUP
     if group:
         yield planes()
 

@@ -501,6 +501,28 @@ def test_learning_in_groups_equals_learning_at_once(monkeypatch):
     _assert_same_state(_reference.learn(images, masks), at_once)
 
 
+def test_groups_cut_large_images_and_gather_small_ones(monkeypatch):
+    """A group holds FIRST_GROUP values, then LEARN_GROUP each: every value once, in order."""
+    rng = np.random.default_rng(6)
+    images = [
+        rng.random(shape).astype(np.float32) for shape in [(9, 7, 2), (70, 50, 2), (3, 4, 2)]
+    ]
+    masks = [rng.random(im.shape[:2]) < 0.8 for im in images]
+    monkeypatch.setattr(_reference, "FIRST_GROUP", 300)
+    monkeypatch.setattr(_reference, "LEARN_GROUP", 1000)
+    for m in (None, masks):
+        groups = [g.copy() for g in _reference._channel_groups(images, m)]
+        sizes = [g.shape[1] for g in groups]
+        assert sizes[0] == 300 and all(n == 1000 for n in sizes[1:-1]) and 0 < sizes[-1] <= 1000
+        pixels = [
+            im.reshape(-1, 2) if k is None else im[k] for im, k in zip(images, m or [None] * 3)
+        ]
+        np.testing.assert_array_equal(np.concatenate(groups, axis=1), np.concatenate(pixels).T)
+    in_groups = _reference.learn(images, masks)
+    monkeypatch.undo()  # (one group: all the values at once)
+    _assert_same_state(_reference.learn(images, masks), in_groups)
+
+
 @pytest.mark.parametrize(
     "kind", ["positive", "mixed_signs", "float64", "subnormals", "wide_group", "overflow"]
 )
