@@ -204,7 +204,11 @@ def ring_sums(channel: np.ndarray) -> list[np.ndarray]:
 
 def _ring_planes(channel: np.ndarray) -> Iterator[np.ndarray]:
     """:func:`ring_sums` one at a time (2-D: each ring filtered when it is asked for)."""
-    plane, _ = _level_plane(channel)
+    return _plane_rings(_level_plane(channel)[0])
+
+
+def _plane_rings(plane: np.ndarray) -> Iterator[np.ndarray]:
+    """:func:`_ring_planes` of a channel's :func:`_level_plane`."""
     if plane.ndim == 3:  # a volume: the four 3-D shells
         work = np.float64 if plane.dtype == np.float64 else np.float32
         yield from _shell_sums(plane.astype(work))
@@ -265,7 +269,7 @@ def _local_means_keys(channel: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
     plane, bits = _level_plane(channel)
     yield plane.ravel(), bits
     sizes = _RING_SIZES if channel.ndim == 2 else _SHELL_SIZES
-    for size, ring in zip(sizes, _ring_planes(channel)):
+    for size, ring in zip(sizes, _plane_rings(plane)):
         yield ring.ravel(), (size * (2**bits - 1)).bit_length()
 
 

@@ -156,9 +156,13 @@ def unique_colours(
     u = unit.view(np.uint32).astype(np.uint64)
     _, first_two = np.unique((u[:, 0] << np.uint64(32)) | u[:, 1], return_inverse=True)
     key = (first_two.ravel().astype(np.uint64) << np.uint64(32)) | u[:, 2]
-    found = np.unique(key, return_index=True, return_inverse=return_inverse, return_counts=True)
-    index, counts = found[1], found[-1]
-    return unit[index], found[2].ravel() if return_inverse else None, counts
+    if return_inverse:
+        _, index, inverse, counts = np.unique(
+            key, return_index=True, return_inverse=True, return_counts=True
+        )
+        return unit[index], inverse.ravel(), counts
+    _, index, counts = np.unique(key, return_index=True, return_counts=True)
+    return unit[index], None, counts
 
 
 # ------------------------------------------------------------------------ 1-D maps
