@@ -630,6 +630,12 @@ def _select_strict(packed: np.ndarray, kth: np.ndarray, low_ties: bool = False) 
 #: mostly one level, whose keys then fit one word beside the place (no second pass), and
 #: small arrays sort faster per element (they stay in cache)
 _BUCKET = 1 << 12
+#: the most pixels of levels no cut splits that may sit between two split levels of one
+#: bucket (:func:`_split_buckets`): partitioning them with the bucket costs less than a
+#: bucket of its own, whose fixed cost is that of some thousand pixels
+_GAP = 1 << 10
+#: channels of at most this many (masked) pixels are partitioned at once (:func:`_partition_small`)
+_SMALL = 1 << 12
 #: the most positions per block of the counting sort by level
 _BLOCK = 1 << 18
 #: the most pixels per tile (strip, for volumes) in which keys are computed
@@ -844,7 +850,10 @@ def _split_buckets(counts: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np
     """Starts and ends of buckets of the levels that a cut splits (a cut strictly inside).
 
     Runs of consecutive such levels, cut into buckets as :func:`_bucket_bounds`
-    cuts all levels; the other levels need no order and are in no bucket.
+    cuts all levels; the other levels need no order and are in no bucket, but
+    for those of at most :data:`_GAP` pixels between two split ones, which
+    join their bucket (ordering them with it is harmless: the words lead with
+    the level, and no cut falls inside them).
     """
     ends = np.cumsum(counts)
     starts = ends - counts
@@ -854,7 +863,7 @@ def _split_buckets(counts: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np
         return starts, ends
     size = _part_size(int(counts.sum()), _BUCKET)
     new = np.ones(len(starts), dtype=bool)  # the first level of a bucket
-    new[1:] = starts[1:] != ends[:-1]  # (a level between them is not split)
+    new[1:] = starts[1:] - ends[:-1] > _GAP  # (the levels between them are not split)
     part = (starts - starts[new][np.cumsum(new) - 1]) // size  # (from the run's start)
     new[1:] |= part[1:] != part[:-1]
     first = np.flatnonzero(new)
@@ -886,6 +895,36 @@ def _partition_buckets(
         else:
             order = np.lexsort([word[positions] for word in words][::-1])
         perm[a:b] = positions[order]
+
+
+def _partition_small(
+    words: list[np.ndarray],
+    index: np.ndarray | None,
+    cuts: np.ndarray,
+    low_ties: bool,
+    n_pixels: int,
+) -> np.ndarray:
+    """:func:`_partition_buckets`' order for a small channel: its words partitioned at once.
+
+    The words lead with the level, so a partition of all the (masked)
+    pixels' words at the cuts (:func:`_select_strict`; several words: one
+    stable ``np.lexsort``) is the level-grouped partition, without the
+    counting sort and the buckets, whose fixed costs are what a small
+    channel's order costs. ``n_pixels`` is the channel's size (the indices'
+    dtype, :func:`_index_dtype`).
+    """
+    if index is not None:
+        words = [word[index] for word in words]
+    m = len(words[0])
+    kth = cuts[(cuts > 0) & (cuts < m)]
+    if len(kth) == 0:
+        order = np.arange(m, dtype=np.intp)
+    elif len(words) == 1:
+        order = _select_strict(words[0], kth, low_ties)
+    else:
+        order = np.lexsort(words[::-1])
+    # (the index dtype of the level-grouped order: int32 below 2**31 pixels in the channel)
+    return (order if index is None else index[order]).astype(_index_dtype(n_pixels), copy=False)
 
 
 def _value_bits(values: np.ndarray) -> np.ndarray:
@@ -968,8 +1007,11 @@ def _strict(
     if _reference.has_exact_levels(channel.dtype):
         n_levels, _ = _reference.level_count_and_offset(channel.dtype)
         words = _level_words(channel, ordering)
-        perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
         low_ties = ordering == "local_means"
+        m = channel.size if index is None else len(index)
+        if cuts is not None and m <= _SMALL:
+            return _partition_small(words, index, cuts, low_ties, channel.size), None
+        perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
         if cuts is not None:
             _partition_buckets(perm, counts, words, cuts, low_ties)
             return perm, None

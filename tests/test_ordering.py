@@ -453,11 +453,30 @@ def test_two_pass_order_is_the_key_then_position_order(rng, shift):
 
 
 # ------------------------------------------------------- partitions at cuts
+#: how strict_partition orders: all pixels partitioned at once (small channels), buckets of
+#: split levels with the unsplit levels between close ones, buckets of split levels only
+PARTITION_PATHS = ("at once", "buckets", "buckets without gaps")
+
+
+def use_partition_path(monkeypatch, path: str) -> None:
+    """Make strict_partition take ``path`` (one of PARTITION_PATHS) whatever the size."""
+    monkeypatch.setattr(_ordering, "_SMALL", 10**9 if path == "at once" else 0)
+    if path == "buckets without gaps":
+        monkeypatch.setattr(_ordering, "_GAP", 0)
+
+
 def assert_partitioned(got: np.ndarray, order: np.ndarray, cuts) -> None:
-    """``got`` is a permutation of ``order`` holding the same pixels before every cut."""
+    """``got`` is a permutation of ``order`` holding the same pixels before every cut.
+
+    Checked as: every pixel lies between the same two cuts in ``got`` as in
+    ``order`` (the pixels before each cut are then the same sets).
+    """
     np.testing.assert_array_equal(np.sort(got), np.sort(order))
-    for c in cuts:
-        np.testing.assert_array_equal(np.sort(got[:c]), np.sort(order[:c]))
+    cuts = np.asarray(cuts, dtype=np.int64)
+    rank = np.empty(int(order.max()) + 1 if len(order) else 0, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    between = np.searchsorted(cuts, np.arange(len(got)), side="right")  # cuts at or before
+    np.testing.assert_array_equal(between, np.searchsorted(cuts, rank[got], side="right"))
 
 
 @settings(max_examples=150, deadline=None)
@@ -488,11 +507,13 @@ def test_select_strict_repairs_a_run_split_by_a_cut():
     [(np.uint8, 256, (300, 280)), (np.uint8, 4, (120, 90)), (np.int16, 900, (80, 70))],
 )
 @pytest.mark.parametrize("n_cuts", [0, 1, 7, 255, 5000])
+@pytest.mark.parametrize("path", PARTITION_PATHS)
 def test_strict_partition_holds_the_strict_order_s_pixels_before_every_cut(
-    rng, monkeypatch, ordering, dtype, n_levels, shape, n_cuts
+    rng, monkeypatch, ordering, dtype, n_levels, shape, n_cuts, path
 ):
     # small buckets: runs of split levels are cut into several
     monkeypatch.setattr(_ordering, "_BUCKET", 2000)
+    use_partition_path(monkeypatch, path)
     image = rng.integers(0, n_levels, size=shape) - (n_levels // 2 if dtype == np.int16 else 0)
     image = image.astype(dtype)
     image[: shape[0] // 3] = image[: shape[0] // 3] // 2  # flat-ish rows: big levels, ties
@@ -506,7 +527,9 @@ def test_strict_partition_holds_the_strict_order_s_pixels_before_every_cut(
 
 
 @pytest.mark.parametrize("ordering", ORDERINGS)
-def test_strict_partition_of_volumes_and_floats(rng, ordering):
+@pytest.mark.parametrize("path", PARTITION_PATHS)
+def test_strict_partition_of_volumes_and_floats(rng, monkeypatch, ordering, path):
+    use_partition_path(monkeypatch, path)
     volume = rng.integers(0, 6, size=(7, 20, 18)).astype(np.uint8)
     cuts = np.array([1, 300, 301, 2000])
     order = _ordering.strict_order(volume, None, ordering)
