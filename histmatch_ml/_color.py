@@ -197,13 +197,40 @@ _RGB = np.linalg.inv(_XYZ)
 _EPS = (6 / 29) ** 3  # where the CIELAB curve turns from a cube root to a line
 
 
+def _with_toe(curve: np.ndarray, x: np.ndarray, knee: float, toe) -> np.ndarray:
+    """``curve`` (of ``x``, written over) with ``toe(x)`` where ``x`` is not above ``knee``.
+
+    ``np.where(x > knee, curve, toe(x))``; where the toe holds few values (as
+    it holds few of an image's), computed for those values only.
+    """
+    low = ~(x > knee)
+    n_low = np.count_nonzero(low)
+    if n_low * 8 <= low.size:
+        if n_low:
+            curve[low] = toe(x[low])
+    else:
+        np.copyto(curve, toe(x), where=low)
+    return curve
+
+
+def _each_colour(test: np.ndarray, both: bool) -> np.ndarray:
+    """Per colour of a boolean ``(..., 3)`` test, flat: all three true (``both``), or any.
+
+    Three column operations: a numpy reduction over an axis of three is slow.
+    """
+    cols = test.reshape(-1, 3)
+    if both:
+        return cols[:, 0] & cols[:, 1] & cols[:, 2]
+    return cols[:, 0] | cols[:, 1] | cols[:, 2]
+
+
 def _lab_f(t: np.ndarray) -> np.ndarray:
     """The CIELAB compression curve ``f`` (cube root with a linear toe), float64."""
-    return np.where(t > _EPS, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return _with_toe(np.cbrt(t), t, _EPS, lambda t: t / (3 * (6 / 29) ** 2) + 4 / 29)
 
 
 def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
-    return np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29))
+    return _with_toe(f**3, f, 6 / 29, lambda f: 3 * (6 / 29) ** 2 * (f - 4 / 29))
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
@@ -218,7 +245,11 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     True
     """
     x = np.asarray(linear, dtype=np.float64)
-    return np.where(x > 0.0031308, 1.055 * np.maximum(x, 0) ** (1 / 2.4) - 0.055, 12.92 * x)
+    curve = np.maximum(x, 0)
+    curve **= 1 / 2.4
+    curve *= 1.055
+    curve -= 0.055
+    return _with_toe(curve, x, 0.0031308, lambda x: 12.92 * x)
 
 
 def _linear(pixels: np.ndarray, name: str) -> np.ndarray:
@@ -296,7 +327,7 @@ def with_lightness(pixels: np.ndarray, light: np.ndarray, name: str = "X") -> np
     chroma = f - f[..., 1:2]  # (a* / 500, 0, -b* / 200): kept as it is, or scaled down
     out = _lab_f_inverse(new_f[..., None] + chroma) @ _RGB.T
     tol = 1e-6  # (the float32 rounding of L* alone must not move a colour on the gamut's surface)
-    outside = np.flatnonzero(((out < -tol) | (out > 1 + tol)).any(axis=-1).ravel())
+    outside = np.flatnonzero(_each_colour((out < -tol) | (out > 1 + tol), both=False))
     if outside.size:
         flat_out, flat_chroma = out.reshape(-1, 3), chroma.reshape(-1, 3)[outside]
         base = new_f.reshape(-1)[outside, None]
@@ -304,8 +335,9 @@ def with_lightness(pixels: np.ndarray, light: np.ndarray, name: str = "X") -> np
         for _ in range(20):  # bisection on the chroma factor; 0 (grey) always fits
             mid = (lo + hi) / 2
             rgb = _lab_f_inverse(base + mid[:, None] * flat_chroma) @ _RGB.T
-            fits = ((rgb >= -tol) & (rgb <= 1 + tol)).all(axis=1)
+            fits = _each_colour((rgb >= -tol) & (rgb <= 1 + tol), both=True)
             lo = np.where(fits, mid, lo)
             hi = np.where(fits, hi, mid)
         flat_out[outside] = _lab_f_inverse(base + lo[:, None] * flat_chroma) @ _RGB.T
-    return np.clip(linear_to_srgb(np.clip(out, 0.0, 1.0)), 0.0, 1.0).astype(np.float32)
+    encoded = linear_to_srgb(np.clip(out, 0.0, 1.0, out=out))
+    return np.clip(encoded, 0.0, 1.0, out=encoded).astype(np.float32)

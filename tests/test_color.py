@@ -194,3 +194,30 @@ def test_with_lightness_keeps_a_and_b_in_gamut_and_is_the_identity_at_the_same_l
 def test_srgb_curves_are_inverse():
     x = np.linspace(0, 1, 1001)
     np.testing.assert_allclose(_color.linear_to_srgb(_color.srgb_to_linear(x)), x, atol=1e-6)
+
+
+@pytest.mark.parametrize("low_share", [0.0, 0.05, 0.5, 1.0])
+def test_curves_equal_their_two_branch_formulas_wherever_the_toe_is(low_share):
+    # the toe is computed for its values only when few values fall in it, else for all:
+    # either way the curves are np.where of their two branches, to the bit
+    rng = np.random.default_rng(1)
+    n = 4000
+    low = rng.random(n) < low_share
+    for curve, knee, top, toe in [
+        (_color._lab_f, _color._EPS, np.cbrt, lambda t: t / (3 * (6 / 29) ** 2) + 4 / 29),
+        (
+            _color._lab_f_inverse,
+            6 / 29,
+            lambda f: f**3,
+            lambda f: 3 * (6 / 29) ** 2 * (f - 4 / 29),
+        ),
+        (
+            _color.linear_to_srgb,
+            0.0031308,
+            lambda x: 1.055 * np.maximum(x, 0) ** (1 / 2.4) - 0.055,
+            lambda x: 12.92 * x,
+        ),
+    ]:
+        x = np.where(low, rng.uniform(-0.01, knee, n), rng.uniform(knee, 1.0, n))
+        x[:3] = [knee, np.nan, 0.0]
+        np.testing.assert_array_equal(curve(x), np.where(x > knee, top(x), toe(x)))
