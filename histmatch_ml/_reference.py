@@ -980,15 +980,17 @@ def _interp(q: np.ndarray, p: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def quantile_rows(knots: dict, probs: np.ndarray) -> np.ndarray:
-    """:func:`quantile_values` of every channel ``c`` at ``probs[c]``, at once.
+    """:func:`quantile_values` of every channel ``c`` at ``probs[..., c, :]``, at once.
 
-    ``probs`` is ``(C, n)`` float64 with non-decreasing rows (midpoint CDFs,
-    as for lookup tables over all levels); one running maximum over the
-    rows keeps the result monotone to the ulp, as :func:`quantile_values` does.
+    ``probs`` is ``(..., C, n)`` float64 with non-decreasing rows (midpoint
+    CDFs, as for lookup tables over all levels; the leading axes are images
+    matched together); one running maximum over the rows keeps the result
+    monotone to the ulp, as :func:`quantile_values` does. Each row's values
+    are those of its own call: interpolation is elementwise.
     """
     out = np.empty(probs.shape)
-    for c, row in enumerate(probs):
-        out[c] = _interp(row, *quantile_points(knots, c))
+    for c in range(probs.shape[-2]):
+        out[..., c, :] = _interp(probs[..., c, :], *quantile_points(knots, c))
     return _monotone(out)
 
 

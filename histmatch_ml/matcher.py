@@ -603,19 +603,26 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         full, outputs = _images.allocate_output(batch)
         masks = batch.masks or [None] * len(batch.images)
 
-        def match(i: int) -> None:
-            image, image_mask, out = batch.images[i], masks[i], outputs[i]
+        def match(indices: range) -> None:
+            images = [batch.images[i] for i in indices]
+            image_masks, outs = [masks[i] for i in indices], [outputs[i] for i in indices]
             if method.spatial:  # (neighbourhoods: volumes as volumes)
-                image, image_mask, out = (batch.volume(i, a) for a in (image, image_mask, out))
-            method.apply(image, image_mask, self.reference_, tables, params, out)
+                images, image_masks, outs = (
+                    [batch.volume(i, a) for i, a in zip(indices, arrays)]
+                    for arrays in (images, image_masks, outs)
+                )
+            method.apply_batch(images, image_masks, self.reference_, tables, params, outs)
 
-        n_threads = min(self._n_threads(), len(batch.images))
+        n_images = len(batch.images)
+        n_threads = min(self._n_threads(), n_images)
         if n_threads > 1:
+            # (a few runs of images per thread: batches shared by the method, and balance)
+            step = -(-n_images // (4 * n_threads))
             with ThreadPoolExecutor(n_threads) as pool:
-                list(pool.map(match, range(len(batch.images))))
+                runs = [range(i, min(i + step, n_images)) for i in range(0, n_images, step)]
+                list(pool.map(match, runs))
         else:
-            for i in range(len(batch.images)):
-                match(i)
+            match(range(n_images))
         return _images.restore(batch, outputs if full is None else full)
 
     def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:

@@ -338,3 +338,37 @@ def test_a_nan_in_any_band_of_a_large_float_image_is_refused(masked):
     planes = np.ascontiguousarray(image.transpose(2, 0, 1))
     with pytest.raises(ValueError, match="NaN"):
         per_channel._channel_ranges(image, lambda c, rows: planes[c][rows], mask, bands)
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_uint8_images_matched_together_get_the_outputs_they_get_alone(
+    monkeypatch, n_jobs, strength
+):
+    # the tables of a batch's uint8 images are computed together (match_uint8): every
+    # image must come out as it does when it is transformed on its own, masks and all,
+    # whatever the image's size, channels and histogram path (float32 or int64 counts)
+    from histmatch_ml import _reference
+
+    rng = np.random.default_rng(3)
+    refs = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(2)]
+    m = HistogramMatcher(strength=strength, n_jobs=n_jobs).fit(refs)
+    shapes = [(16, 16), (33, 17), (300, 200), (5, 90), (64, 64), (1, 1)] * 3
+    images = [
+        rng.integers(0, 256, (*s, 3), dtype=np.uint8) // (1 + i % 4) for i, s in enumerate(shapes)
+    ]
+    masks = [rng.random(s) < 0.6 for s in shapes]
+    for mask in masks:
+        mask[0, 0] = True  # (a mask must select a pixel)
+    monkeypatch.setattr(_reference, "EXACT_COUNTS", 300 * 40)  # the 300x200 image by bands
+    monkeypatch.setattr(per_channel, "TOGETHER", 4)  # runs of 4 images
+    together = m.transform(images, mask=masks)
+    for image, mask, got in zip(images, masks, together):
+        np.testing.assert_array_equal(got, m.transform([image], mask=[mask])[0])
+    stacked = np.stack([im for im, s in zip(images, shapes) if s == (64, 64)])
+    alone = [m.transform(im[None])[0] for im in stacked]
+    np.testing.assert_array_equal(m.transform(stacked), np.stack(alone))
+    grey = HistogramMatcher(strength=strength).fit([r[..., 0] for r in refs])
+    greys = [im[..., 0] for im in images]
+    for image, got in zip(greys, grey.transform(greys)):
+        np.testing.assert_array_equal(got, grey.transform([image])[0])

@@ -21,7 +21,10 @@ adding a method means adding one module that subclasses
   image into ``out`` (the image's dtype and shape), pixels outside ``mask``
   untouched. Images are C-contiguous, unless the method sets ``planar``:
   then CPU tensors' images come as channels-first views (``out`` too), whose
-  planes :func:`histmatch_ml._images.planes_of` returns.
+  planes :func:`histmatch_ml._images.planes_of` returns;
+* ``apply_batch(images, masks, state, tables, params, outs)`` - optional:
+  match several images, as ``apply`` does one by one (the default); a method
+  overrides it to share per-image fixed costs across a batch.
 
 Kernels are pure functions of arrays: no estimator, no global state, and
 randomness only through the ``numpy.random.Generator`` passed to ``learn``.
@@ -30,7 +33,7 @@ randomness only through the ``numpy.random.Generator`` passed to ``learn``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, ClassVar
@@ -201,6 +204,24 @@ class MatchingMethod(ABC):
         out: np.ndarray,
     ) -> None:
         """Match one ``(H, W, C)`` image into ``out``; unmasked pixels keep their value."""
+
+    def apply_batch(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        state: dict,
+        tables: dict,
+        params: dict[str, Any],
+        outs: Sequence[np.ndarray],
+    ) -> None:
+        """Match several images, each into its ``out``, as :meth:`apply` matches one.
+
+        A method whose per-image fixed costs can be shared (tables computed
+        for many images at once) overrides this; the outputs are those of
+        :meth:`apply` image by image, which is what this default does.
+        """
+        for image, mask, out in zip(images, masks, outs):
+            self.apply(image, mask, state, tables, params, out)
 
 
 def register(cls: type[MatchingMethod]) -> type[MatchingMethod]:

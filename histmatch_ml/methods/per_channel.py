@@ -30,6 +30,7 @@ sparse 16-bit histograms (:func:`occupied_lut`; row "uint16 RGB 512x512
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
 
@@ -121,18 +122,22 @@ def dense_luts(
     dtype: np.dtype,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Lookup tables ``(C, L)`` for every level at once (8-bit: no occupancy test).
+    """Lookup tables ``(..., C, L)`` for every level at once (8-bit: no occupancy test).
 
     The tables of :func:`cdf_lut`, computed for absent levels too (they are
     never read for counted pixels), with the CDFs, quantiles and the blend
-    done for all channels together (one numpy call per step, which matters
-    when the whole transform takes under a millisecond). ``out`` (``(C, L)``
-    of ``dtype``, any strides) receives the tables if given.
+    done for all channels, and all images of ``hist`` ``(..., C, L)``,
+    together (one numpy call per step, which matters when a transform takes
+    under a millisecond). ``out`` (of ``hist``'s shape and ``dtype``, any
+    strides) receives the tables if given.
     """
     matched = _reference.quantile_rows(knots, _reference.midpoint_cdf(hist))
     return blend(levels, matched, strength, dtype, out=out)
 
 
+#: most uint8 images whose tables :func:`match_uint8` computes together (its work arrays,
+#: some 8 KB an image, stay small beside a large batch)
+TOGETHER = 256
 #: most pixels per band of rows in :func:`match_planes` (its work memory, whatever the image size)
 BAND_PIXELS = 2**18
 #: least pixels per band: images up to this size are split into channel planes at once
@@ -275,30 +280,57 @@ class PerChannel(MatchingMethod):
     planar = True
 
     def apply(self, image, mask, state, tables, params, out) -> None:
-        strength, n_channels = params["strength"], image.shape[2]
-        planes, out_planes = _images.planes_of(image), _images.planes_of(out)
-        if planes is not None and out_planes is not None:  # channels-first
-            if not match_level_planes(planes, mask, tables, strength, out_planes):
-                # (match_planes reads and writes one plane at a time: no layout conversion)
+        self.apply_batch([image], [mask], state, tables, params, [out])
+
+    def apply_batch(self, images, masks, state, tables, params, outs) -> None:
+        # (interleaved uint8 images have their tables computed together: match_uint8)
+        strength, together = params["strength"], []
+        for image, mask, out in zip(images, masks, outs):
+            n_channels = image.shape[2]
+            planes, out_planes = _images.planes_of(image), _images.planes_of(out)
+            if planes is not None and out_planes is not None:  # channels-first
+                if not match_level_planes(planes, mask, tables, strength, out_planes):
+                    # (match_planes reads and writes one plane at a time: no layout conversion)
+                    match_planes(image, mask, tables, strength, out, params["grid_cells"])
+                continue
+            if image.dtype == np.uint8 and n_channels <= 4:
+                together.append((image, mask, out))
+                continue
+            floats = image.dtype.kind == "f" and n_channels <= 4
+            found = byte_levels(image, out) if floats else None
+            if found is not None:
+                match_byte_levels(*found, image, mask, tables, strength, out)
+            else:
                 match_planes(image, mask, tables, strength, out, params["grid_cells"])
-            return
-        if image.dtype == np.uint8 and n_channels <= 4:
-            match_uint8(image, mask, tables, strength, out)
-            return
-        found = byte_levels(image, out) if image.dtype.kind == "f" and n_channels <= 4 else None
-        if found is not None:
-            match_byte_levels(*found, image, mask, tables, strength, out)
-        else:
-            match_planes(image, mask, tables, strength, out, params["grid_cells"])
+        for start in range(0, len(together), TOGETHER):
+            images, masks, outs = zip(*together[start : start + TOGETHER])
+            match_uint8(images, masks, tables, strength, outs)
 
 
-def match_uint8(image, mask, knots: dict, strength: float, out: np.ndarray) -> None:
-    """uint8 ``(H, W, C<=4)``: histograms and tables per channel, one ``cv2.LUT`` for all."""
-    hist = _reference.uint8_histograms(image, mask, work=out)  # (out: filled below)
-    table = lut_table(image.shape[2])
-    levels = _reference.level_values(image.dtype)
-    dense_luts(hist, knots, levels, strength, image.dtype, table[0].T)
-    keep_unmasked(apply_lut_uint8(image, table, out), image, mask)
+def match_uint8(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    knots: dict,
+    strength: float,
+    outs: Sequence[np.ndarray],
+) -> None:
+    """uint8 ``(H, W, C<=4)`` images: histograms per channel, one ``cv2.LUT`` per image.
+
+    The tables of all the images are computed together (:func:`dense_luts`),
+    whose fixed cost is most of a small image's matching; each image's are
+    the ones it would get alone.
+    """
+    n_channels = images[0].shape[2]
+    # (each image's histograms, int64 for large images: exact counts, so a float64 stack
+    # gives every image's CDFs to the bit)
+    hists = np.empty((len(images), n_channels, 256))
+    for hist, image, mask, out in zip(hists, images, masks, outs):
+        hist[...] = _reference.uint8_histograms(image, mask, work=out)  # (out: filled below)
+    luts = np.empty((len(images), 1, 256, n_channels), dtype=np.uint8)  # (lut_table's layout)
+    levels = _reference.level_values(np.dtype(np.uint8))
+    dense_luts(hists, knots, levels, strength, np.dtype(np.uint8), luts[:, 0].transpose(0, 2, 1))
+    for lut, image, mask, out in zip(luts, images, masks, outs):
+        keep_unmasked(apply_lut_uint8(image, lut, out), image, mask)
 
 
 def match_byte_levels(
