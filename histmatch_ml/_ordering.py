@@ -85,7 +85,7 @@ square). Position is the raster index of the volume.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -322,6 +322,7 @@ def variational_correction(
     beta: float = VARIATIONAL_BETA,
     alpha: float = VARIATIONAL_ALPHA,
     work: dict | None = None,
+    stacked: bool = False,
 ) -> np.ndarray:
     """The ``variational`` key ``u - f`` of every pixel of a channel (float64).
 
@@ -334,6 +335,11 @@ def variational_correction(
     pixels of the skimage samples stay tied in float32, none in float64).
     With ``work`` (a dict of work buffers, see :func:`_scratch`) the result
     is a view of one of them, valid until the next call with the same ``work``.
+    With ``stacked``, ``channel`` ``(K, H, W)`` holds ``K`` independent 2-D
+    channels: no pairs along the first axis, so each gets its own correction,
+    to the bit (the same pairs, added in the same order; a missing pair adds
+    nothing, and a pair zeroed at a channel's last row adds a zero, which
+    changes no value).
     """
     shape = channel.shape
     n = channel.size
@@ -349,7 +355,8 @@ def variational_correction(
     # step the axis's stride; pairs that wrap across the end of the axis (a row's
     # end, a slice's last row) are zeroed: theta'(0) = 0 means "no neighbour"
     diffs = []
-    for axis in reversed(range(len(shape))):  # (innermost first: rows, then columns, slices)
+    first = 1 if stacked else 0  # (stacked channels: no pairs along the stacking axis)
+    for axis in reversed(range(first, len(shape))):  # (innermost first: rows, columns, slices)
         extent = shape[axis]
         if extent < 2:  # a single column (row, slice) has no pairs along that axis
             continue
@@ -705,14 +712,17 @@ def _strip_words(channel: np.ndarray, halo: int, block_words) -> list[np.ndarray
     return words
 
 
-def _variational_word(block: np.ndarray, work: dict | None = None) -> np.ndarray:
+def _variational_word(
+    block: np.ndarray, work: dict | None = None, stacked: bool = False
+) -> np.ndarray:
     """The 64-bit ``variational`` key of an 8/16-bit block: level, then the correction.
 
     Flat; with ``work`` (see :func:`_scratch`) a view of one of its buffers.
+    ``stacked``: as for :func:`variational_correction`.
     """
     n_levels, _ = _reference.level_count_and_offset(block.dtype)
     bits = (n_levels - 1).bit_length()
-    correction = variational_correction(block, work=work).ravel()
+    correction = variational_correction(block, work=work, stacked=stacked).ravel()
     level = _scratch(work, "t", block.size, np.int64)  # (a buffer free by now)
     word = _sort_bits_into(correction, level)
     word >>= np.uint64(bits)
@@ -1057,6 +1067,17 @@ def strict_order(
     return _strict(channel, mask, ordering, want_tied=False)[0]
 
 
+def _checked_cuts(cuts, channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``cuts`` as int64, checked: 1-D, ascending, ranks of the (masked) pixels."""
+    cuts = np.asarray(cuts, dtype=np.int64)
+    if cuts.ndim != 1 or (len(cuts) > 1 and bool((np.diff(cuts) < 0).any())):
+        raise ValueError(f"cuts must be a 1-D ascending sequence of ranks; got {cuts!r}")
+    n = channel.size if mask is None else int(np.count_nonzero(mask))
+    if len(cuts) and (cuts[0] < 0 or cuts[-1] > n):
+        raise ValueError(f"cuts must be ranks in 0 .. {n} (the pixels ordered); got {cuts!r}")
+    return cuts
+
+
 def strict_partition(
     channel: np.ndarray,
     cuts: np.ndarray,
@@ -1098,15 +1119,57 @@ def strict_partition(
     >>> sorted(strict_order(channel, ordering="local_means")[7:].tolist())
     [4, 7]
     """
-    cuts = np.asarray(cuts, dtype=np.int64)
-    if cuts.ndim != 1 or (len(cuts) > 1 and bool((np.diff(cuts) < 0).any())):
-        raise ValueError(f"cuts must be a 1-D ascending sequence of ranks; got {cuts!r}")
-    n = channel.size if mask is None else int(np.count_nonzero(mask))
-    if len(cuts) and (cuts[0] < 0 or cuts[-1] > n):
-        raise ValueError(f"cuts must be ranks in 0 .. {n} (the pixels ordered); got {cuts!r}")
+    cuts = _checked_cuts(cuts, channel, mask)
     if not _reference.has_exact_levels(channel.dtype):
         return strict_order(channel, mask, ordering)
     return _strict(channel, mask, ordering, want_tied=False, cuts=cuts)[0]
+
+
+#: most pixels of the small channels whose keys :func:`strict_partitions` computes in one call
+_STACK = 1 << 16
+
+
+def strict_partitions(
+    channels: Sequence[np.ndarray],
+    cuts: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    ordering: str = "variational",
+) -> list[np.ndarray]:
+    """:func:`strict_partition` of several channels, each with its cuts and mask.
+
+    The same orders as one call per channel. Small 2-D 8/16-bit channels
+    (at most :data:`_SMALL` pixels) under ``"variational"`` that share their
+    shape and dtype have their keys computed together, stacked (up to
+    :data:`_STACK` pixels a call): for them the fixed point's cost is that of
+    its numpy calls, not of their pixels. Each is then partitioned on its own
+    (:func:`_partition_small`).
+    """
+    check_ordering(ordering)
+    orders: list[np.ndarray | None] = [None] * len(channels)
+    groups: dict[tuple, list[int]] = {}
+    for k, channel in enumerate(channels):
+        small = (
+            ordering == "variational"
+            and isinstance(channel, np.ndarray)
+            and channel.ndim == 2
+            and 0 < channel.size <= _SMALL
+            and _reference.has_exact_levels(channel.dtype)
+        )
+        if small:
+            groups.setdefault((channel.shape, channel.dtype), []).append(k)
+        else:
+            orders[k] = strict_partition(channel, cuts[k], masks[k], ordering)
+    for members in groups.values():
+        size = channels[members[0]].size
+        step = max(1, _STACK // size)
+        for start in range(0, len(members), step):
+            run = members[start : start + step]
+            indices = [_check_channel(channels[k], masks[k]) for k in run]
+            checked = [_checked_cuts(cuts[k], channels[k], masks[k]) for k in run]
+            words = _variational_word(np.stack([channels[k] for k in run]), stacked=True)
+            for k, index, kept, word in zip(run, indices, checked, words.reshape(len(run), size)):
+                orders[k] = _partition_small([word], index, kept, False, size)
+    return orders
 
 
 def unique_fraction(

@@ -384,3 +384,32 @@ def test_work_memory_stays_within_eight_times_the_image(ordering, size):
     finally:
         tracemalloc.stop()
     assert peak <= 8 * image.nbytes
+
+
+@pytest.mark.parametrize("ordering", ["variational", "local_means"])
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_small_images_matched_together_get_the_outputs_they_get_alone(
+    monkeypatch, ordering, strength
+):
+    # small images are matched a run at a time (their partitions computed together):
+    # each must come out as when it is transformed alone, masked or not, mixed with
+    # larger images, with 8-bit and float references
+    from histmatch_ml.methods import exact
+
+    monkeypatch.setattr(exact, "RUN", 3)
+    rng = np.random.default_rng(4)
+    refs = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(2)]
+    shapes = [(32, 32), (8, 8), (70, 70), (1, 30), (64, 64), (32, 32), (5, 7)] * 2
+    images = [
+        rng.integers(0, 256, (*s, 3), dtype=np.uint8) // (1 + i % 3) for i, s in enumerate(shapes)
+    ]
+    masks = [rng.random(s) < 0.7 for s in shapes]
+    for mask in masks:
+        mask[0, 0] = True  # (a mask must select a pixel)
+    for fitted in (refs, [r / 255.0 for r in refs]):
+        m = HistogramMatcher(method="exact", ordering=ordering, strength=strength).fit(fitted)
+        for kwargs in ({}, {"mask": masks}):
+            together = m.transform(images, **kwargs)
+            for i, got in enumerate(together):
+                alone = {"mask": [masks[i]]} if kwargs else {}
+                np.testing.assert_array_equal(got, m.transform([images[i]], **alone)[0])

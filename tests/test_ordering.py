@@ -553,3 +553,32 @@ def test_strict_partition_errors():
         _ordering.strict_partition(image, [-1, 1], np.arange(16).reshape(4, 4) < 2)
     with pytest.raises(ValueError, match="ordering must be one of"):
         _ordering.strict_partition(image, [1], ordering="nope")
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_strict_partitions_are_the_channels_own_partitions(rng, monkeypatch, ordering):
+    # small variational channels are keyed together, stacked (in runs: _STACK); every order
+    # must be the one strict_partition gives the channel alone, masks and all
+    monkeypatch.setattr(_ordering, "_STACK", 3000)
+    channels, cuts, masks = [], [], []
+    for shape in [(32, 32), (1, 40), (40, 1), (7, 9), (64, 64), (70, 70), (32, 32)]:
+        for dtype, top in [(np.uint8, 256), (np.uint16, 65536), (np.uint8, 3)]:
+            for k in range(3):
+                channel = rng.integers(0, top, size=shape).astype(dtype)
+                mask = None if k < 2 else rng.random(shape) < 0.5
+                if mask is not None:
+                    mask.flat[0] = True
+                n = channel.size if mask is None else int(mask.sum())
+                channels.append(channel)
+                cuts.append(np.unique(rng.integers(0, n + 1, size=int(rng.integers(0, 30)))))
+                masks.append(mask)
+    channels.append(rng.random((20, 20)))  # (a float channel: strict_partition's own path)
+    cuts.append(np.array([5, 200]))
+    masks.append(None)
+    got = _ordering.strict_partitions(channels, cuts, masks, ordering)
+    for channel, cut, mask, order in zip(channels, cuts, masks, got):
+        expected = _ordering.strict_partition(channel, cut, mask, ordering)
+        assert order.dtype == expected.dtype
+        np.testing.assert_array_equal(order, expected)
+    with pytest.raises(ValueError, match="ascending"):
+        _ordering.strict_partitions([channels[0]], [np.array([5, 2])], [None], ordering)

@@ -159,13 +159,15 @@ def test_cpu_tensors_reach_exact_and_landmarks_as_planes(
 
     monkeypatch.setattr(_images, "_chw_to_hwc", refuse)
     kind, layouts = type(get_method(method)), []
-    apply = kind.apply
+    apply_batch = kind.apply_batch
 
-    def recorded(self, image, mask, state, tables, params, out):
-        layouts.append((_images.planes_of(image) is not None, _images.planes_of(out) is not None))
-        return apply(self, image, mask, state, tables, params, out)
+    def recorded(self, images, masks, state, tables, params, outs):
+        for image, out in zip(images, outs):
+            planar = (_images.planes_of(image) is not None, _images.planes_of(out) is not None)
+            layouts.append(planar)
+        return apply_batch(self, images, masks, state, tables, params, outs)
 
-    monkeypatch.setattr(kind, "apply", recorded)
+    monkeypatch.setattr(kind, "apply_batch", recorded)
     refs, images = real_images()
     matcher = HistogramMatcher(method, strength=strength, **options).fit(as_dtype(refs, dtype))
     x = to_tensor(as_dtype(images, dtype))

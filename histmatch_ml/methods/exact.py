@@ -183,39 +183,117 @@ class Exact(MatchingMethod):
     planar = True
 
     def apply(self, image, mask, state, tables, params, out) -> None:
-        # image: (H, W, C), or a volume (D, H, W, C) ordered in 3-D
-        spatial_shape, n_channels = image.shape[:-1], image.shape[-1]
-        size = int(np.prod(spatial_shape))
-        n = size if mask is None else int(np.count_nonzero(mask))
-        integer_image = image.dtype.kind in "ui"
-        # at full strength finishing is elementwise (round, clip, cast), so each
-        # channel is finished on its own and only one channel's work plane lives;
-        # values that are the image's own levels need no finishing at all
-        per_channel = params["strength"] == 1.0
-        levels = per_channel and own_levels(state, tables, image.dtype)
-        work = image.dtype if levels else np.result_type(image.dtype, np.float32)
-        # (the image's layout: its planes, if planar)
-        matched = None if per_channel else np.empty_like(image, dtype=work)
-        for c in range(n_channels):
-            channel = image[..., c]
-            quota = level_quota(state, c, n, integer_image)
-            # (the work plane is made after the ordering, whose own work is the peak)
-            if quota is None:  # one value per rank: the full order
-                order = _ordering.strict_order(channel, mask, params["ordering"])
-            else:  # one value per level: the order need only be strict where the level changes
-                cuts = np.cumsum(quota[quota > 0])[:-1]
-                order = _ordering.strict_partition(channel, cuts, mask, params["ordering"])
-            # (masked: unmasked pixels keep their value; finish restores them exactly)
-            plane = np.empty(size, dtype=work) if mask is None else channel.astype(work).ravel()
-            plane[order] = ranked_values(state, tables, c, n, integer_image, work, quota)
-            del order
-            if levels:
-                out[..., c] = plane.reshape(spatial_shape)
-            elif per_channel:
-                part = np.s_[..., c : c + 1]
-                finish(image[part], plane.reshape(*spatial_shape, 1), mask, 1.0, out[part])
+        self.apply_batch([image], [mask], state, tables, params, [out])
+
+    def apply_batch(self, images, masks, state, tables, params, outs) -> None:
+        # small images are matched a run at a time, their channels' partitions computed
+        # together (_ordering.strict_partitions keys them in few calls); a larger image's
+        # channels are ordered one at a time, as they are matched (one order alive)
+        small = []
+        for i, image in enumerate(images):
+            if image.ndim == 3 and image.shape[0] * image.shape[1] <= SMALL_IMAGE:
+                small.append(i)
             else:
-                matched[..., c] = plane.reshape(spatial_shape)
-            del plane  # (not alive during the next channel's ordering)
-        if not per_channel:
-            finish(image, matched, mask, params["strength"], out)
+                _match(image, masks[i], state, tables, params, outs[i])
+        for start in range(0, len(small), RUN):
+            run = small[start : start + RUN]
+            _match_together(
+                [images[i] for i in run],
+                [masks[i] for i in run],
+                state,
+                tables,
+                params,
+                [outs[i] for i in run],
+            )
+
+
+#: images of at most this many pixels are matched a run at a time (:func:`_match_together`)
+SMALL_IMAGE = 1 << 12
+#: most small images per run (the orders of a run's channels are alive together)
+RUN = 256
+
+
+def _counted(image: np.ndarray, mask: np.ndarray | None) -> int:
+    """The pixels of one channel that are matched (the masked ones)."""
+    return int(np.prod(image.shape[:-1])) if mask is None else int(np.count_nonzero(mask))
+
+
+def _match_together(images, masks, state: dict, tables: dict, params: dict, outs) -> None:
+    """:func:`_match` of small images, their channels' partitions computed in one call."""
+    integer = images[0].dtype.kind in "ui"
+    quotas = [
+        [level_quota(state, c, _counted(image, mask), integer) for c in range(image.shape[-1])]
+        for image, mask in zip(images, masks)
+    ]
+    jobs = [
+        (i, c) for i, row in enumerate(quotas) for c, quota in enumerate(row) if quota is not None
+    ]
+    found = _ordering.strict_partitions(
+        [images[i][..., c] for i, c in jobs],
+        [_cuts(quotas[i][c]) for i, c in jobs],
+        [masks[i] for i, _ in jobs],
+        params["ordering"],
+    )
+    orders: list[dict[int, np.ndarray]] = [{} for _ in images]
+    for (i, c), order in zip(jobs, found):
+        orders[i][c] = order
+    for i, image in enumerate(images):
+        _match(image, masks[i], state, tables, params, outs[i], quotas[i], orders[i])
+
+
+def _cuts(quota: np.ndarray) -> np.ndarray:
+    """The ranks where the output level changes, for level counts ``quota``."""
+    return np.cumsum(quota[quota > 0])[:-1]
+
+
+def _match(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    state: dict,
+    tables: dict,
+    params: dict,
+    out: np.ndarray,
+    quotas: list | None = None,
+    orders: dict | None = None,
+) -> None:
+    """Exact specification of one image (or volume), channel by channel, into ``out``.
+
+    ``quotas`` (each channel's :func:`level_quota`) and ``orders`` (channel ->
+    its order, for some channels) are used where given, else computed here.
+    """
+    # image: (H, W, C), or a volume (D, H, W, C) ordered in 3-D
+    spatial_shape, n_channels = image.shape[:-1], image.shape[-1]
+    size = int(np.prod(spatial_shape))
+    n = _counted(image, mask)
+    integer_image = image.dtype.kind in "ui"
+    # at full strength finishing is elementwise (round, clip, cast), so each
+    # channel is finished on its own and only one channel's work plane lives;
+    # values that are the image's own levels need no finishing at all
+    per_channel = params["strength"] == 1.0
+    levels = per_channel and own_levels(state, tables, image.dtype)
+    work = image.dtype if levels else np.result_type(image.dtype, np.float32)
+    # (the image's layout: its planes, if planar)
+    matched = None if per_channel else np.empty_like(image, dtype=work)
+    for c in range(n_channels):
+        channel = image[..., c]
+        quota = level_quota(state, c, n, integer_image) if quotas is None else quotas[c]
+        # (the work plane is made after the ordering, whose own work is the peak)
+        order = None if orders is None else orders.pop(c, None)
+        if order is None and quota is None:  # one value per rank: the full order
+            order = _ordering.strict_order(channel, mask, params["ordering"])
+        elif order is None:  # one value per level: strict only where the level changes
+            order = _ordering.strict_partition(channel, _cuts(quota), mask, params["ordering"])
+        # (masked: unmasked pixels keep their value; finish restores them exactly)
+        plane = np.empty(size, dtype=work) if mask is None else channel.astype(work).ravel()
+        plane[order] = ranked_values(state, tables, c, n, integer_image, work, quota)
+        del order
+        if levels:
+            out[..., c] = plane.reshape(spatial_shape)
+        elif per_channel:
+            part = np.s_[..., c : c + 1]
+            finish(image[part], plane.reshape(*spatial_shape, 1), mask, 1.0, out[part])
+        else:
+            matched[..., c] = plane.reshape(spatial_shape)
+        del plane  # (not alive during the next channel's ordering)
+    if not per_channel:
+        finish(image, matched, mask, params["strength"], out)
