@@ -8,7 +8,9 @@ the worst channel of RGB images) with the time of one exact transform.
 
 Source: skimage ``astronaut`` (512x512 RGB); reference: ``coffee`` (400x600).
 The float32 rows are the images ``/ 255`` (8-bit levels: every pixel is in a run of
-equal values) and the same plus a little noise (continuous: few runs). Tie and
+equal values) and the same plus a little noise (continuous: few runs); the batch
+row matches 128 seeded 32x32 crops of the source in one transform against one
+skimage call per crop. Tie and
 per-image rows: coffee, chelsea (RGB) and camera, coins, moon, brick,
 grass, gravel (grey), each matched to ``astronaut`` (its grey version for grey
 images). Ratios are ``ours / skimage``: how many times slower than classic
@@ -40,6 +42,8 @@ SPEED_TARGETS = {"local_means": 15.0, "variational": 30.0}
 TIE_TARGET = 0.001
 RGB_IMAGES = ("coffee", "chelsea")
 GREY_IMAGES = ("camera", "coins", "moon", "brick", "grass", "gravel")
+#: the batch of small crops: images, side
+SMALL_BATCH = (128, 32)
 #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
 SMOKE_ARGS = ("--quick", "--size", "64")
 
@@ -123,6 +127,18 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
                 limit = SPEED_TARGETS[ordering]
                 target = report.verdict(f"{case} {ordering}", f"<= {limit:g}x", ratio <= limit)
             report.speed.row(case, ordering, t[ordering], t["skimage"], f"{ratio:.1f}x", target)
+    # a batch of small crops in one transform against one skimage call per crop
+    n, side = SMALL_BATCH
+    corners = np.random.default_rng(0).integers(0, src.shape[0] - side + 1, (n, 2))
+    crops = np.stack([src[r : r + side, c : c + side] for r, c in corners])
+    matchers = {o: _fitted(ref, o) for o in ORDERINGS}
+    fns = {o: (lambda m=m: m.transform(crops)) for o, m in matchers.items()}
+    fns["skimage"] = lambda: [_sk(crop, ref) for crop in crops]
+    t = interleaved_medians(fns, repeat=repeat, warmup=warmup)
+    case = f"uint8 RGB batch {n}x{side}x{side} (crops), one transform"
+    for ordering in ORDERINGS:
+        ratio = t[ordering] / t["skimage"]
+        report.speed.row(case, ordering, t[ordering], t["skimage"], f"{ratio:.1f}x", None)
 
 
 def bench_images(report: Report, size: int | None, repeat: int, warmup: int) -> None:
