@@ -13,6 +13,8 @@ depends on the number of distinct values, a "blurred" source (``/255`` then a
 Gaussian blur of sigma 1.5: about 240k distinct values per channel, like a
 real float image, matched on the 65,536-cell grid). Both float inputs carry
 the 5x target.
+A batch of 256 seeded 32x32 crops of the source (training-size images) is timed
+in one transform against one peer call per crop.
 Ratios are ``peer / ours``: above 1 means this package is faster (or closer to
 the reference). Run::
 
@@ -56,6 +58,8 @@ MEMORY_TARGET = 2.0
 #: W1 error of the sort-free float path, as a fraction of the value range
 FLOAT_ERROR_TARGET = 4e-4
 BATCH = 32
+#: the batch of small crops: images, side
+SMALL_BATCH = (256, 32)
 #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
 SMOKE_ARGS = ("--quick", "--size", "64")
 
@@ -267,6 +271,22 @@ def bench_speed(report: Report, size: int | None, repeat: int, warmup: int) -> N
         f"uint8 RGB batch {BATCH}x{shape}, one transform, n_jobs=2", "skimage (32 calls)",
         t["threads"], t["skimage"],
     )  # fmt: skip
+
+    # (2b) a batch of small crops (training-size images) through one transform call
+    n, side = SMALL_BATCH
+    corners = np.random.default_rng(0).integers(0, src.shape[0] - side + 1, (n, 2))
+    crops = np.stack([src[r : r + side, c : c + side] for r, c in corners])
+    fns = {
+        "ours": lambda: matcher.transform(crops),
+        "skimage": lambda: [_sk(crop, ref) for crop in crops],
+    }
+    if alb is not None:
+        fns["alb"] = lambda: [alb(crop, ref) for crop in crops]
+    t = interleaved_medians(fns, **timing)
+    case = f"uint8 RGB batch {n}x{side}x{side} (crops), one transform"
+    report.time_row(case, f"skimage ({n} calls)", t["ours"], t["skimage"])
+    if alb is not None:
+        report.time_row(case, f"albumentations ({n} calls)", t["ours"], t["alb"])
 
     # (3) float32 RGB, values / 255 (256 distinct values per channel: they take the
     # 8-bit-levels path, also timed with it off) and a continuous-valued float
