@@ -209,9 +209,12 @@ def grid_cells(
     np.copyto(cells, t, casting="unsafe")  # truncation
 
 
-def lut_table(n_channels: int, dtype: Any = np.uint8) -> np.ndarray:
-    """A ``(1, 256, C)`` table for :func:`apply_lut_uint8`; fill it through ``.T``."""
-    return np.empty((1, 256, n_channels), dtype=dtype)
+def lut_table(n_channels: int, dtype: Any = np.uint8, count: int | None = None) -> np.ndarray:
+    """A ``(1, 256, C)`` table for :func:`apply_lut_uint8`; fill it through ``.T``.
+
+    With ``count``, ``count`` such tables ``(count, 1, 256, C)``, one per image.
+    """
+    return np.empty((*(() if count is None else (count,)), 1, 256, n_channels), dtype=dtype)
 
 
 def _cv_image(image: np.ndarray) -> np.ndarray:
@@ -326,7 +329,7 @@ def match_uint8(
     hists = np.empty((len(images), n_channels, 256))
     for hist, image, mask, out in zip(hists, images, masks, outs):
         hist[...] = _reference.uint8_histograms(image, mask, work=out)  # (out: filled below)
-    luts = np.empty((len(images), 1, 256, n_channels), dtype=np.uint8)  # (lut_table's layout)
+    luts = lut_table(n_channels, count=len(images))
     levels = _reference.level_values(np.dtype(np.uint8))
     dense_luts(hists, knots, levels, strength, np.dtype(np.uint8), luts[:, 0].transpose(0, 2, 1))
     for lut, image, mask, out in zip(luts, images, masks, outs):
