@@ -27,7 +27,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _barycenter, _images
-from .methods import Param, available_methods, declared_params, get_method, on_register
+from .methods import (
+    Param,
+    available_methods,
+    declared_names,
+    declared_params,
+    get_method,
+    on_register,
+)
 from .methods._base import warn_scale_mismatch
 from .methods.landmarks import DEFAULT_LANDMARKS
 
@@ -169,6 +176,10 @@ def _refresh() -> None:
     """
     params = estimator_params()
     HistogramMatcher._parameter_constraints = {n: p.constraint for n, (p, _) in params.items()}
+    explicit = _explicit_params()
+    HistogramMatcher._extra_defaults = tuple(
+        (n, p.default) for n, (p, _) in declared_params().items() if n not in explicit
+    )
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     method = inspect.Parameter(
         "method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=params["method"][0].default
@@ -303,6 +314,8 @@ _DOC = """Match the histograms of images to a reference learned from a set of im
 # set_output wrapper, which only returns them unchanged, is not put around transform)
 class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     # (the docstring and the parameter constraints are built by _refresh)
+    #: (name, default) of the parameters declared by methods beyond the built-in ones (_refresh)
+    _extra_defaults: tuple[tuple[str, Any], ...] = ()
 
     def __init__(
         self,
@@ -344,9 +357,8 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.n_jobs = n_jobs
         self.random_state = random_state
         # parameters declared by methods registered beyond the built-in ones
-        for name, (param, _) in declared_params().items():
-            if name not in _explicit_params():
-                setattr(self, name, params.pop(name, param.default))
+        for name, default in HistogramMatcher._extra_defaults:
+            setattr(self, name, params.pop(name, default))
         if params:
             raise TypeError(
                 f"HistogramMatcher got unexpected keyword arguments {sorted(params)}; "
@@ -356,7 +368,7 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     # ------------------------------------------------------------------ helpers
     def _params(self) -> dict[str, Any]:
         """The parameters the kernels read, as plain values."""
-        params = {name: getattr(self, name) for name in declared_params()}
+        params = {name: getattr(self, name) for name in declared_names()}
         params["strength"] = float(self.strength)
         return params
 

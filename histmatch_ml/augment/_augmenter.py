@@ -207,15 +207,19 @@ class RandomHistogramMatching(BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def _matcher(self) -> HistogramMatcher:
-        """The matcher configuration (an unfitted clone of ``matcher``)."""
+    def _settings(self) -> HistogramMatcher:
+        """The matcher configuration, only to be read: ``matcher`` itself, or the defaults."""
         if self.matcher is None:
             return HistogramMatcher()
         if not isinstance(self.matcher, HistogramMatcher):
             raise TypeError(
                 f"matcher must be a HistogramMatcher or None; got {type(self.matcher).__name__}"
             )
-        return clone(self.matcher)
+        return self.matcher
+
+    def _matcher(self) -> HistogramMatcher:
+        """The matcher configuration as an unfitted clone of ``matcher`` (to be fitted)."""
+        return clone(self._settings())
 
     def _fit_seed(self) -> int | None:
         """An int seed for the methods' own randomness (``lab``), from ``random_state``."""
@@ -480,7 +484,7 @@ class RandomHistogramMatching(BaseEstimator):
         True
         """
         check_is_fitted(self, "references_")
-        matcher = self._matcher()
+        matcher = self._settings()
         volumes = matcher.spatial_dims == 3
         if _images.is_tensor(image) and image.ndim == (5 if volumes else 4):
             return self._apply_tensor(image, params, matcher)
@@ -739,6 +743,6 @@ class RandomHistogramMatching(BaseEstimator):
                 f"n_references_ is {self.n_references_} but references_ holds "
                 f"{len(self.references_)} states"
             )
-        params = self._matcher()._params()
+        params = self._settings()._params()
         expected = [method.prepare(state, params) for state in self.references_]
         self.tables_ = loaded_tables(getattr(self, "tables_", None), expected, "references_")

@@ -50,6 +50,7 @@ __all__ = [
     "Param",
     "available_methods",
     "blend",
+    "declared_names",
     "declared_params",
     "finish",
     "gather",
@@ -112,6 +113,8 @@ N_QUANTILES = Param(
 )
 
 _REGISTRY: dict[str, MatchingMethod] = {}
+#: the registered methods' parameters (:func:`declared_params`), rebuilt with the registry
+_DECLARED: dict[str, tuple[Param, tuple[str, ...]]] = {}
 _LISTENERS: list[Callable[[], None]] = []
 
 
@@ -244,8 +247,7 @@ def register(cls: type[MatchingMethod]) -> type[MatchingMethod]:
                 f"another method; share one Param declaration"
             )
     _REGISTRY[cls.name] = cls()
-    for listener in _LISTENERS:
-        listener()
+    _registry_changed()
     return cls
 
 
@@ -253,6 +255,17 @@ def unregister(name: str) -> None:
     """Remove the method called ``name`` from the registry (for plug-ins and tests)."""
     get_method(name)
     del _REGISTRY[name]
+    _registry_changed()
+
+
+def _registry_changed() -> None:
+    """Rebuild the parameter index and tell the listeners (after a registration or removal)."""
+    declared: dict[str, tuple[Param, list[str]]] = {}
+    for method in _REGISTRY.values():
+        for p in method.params:
+            declared.setdefault(p.name, (p, []))[1].append(method.name)
+    _DECLARED.clear()
+    _DECLARED.update({name: (p, tuple(users)) for name, (p, users) in declared.items()})
     for listener in _LISTENERS:
         listener()
 
@@ -287,11 +300,12 @@ def declared_params() -> dict[str, tuple[Param, list[str]]]:
 
     In the order methods were registered and, within a method, declared.
     """
-    out: dict[str, tuple[Param, list[str]]] = {}
-    for method in _REGISTRY.values():
-        for p in method.params:
-            out.setdefault(p.name, (p, []))[1].append(method.name)
-    return out
+    return {name: (p, list(users)) for name, (p, users) in _DECLARED.items()}
+
+
+def declared_names() -> tuple[str, ...]:
+    """The names of :func:`declared_params`, in its order (read by every transform)."""
+    return tuple(_DECLARED)
 
 
 def warn_scale_mismatch(dtype: np.dtype, fitted: Any, name: str, stacklevel: int = 2) -> None:
