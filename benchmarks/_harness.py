@@ -92,7 +92,10 @@ def machine() -> str:
 
 
 class Table:
-    """A markdown table of times; time columns are given in seconds, shown in ms."""
+    """A markdown table of times; time columns are given in seconds, shown in ms.
+
+    Times under a millisecond keep three decimals (microseconds), the others two.
+    """
 
     def __init__(self, *columns: str) -> None:
         self.columns = list(columns)
@@ -111,7 +114,7 @@ class Table:
             cells = []
             for v in r:
                 if isinstance(v, float):
-                    cells.append(f"{v * 1e3:.2f} ms")
+                    cells.append(f"{v * 1e3:.3f} ms" if v < 1e-3 else f"{v * 1e3:.2f} ms")
                 elif v is None:
                     cells.append("-")
                 else:

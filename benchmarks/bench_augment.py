@@ -9,7 +9,9 @@ albumentations' ``HistogramMatching`` given the same three reference images
 (it picks one, resizes it and recomputes its histogram at every call).
 
 Source: skimage ``astronaut`` (512x512 RGB); references: ``coffee``,
-``chelsea``, ``rocket``. Targets (issue 6, uint8 RGB 512x512): per call
+``chelsea``, ``rocket``. The crop rows match 32x32, 64x64 and 128x128 crops
+of the source to the whole references, where a call's fixed costs dominate.
+Targets (issue 6, uint8 RGB 512x512): per call
 <= 1.5x ``HistogramMatcher.transform`` and >= 2x faster than albumentations.
 Run::
 
@@ -34,6 +36,8 @@ MATCHER_TARGET = 1.5
 #: speed-up over albumentations HistogramMatching, at least
 ALBUMENTATIONS_TARGET = 2.0
 REFERENCES = ("coffee", "chelsea", "rocket")
+#: sides of the small crops matched to the whole references (no target: fixed costs)
+CROP_SIZES = (32, 64, 128)
 #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
 SMOKE_ARGS = ("--quick", "--size", "64")
 
@@ -125,6 +129,29 @@ def bench(report: Report, size: int | None, repeat: int, warmup: int) -> None:
     report.row(case, t["ours"], t["matcher"], t.get("alb"), check=True)
     if alb is not None:
         report.row(f"uint8 RGB {shape}, inside A.Compose", t["alb_ours"], None, t["alb"])
+
+    # small crops (the size of CIFAR images and of training patches), references whole:
+    # where a call's fixed costs are most of its time
+    if size is None:
+        full = [_photo(name, None) for name in REFERENCES]
+        aug_full = RandomHistogramMatching(p=1.0, random_state=0).fit(full)
+        matcher_full = HistogramMatcher(strength=0.75).fit(full[:1])
+        alb_full = _albumentations(full)
+        for crop_size in CROP_SIZES:
+            crop = np.ascontiguousarray(src[100 : 100 + crop_size, 200 : 200 + crop_size])
+            fns = {
+                "ours": lambda crop=crop: aug_full(crop),
+                "matcher": lambda crop=crop: matcher_full.transform(crop[None]),
+            }
+            if alb_full is not None:
+                fns["alb"] = lambda crop=crop: alb_full[0](crop)
+            t = interleaved_medians(fns, repeat=repeat * 4, warmup=warmup)
+            report.row(
+                f"uint8 RGB {crop_size}x{crop_size} crop, one call",
+                t["ours"],
+                t["matcher"],
+                t.get("alb"),
+            )
 
     # torch CHW uint8 tensor (conversion in and out included)
     try:
