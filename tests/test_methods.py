@@ -18,6 +18,8 @@ from histmatch_ml.methods import (
     MatchingMethod,
     Param,
     available_methods,
+    declared_names,
+    declared_params,
     register,
     unregister,
 )
@@ -58,6 +60,9 @@ def test_toy_method_parameter_is_declared_and_validated():
     assert "toy_offset" in constraints and "toy_median" in constraints["method"][0].options
     assert 'Used by method="toy_median"' in " ".join(HistogramMatcher.__doc__.split())
     assert estimator_params()["toy_offset"][1] == ["toy_median"]
+    assert "toy_offset" in declared_names() and list(declared_names()) == list(declared_params())
+    declared_params()["toy_offset"][1].append("not_a_method")  # (a copy: the index is kept)
+    assert declared_params()["toy_offset"][1] == ["toy_median"]
     assert "toy_median" in estimator_params()["n_quantiles"][1]
     with pytest.raises(ValueError, match="toy_offset"):
         HistogramMatcher("toy_median", toy_offset=1e9).fit(REFS)

@@ -304,7 +304,14 @@ def declared_params() -> dict[str, tuple[Param, list[str]]]:
 
 
 def declared_names() -> tuple[str, ...]:
-    """The names of :func:`declared_params`, in its order (read by every transform)."""
+    """The names of :func:`declared_params`, in its order (read by every transform).
+
+    Examples
+    --------
+    >>> from histmatch_ml.methods import declared_names
+    >>> {"n_quantiles", "ordering", "n_iter"} <= set(declared_names())
+    True
+    """
     return tuple(_DECLARED)
 
 
