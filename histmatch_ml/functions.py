@@ -32,6 +32,7 @@ def match_histograms(
     landmarks: tuple[float, ...] = DEFAULT_LANDMARKS,
     standard_range: tuple[float, float] | None = None,
     spatial_dims: int = 2,
+    n_jobs: int | None = None,
     random_state: int | np.random.RandomState | None = None,
 ) -> Any:
     """Match the histogram of one image to that of one reference image.
@@ -81,6 +82,10 @@ def match_histograms(
     spatial_dims : {2, 3}, default=2
         3: ``image`` and ``reference`` are volumes ``(D, H, W)`` / ``(D, H, W, C)``
         (``exact`` then orders voxels with 3-D neighbourhoods), masks of their shape.
+    n_jobs : int or None, default=None
+        Threads: ``method="exact"`` orders that many channels of ``image`` at
+        once (each with its own work memory); None means 1 and -1 all cores.
+        The result does not depend on it.
     random_state : int, RandomState instance or None, default=None
         Seeds ``method="lab"``'s projections.
 
@@ -141,6 +146,7 @@ def match_histograms(
         n_refine=n_refine,
         lab_mode=lab_mode,
         regrain=regrain,
+        n_jobs=n_jobs,
         random_state=random_state,
     )
     # (fit and transform, with errors that name this function's arguments)

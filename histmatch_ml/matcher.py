@@ -102,11 +102,13 @@ def _own_params() -> tuple[Param, ...]:
             "n_jobs",
             None,
             [Interval(Integral, -1, None, closed="left"), None],
-            "Threads used by ``transform`` to match the images of a batch in parallel, and by "
-            "``fit`` to read files and to summarise the references of a barycentre (the "
-            "kernels release the GIL); None means 1 and -1 all cores. Results do not depend "
-            "on it. OpenCV already spreads a per_channel uint8 image's histograms and lookup "
-            "over its own threads, so on few cores more threads may not speed that up.",
+            "Threads used by ``transform`` to match the images of a batch in parallel (and, "
+            'with ``method="exact"``, the channels of an image when the batch has fewer '
+            "images than threads: one channel's work memory per thread), and by ``fit`` to "
+            "read files and to summarise the references of a barycentre (the kernels release "
+            "the GIL); None means 1 and -1 all cores. Results do not depend on it. OpenCV "
+            "already spreads a per_channel uint8 image's histograms and lookup over its own "
+            "threads, so on few cores more threads may not speed that up.",
             "int or None",
         ),
         Param(
@@ -626,8 +628,11 @@ class HistogramMatcher(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 )
             method.apply_batch(images, image_masks, self.reference_, tables, params, outs)
 
-        n_images = len(batch.images)
-        n_threads = min(self._n_threads(), n_images)
+        n_images, total = len(batch.images), self._n_threads()
+        n_threads = min(total, n_images)
+        # (threads the images leave over go to each image's kernel: exact orders channels
+        # of one large image in parallel)
+        params["n_threads"] = total // n_threads
         if n_threads > 1:
             # (a few runs of images per thread: batches shared by the method, and balance)
             step = -(-n_images // (4 * n_threads))

@@ -413,3 +413,44 @@ def test_small_images_matched_together_get_the_outputs_they_get_alone(
             for i, got in enumerate(together):
                 alone = {"mask": [masks[i]]} if kwargs else {}
                 np.testing.assert_array_equal(got, m.transform([images[i]], **alone)[0])
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_threads_left_over_match_the_channels_of_an_image_at_once(monkeypatch, ordering, strength):
+    # with more threads than images, each image's channels are ordered and matched in a
+    # pool of their own: the same output as one channel at a time, for 8-bit and float
+    # images, with masks; a batch of as many images as threads uses no channel pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    from histmatch_ml.methods import exact as exact_module
+
+    pools = []
+
+    class Recording(ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            pools.append(max_workers)
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(exact_module, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(exact_module, "THREADED_PIXELS", 96 * 80)
+    photo = load("astronaut")[100:196, 150:230]  # (96x80: above the small-image size)
+    mask = np.random.default_rng(5).random(photo.shape[:2]) < 0.8
+    ref = load("coffee")
+    for image, fitted in ((photo, ref), (photo / 255.0, ref / 255.0), (photo, ref / 255.0)):
+        serial = exact(ordering=ordering, strength=strength).fit([fitted])
+        threaded = exact(ordering=ordering, strength=strength, n_jobs=3).fit([fitted])
+        for kwargs in ({}, {"mask": [mask]}):
+            pools.clear()
+            got = threaded.transform([image], **kwargs)[0]
+            assert pools == [3]
+            np.testing.assert_array_equal(got, serial.transform([image], **kwargs)[0])
+    pools.clear()
+    threaded.transform([photo] * 3)
+    threaded.transform([photo[1:]])  # (below THREADED_PIXELS)
+    assert pools == []
+    kw = {"method": "exact", "ordering": ordering, "strength": strength}
+    np.testing.assert_array_equal(
+        match_histograms(photo, ref, n_jobs=2, **kw), match_histograms(photo, ref, **kw)
+    )
+    assert pools == [2]

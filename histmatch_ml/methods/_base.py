@@ -26,6 +26,11 @@ adding a method means adding one module that subclasses
   match several images, as ``apply`` does one by one (the default); a method
   overrides it to share per-image fixed costs across a batch.
 
+``params`` holds the values of the declared parameters, ``"strength"`` as a
+float and, from ``transform``, ``"n_threads"``: the threads a method may use
+within one image (those ``n_jobs`` leaves over when a batch has fewer images
+than threads; 1 where absent). Outputs never depend on it.
+
 Kernels are pure functions of arrays: no estimator, no global state, and
 randomness only through the ``numpy.random.Generator`` passed to ``learn``.
 """

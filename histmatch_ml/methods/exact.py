@@ -33,6 +33,8 @@ uses the per-channel reference state, so a matcher fitted with
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
@@ -189,12 +191,12 @@ class Exact(MatchingMethod):
         # small images are matched a run at a time, their channels' partitions computed
         # together (_ordering.strict_partitions keys them in few calls); a larger image's
         # channels are ordered one at a time, as they are matched (one order alive)
-        small = []
+        small, n_threads = [], params.get("n_threads", 1)
         for i, image in enumerate(images):
             if image.ndim == 3 and image.shape[0] * image.shape[1] <= SMALL_IMAGE:
                 small.append(i)
             else:
-                _match(image, masks[i], state, tables, params, outs[i])
+                _match(image, masks[i], state, tables, params, outs[i], n_threads=n_threads)
         for start in range(0, len(small), RUN):
             run = small[start : start + RUN]
             _match_together(
@@ -211,6 +213,9 @@ class Exact(MatchingMethod):
 SMALL_IMAGE = 1 << 12
 #: most small images per run (the orders of a run's channels are alive together)
 RUN = 256
+#: least pixels of an image whose channels :func:`_match` orders in threads of their own
+#: (below, a pool's start and the threads' contention cost more than they save)
+THREADED_PIXELS = 1 << 19
 
 
 def _counted(image: np.ndarray, mask: np.ndarray | None) -> int:
@@ -255,11 +260,17 @@ def _match(
     out: np.ndarray,
     quotas: list | None = None,
     orders: dict | None = None,
+    n_threads: int = 1,
 ) -> None:
     """Exact specification of one image (or volume), channel by channel, into ``out``.
 
     ``quotas`` (each channel's :func:`level_quota`) and ``orders`` (channel ->
     its order, for some channels) are used where given, else computed here.
+    With ``n_threads`` above 1 (and no ``orders``) up to that many channels of
+    an image of at least :data:`THREADED_PIXELS` pixels are ordered and matched
+    at once, each into its own channel of the output (the ordering's numpy and
+    OpenCV steps release the GIL); every channel being matched has its work
+    arrays alive.
     """
     # image: (H, W, C), or a volume (D, H, W, C) ordered in 3-D
     spatial_shape, n_channels = image.shape[:-1], image.shape[-1]
@@ -274,7 +285,8 @@ def _match(
     work = image.dtype if levels else np.result_type(image.dtype, np.float32)
     # (the image's layout: its planes, if planar)
     matched = None if per_channel else np.empty_like(image, dtype=work)
-    for c in range(n_channels):
+
+    def match_channel(c: int) -> None:
         channel = image[..., c]
         quota = level_quota(state, c, n, integer_image) if quotas is None else quotas[c]
         # (the work plane is made after the ordering, whose own work is the peak)
@@ -294,6 +306,13 @@ def _match(
             finish(image[part], plane.reshape(*spatial_shape, 1), mask, 1.0, out[part])
         else:
             matched[..., c] = plane.reshape(spatial_shape)
-        del plane  # (not alive during the next channel's ordering)
+
+    threads = min(n_threads, n_channels) if orders is None and size >= THREADED_PIXELS else 1
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(match_channel, range(n_channels)))
+    else:
+        for c in range(n_channels):  # (one channel's order and plane alive at a time)
+            match_channel(c)
     if not per_channel:
         finish(image, matched, mask, params["strength"], out)
