@@ -259,6 +259,24 @@ def _packed_key_uint8(channel: np.ndarray, work: dict | None = None) -> np.ndarr
     return key
 
 
+def _packed_keys_uint8(stack: np.ndarray) -> np.ndarray:
+    """:func:`_packed_key_uint8` of same-shape uint8 channels ``(K, H, W)`` at once: ``(K, H W)``.
+
+    The channels become one plane, each between the two rows above and the two
+    below that ``BORDER_REFLECT`` gives it (the rings reach two pixels out), so
+    every ring sum is the one of the channel alone and no ring reads another
+    channel's pixels; columns keep the plane's own reflected borders.
+    """
+    k, h, w = stack.shape
+    padded = np.empty((k, h + 4, w), dtype=np.uint8)
+    padded[:, 2 : h + 2] = stack
+    # (reflection repeats the edge row: row -1 is row 0, row -2 is row 1; one row: all row 0)
+    padded[:, 1], padded[:, 0] = stack[:, 0], stack[:, min(1, h - 1)]
+    padded[:, h + 2], padded[:, h + 3] = stack[:, h - 1], stack[:, max(h - 2, 0)]
+    key = _packed_key_uint8(padded.reshape(k * (h + 4), w))
+    return key.reshape(k, h + 4, w)[:, 2 : h + 2].reshape(k, h * w)
+
+
 def _local_means_keys(channel: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
     """``(flat key, bits)`` of an 8/16-bit channel: its levels, then the ring sums.
 
@@ -1137,23 +1155,27 @@ def strict_partitions(
 ) -> list[np.ndarray]:
     """:func:`strict_partition` of several channels, each with its cuts and mask.
 
-    The same orders as one call per channel. Small 2-D 8/16-bit channels
-    (at most :data:`_SMALL` pixels) under ``"variational"`` that share their
-    shape and dtype have their keys computed together, stacked (up to
-    :data:`_STACK` pixels a call): for them the fixed point's cost is that of
-    its numpy calls, not of their pixels. Each is then partitioned on its own
-    (:func:`_partition_small`).
+    The same orders as one call per channel. Small 2-D channels (at most
+    :data:`_SMALL` pixels), 8/16-bit under ``"variational"`` and uint8 under
+    ``"local_means"``, that share their shape and dtype have their keys
+    computed together, stacked (up to :data:`_STACK` pixels a call): for them
+    a key's cost is that of its numpy and OpenCV calls, not of their pixels.
+    Each is then partitioned on its own (:func:`_partition_small`).
     """
     check_ordering(ordering)
     orders: list[np.ndarray | None] = [None] * len(channels)
     groups: dict[tuple, list[int]] = {}
+    variational = ordering == "variational"
     for k, channel in enumerate(channels):
         small = (
-            ordering == "variational"
-            and isinstance(channel, np.ndarray)
+            isinstance(channel, np.ndarray)
             and channel.ndim == 2
             and 0 < channel.size <= _SMALL
-            and _reference.has_exact_levels(channel.dtype)
+            and (
+                _reference.has_exact_levels(channel.dtype)
+                if variational
+                else channel.dtype == np.uint8
+            )
         )
         if small:
             groups.setdefault((channel.shape, channel.dtype), []).append(k)
@@ -1166,9 +1188,13 @@ def strict_partitions(
             run = members[start : start + step]
             indices = [_check_channel(channels[k], masks[k]) for k in run]
             checked = [_checked_cuts(cuts[k], channels[k], masks[k]) for k in run]
-            words = _variational_word(np.stack([channels[k] for k in run]), stacked=True)
-            for k, index, kept, word in zip(run, indices, checked, words.reshape(len(run), size)):
-                orders[k] = _partition_small([word], index, kept, False, size)
+            stack = np.stack([channels[k] for k in run])
+            if variational:
+                words = _variational_word(stack, stacked=True).reshape(len(run), size)
+            else:
+                words = _packed_keys_uint8(stack)
+            for k, index, kept, word in zip(run, indices, checked, words):
+                orders[k] = _partition_small([word], index, kept, not variational, size)
     return orders
 
 

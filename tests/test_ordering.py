@@ -557,8 +557,9 @@ def test_strict_partition_errors():
 
 @pytest.mark.parametrize("ordering", ORDERINGS)
 def test_strict_partitions_are_the_channels_own_partitions(rng, monkeypatch, ordering):
-    # small variational channels are keyed together, stacked (in runs: _STACK); every order
-    # must be the one strict_partition gives the channel alone, masks and all
+    # small variational channels (8/16-bit) and local_means ones (uint8) are keyed together,
+    # stacked (in runs: _STACK); every order must be the one strict_partition gives the
+    # channel alone, masks and all, one-row and one-column channels too
     monkeypatch.setattr(_ordering, "_STACK", 3000)
     channels, cuts, masks = [], [], []
     for shape in [(32, 32), (1, 40), (40, 1), (7, 9), (64, 64), (70, 70), (32, 32)]:
