@@ -85,7 +85,8 @@ square). Position is the raster index of the volume.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -661,6 +662,9 @@ _BUCKET = 1 << 12
 _GAP = 1 << 10
 #: channels of at most this many (masked) pixels are partitioned at once (:func:`_partition_small`)
 _SMALL = 1 << 12
+#: least pixels of a channel whose order is computed in threads when threads are given
+#: (below, a pool's start and the threads' contention cost more than they save)
+THREADED_PIXELS = 1 << 19
 #: the most positions per block of the counting sort by level
 _BLOCK = 1 << 18
 #: the most pixels per tile (strip, for volumes) in which keys are computed
@@ -704,7 +708,9 @@ def _tiles(shape: tuple[int, ...], halo: int) -> list[tuple[slice, ...]]:
     ]
 
 
-def _strip_words(channel: np.ndarray, halo: int, block_words) -> list[np.ndarray]:
+def _strip_words(
+    channel: np.ndarray, halo: int, block_words, n_threads: int = 1
+) -> list[np.ndarray]:
     """The key words of the whole channel, each one flat uint64 array, tile by tile.
 
     Each tile (:func:`_tiles`) is computed with ``halo`` more pixels on every
@@ -712,22 +718,47 @@ def _strip_words(channel: np.ndarray, halo: int, block_words) -> list[np.ndarray
     neighbours at most ``halo`` pixels away comes out as on the whole channel,
     and its work memory is a tile's. ``block_words(block, work)`` returns the
     flat words of a block (the same number for every block); ``work`` is one
-    dict of work buffers (:func:`_scratch`) for all the tiles.
+    dict of work buffers (:func:`_scratch`) for all the tiles of a thread.
+    With ``n_threads``, the tiles after the first are shared out among that
+    many threads (:func:`_in_threads`).
     """
     words: list[np.ndarray] = []
-    work: dict = {}
-    for tile in _tiles(channel.shape, halo):
-        grown = tuple(
-            slice(max(0, t.start - halo), min(e, t.stop + halo))
-            for t, e in zip(tile, channel.shape)
-        )
-        crop = tuple(slice(t.start - g.start, t.stop - g.start) for t, g in zip(tile, grown))
-        block = channel[grown]
-        for i, word in enumerate(block_words(block, work)):
-            if i == len(words):
-                words.append(np.empty(channel.size, dtype=np.uint64))
-            words[i].reshape(channel.shape)[tile] = word.reshape(block.shape)[crop]
+
+    def run(tiles: Sequence[tuple[slice, ...]]) -> None:
+        work: dict = {}
+        for tile in tiles:
+            grown = tuple(
+                slice(max(0, t.start - halo), min(e, t.stop + halo))
+                for t, e in zip(tile, channel.shape)
+            )
+            crop = tuple(slice(t.start - g.start, t.stop - g.start) for t, g in zip(tile, grown))
+            block = channel[grown]
+            for i, word in enumerate(block_words(block, work)):
+                if i == len(words):  # (the first tile, alone: the words are made once)
+                    words.append(np.empty(channel.size, dtype=np.uint64))
+                words[i].reshape(channel.shape)[tile] = word.reshape(block.shape)[crop]
+
+    tiles = _tiles(channel.shape, halo)
+    run(tiles[:1])
+    _in_threads(n_threads, tiles[1:], run)
     return words
+
+
+def _in_threads(n_threads: int, jobs: Sequence, run: Callable[[Sequence], None]) -> None:
+    """``run(part)`` for ``n_threads`` parts of ``jobs`` at once (one thread: ``run(jobs)``).
+
+    Part ``i`` holds every ``n_threads``-th job from job ``i`` (neighbouring
+    jobs are of about one size, so the parts are too). For jobs that write to
+    disjoint parts of shared arrays (tiles of a channel's words, buckets of
+    its order): the numpy and OpenCV calls they make release the GIL, and
+    what they write does not depend on the thread.
+    """
+    n_threads = min(n_threads, len(jobs))
+    if n_threads <= 1:
+        run(jobs)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(run, [jobs[i::n_threads] for i in range(n_threads)]))
 
 
 def _variational_word(
@@ -774,7 +805,7 @@ def _words(keys: Iterable[tuple[np.ndarray, int]]) -> list[np.ndarray]:
     return words
 
 
-def _level_words(channel: np.ndarray, ordering: str) -> list[np.ndarray]:
+def _level_words(channel: np.ndarray, ordering: str, n_threads: int = 1) -> list[np.ndarray]:
     """The sort key of every pixel of an 8/16-bit channel as flat uint64 words."""
     if ordering == "variational":
         halo, block_words = VARIATIONAL_ITERATIONS + 1, lambda b, w: [_variational_word(b, w)]
@@ -782,7 +813,7 @@ def _level_words(channel: np.ndarray, ordering: str) -> list[np.ndarray]:
         halo, block_words = 2, lambda b, w: [_packed_key_uint8(b, w)]
     else:  # (the rings reach two pixels away, the shells of a volume too)
         halo, block_words = 2, lambda b, w: _words(_local_means_keys(b))
-    return _strip_words(channel, halo, block_words)
+    return _strip_words(channel, halo, block_words, n_threads)
 
 
 def _group_by_level(
@@ -843,34 +874,39 @@ def _sort_buckets(
     words: list[np.ndarray],
     want_tied: bool,
     low_ties: bool = False,
+    n_threads: int = 1,
 ) -> np.ndarray | None:
     """Sort every bucket of ``perm`` by its words, then position, in place.
 
-    ``low_ties`` is passed on to :func:`_sort_strict`.
+    ``low_ties`` is passed on to :func:`_sort_strict`; the buckets are shared
+    out among ``n_threads`` threads (:func:`_in_threads`).
 
     Returns the tied mask of neighbours in the final order when ``want_tied``
     (pixels of different buckets have different levels: never tied).
     """
     m = len(perm)
     tied_all = np.zeros(max(m - 1, 0), dtype=bool) if want_tied else None
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        if b - a < 2:
-            continue
-        positions = perm[a:b]
-        if len(words) == 1:
-            order, tied = _sort_strict(words[0][positions], low_ties, want_tied)
-        else:  # stable: ties keep the raster order of the bucket
-            keys = [word[positions] for word in words]
-            order = np.lexsort(keys[::-1])
-            tied = None
+
+    def run(buckets: Sequence[tuple[int, int]]) -> None:
+        for a, b in buckets:
+            positions = perm[a:b]
+            if len(words) == 1:
+                order, tied = _sort_strict(words[0][positions], low_ties, want_tied)
+            else:  # stable: ties keep the raster order of the bucket
+                keys = [word[positions] for word in words]
+                order = np.lexsort(keys[::-1])
+                tied = None
+                if want_tied:
+                    tied = np.ones(b - a - 1, dtype=bool)
+                    for key in keys:
+                        sorted_key = key[order]
+                        tied &= sorted_key[1:] == sorted_key[:-1]
+            perm[a:b] = positions[order]
             if want_tied:
-                tied = np.ones(b - a - 1, dtype=bool)
-                for key in keys:
-                    sorted_key = key[order]
-                    tied &= sorted_key[1:] == sorted_key[:-1]
-        perm[a:b] = positions[order]
-        if want_tied:
-            tied_all[a : b - 1] = tied
+                tied_all[a : b - 1] = tied
+
+    buckets = [(a, b) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()) if b - a >= 2]
+    _in_threads(n_threads, buckets, run)
     return tied_all
 
 
@@ -904,6 +940,7 @@ def _partition_buckets(
     words: list[np.ndarray],
     cuts: np.ndarray,
     low_ties: bool = False,
+    n_threads: int = 1,
 ) -> None:
     """Put ``perm`` (grouped by level, ``counts`` a level) in strict order at the ranks ``cuts``.
 
@@ -911,18 +948,23 @@ def _partition_buckets(
     between consecutive cuts matter: only the levels that a cut splits are
     ordered, in buckets (:func:`_split_buckets`), each partitioned at its cuts
     (:func:`_select_strict`); keys of several words are sorted (a stable
-    ``np.lexsort``).
+    ``np.lexsort``). The buckets are shared out among ``n_threads`` threads.
     """
     starts, ends = _split_buckets(counts, cuts)
     first = np.searchsorted(cuts, starts, side="right")  # the first cut after a start
     last = np.searchsorted(cuts, ends, side="left")  # and the first at or after the end
-    for a, b, i, j in zip(starts.tolist(), ends.tolist(), first.tolist(), last.tolist()):
-        positions = perm[a:b]
-        if len(words) == 1:
-            order = _select_strict(words[0][positions], cuts[i:j] - a, low_ties)
-        else:
-            order = np.lexsort([word[positions] for word in words][::-1])
-        perm[a:b] = positions[order]
+
+    def run(buckets: Sequence[tuple[int, int, int, int]]) -> None:
+        for a, b, i, j in buckets:
+            positions = perm[a:b]
+            if len(words) == 1:
+                order = _select_strict(words[0][positions], cuts[i:j] - a, low_ties)
+            else:
+                order = np.lexsort([word[positions] for word in words][::-1])
+            perm[a:b] = positions[order]
+
+    buckets = list(zip(starts.tolist(), ends.tolist(), first.tolist(), last.tolist()))
+    _in_threads(n_threads, buckets, run)
 
 
 def _partition_small(
@@ -1024,33 +1066,41 @@ def _strict(
     ordering: str,
     want_tied: bool,
     cuts: np.ndarray | None = None,
+    n_threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Strict order of the (masked) pixels as flat indices, and its tied neighbours.
 
     With ``cuts`` (ascending ranks), an order that is strict at those ranks
-    only (:func:`strict_partition`), and no tied neighbours.
+    only (:func:`strict_partition`), and no tied neighbours. An 8/16-bit
+    channel of at least :data:`THREADED_PIXELS` pixels has its keys and its
+    buckets computed by ``n_threads`` threads.
     """
     index = _check_channel(channel, mask)
     check_ordering(ordering)
     if _reference.has_exact_levels(channel.dtype):
         n_levels, _ = _reference.level_count_and_offset(channel.dtype)
-        words = _level_words(channel, ordering)
+        threads = n_threads if channel.size >= THREADED_PIXELS else 1
+        words = _level_words(channel, ordering, threads)
         low_ties = ordering == "local_means"
         m = channel.size if index is None else len(index)
         if cuts is not None and m <= _SMALL:
             return _partition_small(words, index, cuts, low_ties, channel.size), None
         perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
         if cuts is not None:
-            _partition_buckets(perm, counts, words, cuts, low_ties)
+            _partition_buckets(perm, counts, words, cuts, low_ties, threads)
             return perm, None
-        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties)
+        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties, threads)
         return perm, tied
     order, tied = _value_first_order(channel, index, ordering, want_tied)
     return (order if index is None else index[order]), tied
 
 
 def strict_order(
-    channel: np.ndarray, mask: np.ndarray | None = None, ordering: str = "variational"
+    channel: np.ndarray,
+    mask: np.ndarray | None = None,
+    ordering: str = "variational",
+    *,
+    n_threads: int = 1,
 ) -> np.ndarray:
     """Flat indices of the (masked) pixels of a channel in strict ascending order.
 
@@ -1067,6 +1117,10 @@ def strict_order(
         Order only these pixels.
     ordering : {"variational", "local_means"}, default="variational"
         The key that orders pixels of equal value (see the module docstring).
+    n_threads : int, default=1
+        Threads that compute an 8/16-bit channel's keys and sort its buckets
+        (channels of at least :data:`THREADED_PIXELS` pixels); the order does
+        not depend on it.
 
     Returns
     -------
@@ -1082,7 +1136,7 @@ def strict_order(
     >>> strict_order(channel, ordering="local_means")[-2:].tolist()  # the 9, a 5 beside it
     [7, 4]
     """
-    return _strict(channel, mask, ordering, want_tied=False)[0]
+    return _strict(channel, mask, ordering, want_tied=False, n_threads=n_threads)[0]
 
 
 def _checked_cuts(cuts, channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -1101,6 +1155,8 @@ def strict_partition(
     cuts: np.ndarray,
     mask: np.ndarray | None = None,
     ordering: str = "variational",
+    *,
+    n_threads: int = 1,
 ) -> np.ndarray:
     """:func:`strict_order` where only the pixels between consecutive ``cuts`` matter.
 
@@ -1118,7 +1174,7 @@ def strict_partition(
         As for :func:`strict_order`.
     cuts : array-like of int
         Ranks, ascending, in ``0 .. n`` (``n`` the number of (masked) pixels).
-    mask, ordering
+    mask, ordering, n_threads
         As for :func:`strict_order`.
 
     Returns
@@ -1140,7 +1196,7 @@ def strict_partition(
     cuts = _checked_cuts(cuts, channel, mask)
     if not _reference.has_exact_levels(channel.dtype):
         return strict_order(channel, mask, ordering)
-    return _strict(channel, mask, ordering, want_tied=False, cuts=cuts)[0]
+    return _strict(channel, mask, ordering, want_tied=False, cuts=cuts, n_threads=n_threads)[0]
 
 
 #: most pixels of the small channels whose keys :func:`strict_partitions` computes in one call

@@ -83,9 +83,10 @@ def match_histograms(
         3: ``image`` and ``reference`` are volumes ``(D, H, W)`` / ``(D, H, W, C)``
         (``exact`` then orders voxels with 3-D neighbourhoods), masks of their shape.
     n_jobs : int or None, default=None
-        Threads: ``method="exact"`` orders that many channels of ``image`` at
-        once (each with its own work memory); None means 1 and -1 all cores.
-        The result does not depend on it.
+        Threads: ``method="exact"`` orders up to that many channels of a large
+        ``image`` at once (each with its own work memory) and shares the rest
+        out within each channel; None means 1 and -1 all cores. The result
+        does not depend on it.
     random_state : int, RandomState instance or None, default=None
         Seeds ``method="lab"``'s projections.
 

@@ -103,10 +103,11 @@ def _own_params() -> tuple[Param, ...]:
             None,
             [Interval(Integral, -1, None, closed="left"), None],
             "Threads used by ``transform`` to match the images of a batch in parallel (and, "
-            'with ``method="exact"``, the channels of an image when the batch has fewer '
-            "images than threads: one channel's work memory per thread), and by ``fit`` to "
-            "read files and to summarise the references of a barycentre (the kernels release "
-            "the GIL); None means 1 and -1 all cores. Results do not depend on it. OpenCV "
+            'with ``method="exact"``, when the batch has fewer images than threads, to '
+            "order the channels of an image at once, with one channel's work memory per "
+            "thread, and within a channel), and by ``fit`` to read files and to summarise "
+            "the references of a barycentre (the kernels release the GIL); None means 1 and "
+            "-1 all cores. Results do not depend on it. OpenCV "
             "already spreads a per_channel uint8 image's histograms and lookup over its own "
             "threads, so on few cores more threads may not speed that up.",
             "int or None",

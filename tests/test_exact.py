@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from conftest import load
-from histmatch_ml import HistogramMatcher, _reference, match_histograms
+from histmatch_ml import HistogramMatcher, _ordering, _reference, match_histograms
 from histmatch_ml._ordering import strict_order
 from histmatch_ml.methods.exact import target_counts
 
@@ -433,7 +433,7 @@ def test_threads_left_over_match_the_channels_of_an_image_at_once(monkeypatch, o
             super().__init__(max_workers)
 
     monkeypatch.setattr(exact_module, "ThreadPoolExecutor", Recording)
-    monkeypatch.setattr(exact_module, "THREADED_PIXELS", 96 * 80)
+    monkeypatch.setattr(_ordering, "THREADED_PIXELS", 96 * 80)
     photo = load("astronaut")[100:196, 150:230]  # (96x80: above the small-image size)
     mask = np.random.default_rng(5).random(photo.shape[:2]) < 0.8
     ref = load("coffee")

@@ -583,3 +583,45 @@ def test_strict_partitions_are_the_channels_own_partitions(rng, monkeypatch, ord
         np.testing.assert_array_equal(order, expected)
     with pytest.raises(ValueError, match="ascending"):
         _ordering.strict_partitions([channels[0]], [np.array([5, 2])], [None], ordering)
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_threads_give_the_same_orders_and_partitions(rng, monkeypatch, ordering):
+    # keys computed tile by tile and buckets ordered in threads (n_threads): the very arrays
+    # of one thread, for 2-D 8/16-bit channels and volumes, masked or not; a channel below
+    # THREADED_PIXELS stays on one thread
+    from concurrent.futures import ThreadPoolExecutor
+
+    pools = []
+
+    class Recording(ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            pools.append(max_workers)
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(_ordering, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(_ordering, "THREADED_PIXELS", 5000)
+    monkeypatch.setattr(_ordering, "_BUCKET", 1000)  # (many buckets to share out)
+    channels = [
+        (rng.integers(0, 12, size=(120, 90)) * 20).astype(np.uint8),
+        rng.integers(0, 256, size=(120, 90)).astype(np.uint8),
+        (rng.integers(0, 300, size=(100, 80)) * 200).astype(np.uint16),
+        rng.integers(0, 6, size=(12, 30, 25)).astype(np.uint8),
+    ]
+    for channel in channels:
+        for mask in (None, rng.random(channel.shape) < 0.6):
+            n = channel.size if mask is None else int(mask.sum())
+            cuts = np.unique(rng.integers(0, n + 1, 40))
+            pools.clear()
+            threaded = _ordering.strict_partition(channel, cuts, mask, ordering, n_threads=3)
+            assert pools and set(pools) <= {2, 3}
+            alone = _ordering.strict_partition(channel, cuts, mask, ordering)
+            np.testing.assert_array_equal(threaded, alone)
+            np.testing.assert_array_equal(
+                _ordering.strict_order(channel, mask, ordering, n_threads=3),
+                _ordering.strict_order(channel, mask, ordering),
+            )
+    pools.clear()
+    small = channels[1][:60, :80]  # (4,800 pixels)
+    _ordering.strict_partition(small, [100, 2000], None, ordering, n_threads=3)
+    assert pools == []

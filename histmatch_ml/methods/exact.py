@@ -213,9 +213,6 @@ class Exact(MatchingMethod):
 SMALL_IMAGE = 1 << 12
 #: most small images per run (the orders of a run's channels are alive together)
 RUN = 256
-#: least pixels of an image whose channels :func:`_match` orders in threads of their own
-#: (below, a pool's start and the threads' contention cost more than they save)
-THREADED_PIXELS = 1 << 19
 
 
 def _counted(image: np.ndarray, mask: np.ndarray | None) -> int:
@@ -267,10 +264,11 @@ def _match(
     ``quotas`` (each channel's :func:`level_quota`) and ``orders`` (channel ->
     its order, for some channels) are used where given, else computed here.
     With ``n_threads`` above 1 (and no ``orders``) up to that many channels of
-    an image of at least :data:`THREADED_PIXELS` pixels are ordered and matched
-    at once, each into its own channel of the output (the ordering's numpy and
-    OpenCV steps release the GIL); every channel being matched has its work
-    arrays alive.
+    an image of at least :data:`histmatch_ml._ordering.THREADED_PIXELS` pixels
+    are ordered and matched at once, each into its own channel of the output
+    (the ordering's numpy and OpenCV steps release the GIL; every channel
+    being matched has its work arrays alive), and the threads left over order
+    each channel (:func:`histmatch_ml._ordering.strict_partition`).
     """
     # image: (H, W, C), or a volume (D, H, W, C) ordered in 3-D
     spatial_shape, n_channels = image.shape[:-1], image.shape[-1]
@@ -291,10 +289,12 @@ def _match(
         quota = level_quota(state, c, n, integer_image) if quotas is None else quotas[c]
         # (the work plane is made after the ordering, whose own work is the peak)
         order = None if orders is None else orders.pop(c, None)
+        ordering = params["ordering"]
         if order is None and quota is None:  # one value per rank: the full order
-            order = _ordering.strict_order(channel, mask, params["ordering"])
+            order = _ordering.strict_order(channel, mask, ordering, n_threads=inner)
         elif order is None:  # one value per level: strict only where the level changes
-            order = _ordering.strict_partition(channel, _cuts(quota), mask, params["ordering"])
+            cuts = _cuts(quota)
+            order = _ordering.strict_partition(channel, cuts, mask, ordering, n_threads=inner)
         # (masked: unmasked pixels keep their value; finish restores them exactly)
         plane = np.empty(size, dtype=work) if mask is None else channel.astype(work).ravel()
         plane[order] = ranked_values(state, tables, c, n, integer_image, work, quota)
@@ -307,7 +307,10 @@ def _match(
         else:
             matched[..., c] = plane.reshape(spatial_shape)
 
-    threads = min(n_threads, n_channels) if orders is None and size >= THREADED_PIXELS else 1
+    # (threads go to the channels first, those left over to each channel's ordering)
+    large = orders is None and size >= _ordering.THREADED_PIXELS
+    threads = min(n_threads, n_channels) if large else 1
+    inner = n_threads // threads
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(match_channel, range(n_channels)))
