@@ -41,6 +41,29 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def pool_sizes(monkeypatch):
+    """``watch(module)``: the ``max_workers`` of every thread pool ``module`` makes, in a list.
+
+    The module's ``ThreadPoolExecutor`` is replaced, for the test, by one that
+    records its size and then runs as the real one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes: list[int] = []
+
+    class Recording(ThreadPoolExecutor):
+        def __init__(self, max_workers=None, *args, **kwargs):
+            sizes.append(max_workers)
+            super().__init__(max_workers, *args, **kwargs)
+
+    def watch(module) -> list[int]:
+        monkeypatch.setattr(module, "ThreadPoolExecutor", Recording)
+        return sizes
+
+    return watch
+
+
 def cli_in_process(*args) -> subprocess.CompletedProcess:
     """The command line run in this process (``main``): exit code, stdout and stderr."""
     from histmatch_ml.cli import main

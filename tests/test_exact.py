@@ -417,22 +417,15 @@ def test_small_images_matched_together_get_the_outputs_they_get_alone(
 
 @pytest.mark.parametrize("ordering", ORDERINGS)
 @pytest.mark.parametrize("strength", [1.0, 0.6])
-def test_threads_left_over_match_the_channels_of_an_image_at_once(monkeypatch, ordering, strength):
+def test_threads_left_over_match_the_channels_of_an_image_at_once(
+    monkeypatch, pool_sizes, ordering, strength
+):
     # with more threads than images, each image's channels are ordered and matched in a
     # pool of their own: the same output as one channel at a time, for 8-bit and float
     # images, with masks; a batch of as many images as threads uses no channel pool
-    from concurrent.futures import ThreadPoolExecutor
-
     from histmatch_ml.methods import exact as exact_module
 
-    pools = []
-
-    class Recording(ThreadPoolExecutor):
-        def __init__(self, max_workers):
-            pools.append(max_workers)
-            super().__init__(max_workers)
-
-    monkeypatch.setattr(exact_module, "ThreadPoolExecutor", Recording)
+    pools = pool_sizes(exact_module)
     monkeypatch.setattr(_ordering, "THREADED_PIXELS", 96 * 80)
     photo = load("astronaut")[100:196, 150:230]  # (96x80: above the small-image size)
     mask = np.random.default_rng(5).random(photo.shape[:2]) < 0.8

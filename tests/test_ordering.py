@@ -586,20 +586,11 @@ def test_strict_partitions_are_the_channels_own_partitions(rng, monkeypatch, ord
 
 
 @pytest.mark.parametrize("ordering", ORDERINGS)
-def test_threads_give_the_same_orders_and_partitions(rng, monkeypatch, ordering):
+def test_threads_give_the_same_orders_and_partitions(rng, monkeypatch, pool_sizes, ordering):
     # keys computed tile by tile and buckets ordered in threads (n_threads): the very arrays
     # of one thread, for 2-D 8/16-bit channels and volumes, masked or not; a channel below
     # THREADED_PIXELS stays on one thread
-    from concurrent.futures import ThreadPoolExecutor
-
-    pools = []
-
-    class Recording(ThreadPoolExecutor):
-        def __init__(self, max_workers):
-            pools.append(max_workers)
-            super().__init__(max_workers)
-
-    monkeypatch.setattr(_ordering, "ThreadPoolExecutor", Recording)
+    pools = pool_sizes(_ordering)
     monkeypatch.setattr(_ordering, "THREADED_PIXELS", 5000)
     monkeypatch.setattr(_ordering, "_BUCKET", 1000)  # (many buckets to share out)
     channels = [
