@@ -62,7 +62,10 @@ computed in tiles with a halo (bit-identical: exact integer filters and the
 same floating-point operations per pixel), straight into one ``uint64`` array,
 with work buffers reused from tile to tile. Tiles, blocks and buckets hold a
 fraction of the channel's pixels, and indices are int32 where they fit, so
-the work arrays stay a few bytes per pixel at any size.
+the work arrays stay a few bytes per pixel at any size. Given threads
+(``n_threads``), a large channel's tiles and buckets are shared out among
+them, each writing its own part of the keys and of the order: the same
+arrays as on one thread.
 
 Other dtypes (floats, wide integers) have no levels to group by: their pixels
 are sorted once by (value, position), in the same packed uint64 words, and
