@@ -665,9 +665,6 @@ _BUCKET = 1 << 12
 _GAP = 1 << 10
 #: channels of at most this many (masked) pixels are partitioned at once (:func:`_partition_small`)
 _SMALL = 1 << 12
-#: least pixels of a channel whose order is computed in threads when threads are given
-#: (below, a pool's start and the threads' contention cost more than they save)
-THREADED_PIXELS = 1 << 19
 #: the most positions per block of the counting sort by level
 _BLOCK = 1 << 18
 #: the most pixels per tile (strip, for volumes) in which keys are computed
@@ -1075,24 +1072,22 @@ def _strict(
 
     With ``cuts`` (ascending ranks), an order that is strict at those ranks
     only (:func:`strict_partition`), and no tied neighbours. An 8/16-bit
-    channel of at least :data:`THREADED_PIXELS` pixels has its keys and its
-    buckets computed by ``n_threads`` threads.
+    channel has its keys and its buckets computed by ``n_threads`` threads.
     """
     index = _check_channel(channel, mask)
     check_ordering(ordering)
     if _reference.has_exact_levels(channel.dtype):
         n_levels, _ = _reference.level_count_and_offset(channel.dtype)
-        threads = n_threads if channel.size >= THREADED_PIXELS else 1
-        words = _level_words(channel, ordering, threads)
+        words = _level_words(channel, ordering, n_threads)
         low_ties = ordering == "local_means"
         m = channel.size if index is None else len(index)
         if cuts is not None and m <= _SMALL:
             return _partition_small(words, index, cuts, low_ties, channel.size), None
         perm, counts = _group_by_level(_level_plane(channel)[0].ravel(), index, n_levels)
         if cuts is not None:
-            _partition_buckets(perm, counts, words, cuts, low_ties, threads)
+            _partition_buckets(perm, counts, words, cuts, low_ties, n_threads)
             return perm, None
-        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties, threads)
+        tied = _sort_buckets(perm, _bucket_bounds(counts), words, want_tied, low_ties, n_threads)
         return perm, tied
     order, tied = _value_first_order(channel, index, ordering, want_tied)
     return (order if index is None else index[order]), tied
@@ -1122,8 +1117,7 @@ def strict_order(
         The key that orders pixels of equal value (see the module docstring).
     n_threads : int, default=1
         Threads that compute an 8/16-bit channel's keys and sort its buckets
-        (channels of at least :data:`THREADED_PIXELS` pixels); the order does
-        not depend on it.
+        (worth it for large channels only); the order does not depend on it.
 
     Returns
     -------

@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from conftest import load
-from histmatch_ml import HistogramMatcher, _ordering, _reference, match_histograms
+from histmatch_ml import HistogramMatcher, _reference, match_histograms
 from histmatch_ml._ordering import strict_order
 from histmatch_ml.methods.exact import target_counts
 
@@ -426,7 +426,7 @@ def test_threads_left_over_match_the_channels_of_an_image_at_once(
     from histmatch_ml.methods import exact as exact_module
 
     pools = pool_sizes(exact_module)
-    monkeypatch.setattr(_ordering, "THREADED_PIXELS", 96 * 80)
+    monkeypatch.setattr(exact_module, "THREADED_PIXELS", 96 * 80)
     photo = load("astronaut")[100:196, 150:230]  # (96x80: above the small-image size)
     mask = np.random.default_rng(5).random(photo.shape[:2]) < 0.8
     ref = load("coffee")
@@ -447,3 +447,14 @@ def test_threads_left_over_match_the_channels_of_an_image_at_once(
         match_histograms(photo, ref, n_jobs=2, **kw), match_histograms(photo, ref, **kw)
     )
     assert pools == [2]
+    # one channel: the threads order it (its keys' tiles and its buckets)
+    from histmatch_ml import _ordering
+
+    pool_sizes(_ordering)
+    pools.clear()
+    grey = np.ascontiguousarray(photo[..., 1])
+    np.testing.assert_array_equal(
+        match_histograms(grey, ref[..., 1], n_jobs=2, **kw),
+        match_histograms(grey, ref[..., 1], **kw),
+    )
+    assert pools and set(pools) == {2}

@@ -588,10 +588,8 @@ def test_strict_partitions_are_the_channels_own_partitions(rng, monkeypatch, ord
 @pytest.mark.parametrize("ordering", ORDERINGS)
 def test_threads_give_the_same_orders_and_partitions(rng, monkeypatch, pool_sizes, ordering):
     # keys computed tile by tile and buckets ordered in threads (n_threads): the very arrays
-    # of one thread, for 2-D 8/16-bit channels and volumes, masked or not; a channel below
-    # THREADED_PIXELS stays on one thread
+    # of one thread, for 2-D 8/16-bit channels and volumes, masked or not
     pools = pool_sizes(_ordering)
-    monkeypatch.setattr(_ordering, "THREADED_PIXELS", 5000)
     monkeypatch.setattr(_ordering, "_BUCKET", 1000)  # (many buckets to share out)
     channels = [
         (rng.integers(0, 12, size=(120, 90)) * 20).astype(np.uint8),
@@ -612,7 +610,3 @@ def test_threads_give_the_same_orders_and_partitions(rng, monkeypatch, pool_size
                 _ordering.strict_order(channel, mask, ordering, n_threads=3),
                 _ordering.strict_order(channel, mask, ordering),
             )
-    pools.clear()
-    small = channels[1][:60, :80]  # (4,800 pixels)
-    _ordering.strict_partition(small, [100, 2000], None, ordering, n_threads=3)
-    assert pools == []

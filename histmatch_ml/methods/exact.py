@@ -213,6 +213,9 @@ class Exact(MatchingMethod):
 SMALL_IMAGE = 1 << 12
 #: most small images per run (the orders of a run's channels are alive together)
 RUN = 256
+#: least pixels of an image that :func:`_match` orders with the threads it is given
+#: (below, a pool's start and the threads' contention cost more than they save)
+THREADED_PIXELS = 1 << 19
 
 
 def _counted(image: np.ndarray, mask: np.ndarray | None) -> int:
@@ -264,7 +267,7 @@ def _match(
     ``quotas`` (each channel's :func:`level_quota`) and ``orders`` (channel ->
     its order, for some channels) are used where given, else computed here.
     With ``n_threads`` above 1 (and no ``orders``) up to that many channels of
-    an image of at least :data:`histmatch_ml._ordering.THREADED_PIXELS` pixels
+    an image of at least :data:`THREADED_PIXELS` pixels
     are ordered and matched at once, each into its own channel of the output
     (the ordering's numpy and OpenCV steps release the GIL; every channel
     being matched has its work arrays alive), and the threads left over order
@@ -308,8 +311,9 @@ def _match(
             matched[..., c] = plane.reshape(spatial_shape)
 
     # (threads go to the channels first, those left over to each channel's ordering)
-    large = orders is None and size >= _ordering.THREADED_PIXELS
-    threads = min(n_threads, n_channels) if large else 1
+    if orders is not None or size < THREADED_PIXELS:
+        n_threads = 1
+    threads = min(n_threads, n_channels)
     inner = n_threads // threads
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
