@@ -372,3 +372,32 @@ def test_uint8_images_matched_together_get_the_outputs_they_get_alone(
     greys = [im[..., 0] for im in images]
     for image, got in zip(greys, grey.transform(greys)):
         np.testing.assert_array_equal(got, grey.transform([image])[0])
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_uint8_tensors_matched_together_get_the_outputs_they_get_alone(monkeypatch, strength):
+    # a batch of channels-first uint8 tensors has its tables computed together
+    # (match_uint8_planes, in runs of TOGETHER): every image as when it is transformed on
+    # its own, and as its (H, W, C) array is, masks and all
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    refs = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(2)]
+    m = HistogramMatcher(strength=strength).fit(refs)
+    arrays = (
+        rng.integers(0, 256, (7, 24, 20, 3), dtype=np.uint8)
+        // np.arange(1, 8)[:, None, None, None]
+    )
+    arrays = arrays.astype(np.uint8)
+    batch = torch.from_numpy(np.ascontiguousarray(arrays.transpose(0, 3, 1, 2)))
+    masks = rng.random((7, 24, 20)) < 0.6
+    masks[:, 0, 0] = True
+    monkeypatch.setattr(per_channel, "TOGETHER", 3)  # runs of 3 images
+    for kwargs in ({}, {"mask": masks}):
+        together = m.transform(batch, **kwargs)
+        for k in range(len(arrays)):
+            alone = {"mask": masks[k : k + 1]} if kwargs else {}
+            np.testing.assert_array_equal(
+                together[k].numpy(), m.transform(batch[k : k + 1], **alone)[0].numpy()
+            )
+            as_array = m.transform(arrays[k : k + 1], **alone)[0]
+            np.testing.assert_array_equal(together[k].numpy().transpose(1, 2, 0), as_array)

@@ -79,9 +79,13 @@ def test_cpu_tensors_are_matched_channels_first(monkeypatch, dtype, strength, ma
     from histmatch_ml.methods import per_channel
 
     monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
-    planar, kernel = [], per_channel.match_level_planes
+    planar, level_planes = [], per_channel.match_level_planes
+    uint8_planes = per_channel.match_uint8_planes
     monkeypatch.setattr(
-        per_channel, "match_level_planes", lambda *a: planar.append(kernel(*a)) or planar[-1]
+        per_channel, "match_level_planes", lambda *a: planar.append(level_planes(*a)) or planar[-1]
+    )
+    monkeypatch.setattr(  # (uint8 planes of a batch have their tables computed together)
+        per_channel, "match_uint8_planes", lambda *a: planar.append(True) or uint8_planes(*a)
     )
 
     def refuse(*args, **kwargs):

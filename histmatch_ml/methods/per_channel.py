@@ -286,13 +286,15 @@ class PerChannel(MatchingMethod):
         self.apply_batch([image], [mask], state, tables, params, [out])
 
     def apply_batch(self, images, masks, state, tables, params, outs) -> None:
-        # (interleaved uint8 images have their tables computed together: match_uint8)
-        strength, together = params["strength"], []
+        # (uint8 images have their tables computed together: match_uint8, match_uint8_planes)
+        strength, together, together_planes = params["strength"], [], []
         for image, mask, out in zip(images, masks, outs):
             n_channels = image.shape[2]
             planes, out_planes = _images.planes_of(image), _images.planes_of(out)
             if planes is not None and out_planes is not None:  # channels-first
-                if not match_level_planes(planes, mask, tables, strength, out_planes):
+                if planes.dtype == np.uint8:
+                    together_planes.append((planes, mask, out_planes))
+                elif not match_level_planes(planes, mask, tables, strength, out_planes):
                     # (match_planes reads and writes one plane at a time: no layout conversion)
                     match_planes(image, mask, tables, strength, out, params["grid_cells"])
                 continue
@@ -308,6 +310,9 @@ class PerChannel(MatchingMethod):
         for start in range(0, len(together), TOGETHER):
             images, masks, outs = zip(*together[start : start + TOGETHER])
             match_uint8(images, masks, tables, strength, outs)
+        for start in range(0, len(together_planes), TOGETHER):
+            planes, masks, outs = zip(*together_planes[start : start + TOGETHER])
+            match_uint8_planes(planes, masks, tables, strength, outs)
 
 
 def match_uint8(
@@ -369,29 +374,56 @@ def match_level_planes(
     """
     n_channels, h, w = planes.shape
     if planes.dtype == np.uint8:
-        levels, values = planes, None
-    elif planes.dtype.kind == "f":
-        stacked = planes.reshape(n_channels * h, w, 1)
-        found = byte_levels(stacked, out.reshape(stacked.shape))
-        if found is None:
-            return False
-        levels, values = found[0].reshape(planes.shape), found[1]
-    else:
+        match_uint8_planes([planes], [mask], knots, strength, [out])
+        return True
+    if planes.dtype.kind != "f":
         return False
-    hist = np.stack([_reference.level_counts(plane, mask, 256) for plane in levels])
-    if values is None:
-        tables = dense_luts(hist, knots, _reference.level_values(planes.dtype), strength, np.uint8)
-    else:
-        tables = np.empty((n_channels, 256), dtype=planes.dtype)
-        for c in range(n_channels):
-            occupied_lut(hist[c], knots, c, tables[c])
-        if strength != 1.0:
-            tables = blend(values[None, :], tables, strength, planes.dtype)
+    stacked = planes.reshape(n_channels * h, w, 1)
+    found = byte_levels(stacked, out.reshape(stacked.shape))
+    if found is None:
+        return False
+    levels, values = found[0].reshape(planes.shape), found[1]
+    hist = _plane_histograms(levels, mask)
+    tables = np.empty((n_channels, 256), dtype=planes.dtype)
     for c in range(n_channels):
+        occupied_lut(hist[c], knots, c, tables[c])
+    if strength != 1.0:
+        tables = blend(values[None, :], tables, strength, planes.dtype)
+    _apply_plane_luts(levels, tables, planes, mask, out)
+    return True
+
+
+def match_uint8_planes(
+    planes: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    knots: dict,
+    strength: float,
+    outs: Sequence[np.ndarray],
+) -> None:
+    """uint8 channels-first images ``(C, H, W)``: :func:`match_uint8` plane by plane.
+
+    One histogram per plane, the tables of all the images computed together
+    (:func:`dense_luts`; each image's are the ones it would get alone), one
+    single-table ``cv2.LUT`` per plane into ``outs`` (of that layout).
+    """
+    hists = np.stack([_plane_histograms(p, mask) for p, mask in zip(planes, masks)])
+    levels = _reference.level_values(np.dtype(np.uint8))
+    tables = dense_luts(hists, knots, levels, strength, np.dtype(np.uint8))
+    for p, mask, table, out in zip(planes, masks, tables, outs):
+        _apply_plane_luts(p, table, p, mask, out)
+
+
+def _plane_histograms(levels: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Histograms ``(C, 256)`` of the 8-bit level planes ``(C, H, W)`` (OpenCV, exact counts)."""
+    return np.stack([_reference.level_counts(plane, mask, 256) for plane in levels])
+
+
+def _apply_plane_luts(levels, tables, planes, mask, out) -> None:
+    """``out[c] = tables[c][levels[c]]`` per plane; pixels outside ``mask`` keep ``planes``."""
+    for c in range(len(levels)):
         cv2.LUT(levels[c], tables[c], dst=out[c])
     if mask is not None:
         np.copyto(out, planes, where=~mask[None])
-    return True
 
 
 def _channel_range(
