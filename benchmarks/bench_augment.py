@@ -10,7 +10,9 @@ albumentations' ``HistogramMatching`` given the same three reference images
 
 Source: skimage ``astronaut`` (512x512 RGB); references: ``coffee``,
 ``chelsea``, ``rocket``. The crop rows match 32x32, 64x64 and 128x128 crops
-of the source to the whole references, where a call's fixed costs dominate.
+of the source to the whole references, where a call's fixed costs dominate,
+and the batch row 256 of those 32x32 crops as one CPU ``(N, 3, H, W)`` tensor
+(albumentations: one call per crop).
 Targets (issue 6, uint8 RGB 512x512): per call
 <= 1.5x ``HistogramMatcher.transform`` and >= 2x faster than albumentations.
 Run::
@@ -38,6 +40,8 @@ ALBUMENTATIONS_TARGET = 2.0
 REFERENCES = ("coffee", "chelsea", "rocket")
 #: sides of the small crops matched to the whole references (no target: fixed costs)
 CROP_SIZES = (32, 64, 128)
+#: the CPU tensor batch of crops: images, side (albumentations: one call per crop)
+TENSOR_BATCH = (256, 32)
 #: arguments of the smoke test (tests/test_benchmarks_smoke.py): a run of a few seconds
 SMOKE_ARGS = ("--quick", "--size", "64")
 
@@ -166,6 +170,20 @@ def bench(report: Report, size: int | None, repeat: int, warmup: int) -> None:
             warmup=warmup,
         )
         report.row(f"torch uint8 CHW {shape}, one call", t["ours"], t["matcher"], None)
+        if size is None:  # a CPU batch of crops: one call, against albumentations per crop
+            n, side = TENSOR_BATCH
+            corners = np.random.default_rng(0).integers(0, src.shape[0] - side + 1, (n, 2))
+            crops = np.stack([src[r : r + side, c : c + side] for r, c in corners])
+            batch = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+            fns = {
+                "ours": lambda: aug_full(batch),
+                "matcher": lambda: matcher_full.transform(batch),
+            }
+            if alb_full is not None:
+                fns["alb"] = lambda: [alb_full[0](crop) for crop in crops]
+            t = interleaved_medians(fns, repeat=repeat, warmup=warmup)
+            case = f"torch uint8 batch {n}x3x{side}x{side} (CPU), one call"
+            report.row(case, t["ours"], t["matcher"], t.get("alb"))
 
     # uint16 (albumentations raises TypeError on it) and float32 (it quantises to 8 bits)
     src16, refs16 = src.astype(np.uint16) * 257, [r.astype(np.uint16) * 257 for r in refs]

@@ -225,6 +225,34 @@ def test_cpu_tensor_augmentation_reads_planes(monkeypatch, dtype):
         assert_same(aug.apply(x[k], p), expected, x[k])  # one (C, H, W) tensor
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_cpu_batches_of_small_8_bit_images_augment_in_one_kernel_call(
+    monkeypatch, kernel_calls, dtype
+):
+    """An augmenter's CPU batch of many small 8-bit images: the torch kernel, once, with
+    each image's reference and strength, to the numpy path's bit; smaller batches and
+    larger images stay on the numpy path."""
+    from histmatch_ml.backends import torch as torch_backend
+
+    monkeypatch.setattr(torch_backend, "KERNELS_ON_CPU", False)
+    aug = _augmenter(dtype, p=0.7, strength=(0.2, 1.0), random_state=0)
+    _, srcs = real_images()
+    n, side = torch_backend.CPU_BATCH_IMAGES, 32
+    crops = np.stack([srcs[k % 2, k : k + side, 2 * k : 2 * k + side] for k in range(n)])
+    x = to_tensor(as_dtype(crops, dtype))
+    params = [aug.sample_params() for _ in range(n)]
+    got = aug.apply(x, params)
+    assert kernel_calls == ["per_channel"]
+    for k, p in enumerate(params):
+        image = np.ascontiguousarray(np.moveaxis(x[k].numpy(), 0, -1))
+        expected = torch.from_numpy(np.ascontiguousarray(np.moveaxis(aug.apply(image, p), -1, 0)))
+        assert_same(got[k], expected, x[k])
+    kernel_calls.clear()
+    assert torch.equal(aug.apply(x[1:], params[1:]), got[1:])  # (one image fewer: numpy)
+    assert aug(to_tensor(as_dtype(srcs[:, :65, :64], dtype)).repeat(8, 1, 1, 1)).shape[0] == 16
+    assert kernel_calls == []
+
+
 def test_cpu_tensors_of_half_precision_int16_and_strided_memory(monkeypatch):
     from histmatch_ml.backends import torch as torch_backend
 

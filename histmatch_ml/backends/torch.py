@@ -10,8 +10,12 @@ CPU tensors and the other methods (``lab``, ``luminance``) go through the
 numpy kernels on the CPU, one image at a time, as every other input does
 (``per_channel`` reads CPU tensors' images as planes, without a layout
 conversion: :func:`histmatch_ml.methods.per_channel.match_level_planes`). On
-the CPU the numpy kernels are the faster ones; set :data:`KERNELS_ON_CPU` to
-run these kernels there too (the tests do, to compare them with the numpy path).
+the CPU the numpy kernels are the faster ones, but for an augmenter's batch of
+many small 8-bit images (:data:`CPU_BATCH_IMAGES`), which the numpy kernels
+match one by one, each with its own reference and strength (``bench_augment.py``'s
+row "torch uint8 batch 256x3x32x32 (CPU), one call"); set :data:`KERNELS_ON_CPU`
+to run these kernels there for every tensor (the tests do, to compare them with
+the numpy path).
 
 ``per_channel`` is the arithmetic of :mod:`histmatch_ml.methods.per_channel`
 done for a whole batch at once:
@@ -45,6 +49,7 @@ path, as do knots near float64's limits and 32/64-bit integer tensors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,14 +78,27 @@ KERNEL_METHODS = frozenset({"per_channel", "exact", "landmarks"})
 KERNELS_ON_CPU = False
 
 
-def _kernel_applies(method: Any, x: Any) -> bool:
+#: an augmenter's CPU batch of at least this many 8-bit images of at most this many pixels
+#: takes the per_channel torch kernel: one batched call, where the numpy kernels match
+#: the images one at a time, each with its own reference and strength
+CPU_BATCH_IMAGES, CPU_BATCH_PIXELS = 16, 64 * 64
+
+
+def _kernel_applies(method: Any, x: Any, small_batches: bool = False) -> bool:
     """True when the ``(N, C, *spatial)`` tensor ``x`` (or None) is matched by a torch kernel:
     its method has one (:data:`KERNEL_METHODS`) and it lies on a device other than
-    the CPU (or anywhere with :data:`KERNELS_ON_CPU`)."""
+    the CPU (or anywhere with :data:`KERNELS_ON_CPU`), or, with ``small_batches``, it
+    is a CPU batch of small 8-bit images for ``per_channel`` (:data:`CPU_BATCH_IMAGES`)."""
+    if x is None or method.name not in KERNEL_METHODS:
+        return False
+    if KERNELS_ON_CPU or x.device.type != "cpu":
+        return True
     return (
-        x is not None
-        and method.name in KERNEL_METHODS
-        and (KERNELS_ON_CPU or x.device.type != "cpu")
+        small_batches
+        and method.name == "per_channel"
+        and x.dtype in (torch.uint8, torch.int8)
+        and x.shape[0] >= CPU_BATCH_IMAGES
+        and math.prod(x.shape[2:]) <= CPU_BATCH_PIXELS
     )
 
 
@@ -494,10 +512,12 @@ def summary_batch(x: torch.Tensor, fitted: str, scale: str) -> _images.Batch:
     return _images.Batch([np.full((1, 1, 1), peak, dtype=dtype)], None, "tensor")
 
 
-def _checked_batch(X: Any, method: Any, matcher: Any, n_channels: int, name: str) -> Any:
+def _checked_batch(
+    X: Any, method: Any, matcher: Any, n_channels: int, name: str, small_batches: bool = False
+) -> Any:
     """``X`` as a kernel's batch after the numpy path's checks, or None (the numpy path)."""
     x = as_batch(X, getattr(matcher, "spatial_dims", 2))
-    if not _kernel_applies(method, x):
+    if not _kernel_applies(method, x, small_batches):
         return None
     if x.shape[1] != n_channels:
         raise _images.channel_mismatch(name, x.shape[1], n_channels)
@@ -553,7 +573,7 @@ def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> An
     from ..methods import get_method
 
     method = get_method(augmenter.method_)
-    x = _checked_batch(tensor, method, matcher, augmenter.n_channels_, "image")
+    x = _checked_batch(tensor, method, matcher, augmenter.n_channels_, "image", True)
     if x is None:
         return None
     applied = np.flatnonzero([p["apply"] for p in params])
