@@ -307,12 +307,10 @@ class PerChannel(MatchingMethod):
                 match_byte_levels(*found, image, mask, tables, strength, out)
             else:
                 match_planes(image, mask, tables, strength, out, params["grid_cells"])
-        for start in range(0, len(together), TOGETHER):
-            images, masks, outs = zip(*together[start : start + TOGETHER])
-            match_uint8(images, masks, tables, strength, outs)
-        for start in range(0, len(together_planes), TOGETHER):
-            planes, masks, outs = zip(*together_planes[start : start + TOGETHER])
-            match_uint8_planes(planes, masks, tables, strength, outs)
+        for kernel, items in ((match_uint8, together), (match_uint8_planes, together_planes)):
+            for start in range(0, len(items), TOGETHER):
+                images, masks, outs = zip(*items[start : start + TOGETHER])
+                kernel(images, masks, tables, strength, outs)
 
 
 def match_uint8(
