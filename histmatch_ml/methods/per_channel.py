@@ -19,13 +19,17 @@ with the same convention. Equal values stay equal and the map is monotone.
   grid's result bit for bit, at the cost of the uint8 path
   (:func:`byte_levels`).
 
-Three shortcuts are kept for their measured worth (``benchmarks/README.md``):
+Four shortcuts are kept for their measured worth (``benchmarks/README.md``):
 the 8-bit-levels path (row "float32 RGB 512x512 /255, fitted transform",
 against the same row "on the grid"), the occupied-levels-only tables of
 sparse 16-bit histograms (:func:`occupied_lut`; row "uint16 RGB 512x512
-(x257), fitted transform") and the 16-bit-index ``cv2.LUT`` gather of
+(x257), fitted transform"), the 16-bit-index ``cv2.LUT`` gather of
 :func:`~histmatch_ml.methods._base.gather` (``bench_scale.py``'s row
-"per_channel float32 1024x1024", against its previous run).
+"per_channel float32 1024x1024", against its previous run) and the tables
+of a batch's uint8 images computed together (:func:`match_uint8`,
+:func:`match_uint8_planes`; ``bench_core.py``'s row "uint8 RGB batch
+256x32x32 (crops)" and the transform column of ``bench_augment.py``'s
+"torch uint8 batch 256x3x32x32 (CPU)").
 """
 
 from __future__ import annotations
