@@ -742,8 +742,10 @@ def _strip_words(
                 words[i].reshape(channel.shape)[tile] = word.reshape(block.shape)[crop]
 
     tiles = _tiles(channel.shape, halo)
-    run(tiles[:1])
-    _in_threads(n_threads, tiles[1:], run)
+    # (one thread: every tile in one run, its work buffers reused throughout)
+    first = 1 if n_threads > 1 else len(tiles)
+    run(tiles[:first])
+    _in_threads(n_threads, tiles[first:], run)
     return words
 
 

@@ -573,7 +573,7 @@ def augment(augmenter: Any, tensor: Any, params: list[dict], matcher: Any) -> An
     from ..methods import get_method
 
     method = get_method(augmenter.method_)
-    x = _checked_batch(tensor, method, matcher, augmenter.n_channels_, "image", True)
+    x = _checked_batch(tensor, method, matcher, augmenter.n_channels_, "image", small_batches=True)
     if x is None:
         return None
     applied = np.flatnonzero([p["apply"] for p in params])
